@@ -1,0 +1,29 @@
+"""Gradient combiners: (losses, Gram, preference) -> weights of the update direction d = Gᵀw."""
+
+from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
+from moo_lightning.combiners.epo import EPO
+from moo_lightning.combiners.linear import LinearScalarization
+from moo_lightning.combiners.mgda import MGDA, min_norm_weights
+from moo_lightning.combiners.png import (
+    PNG,
+    ComplexCosine,
+    NonUniformity,
+    WeightedDistance,
+    energy_distance,
+)
+
+__all__ = [
+    "EPO",
+    "MGDA",
+    "PNG",
+    "Combined",
+    "Combiner",
+    "ComplexCosine",
+    "LinearScalarization",
+    "NonUniformity",
+    "SolverError",
+    "WeightedDistance",
+    "as_preference",
+    "energy_distance",
+    "min_norm_weights",
+]

@@ -1,0 +1,138 @@
+"""The combiner interface: (losses, Gram matrix, preference) -> weights + diagnostics."""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Combined:
+    """What a combiner returns: weights (m,) such that the update direction is d = Gᵀ·weights,
+    and scalar diagnostics for logging. ``fallback`` is True when the solver failed and the
+    explicit fallback policy produced the weights."""
+
+    weights: torch.Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    fallback: bool = False
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + "]"
+
+
+def as_preference(preference, m: int | None = None) -> np.ndarray:
+    """A preference as a positive float64 vector. A scalar r1 means (r1, 1 - r1) for two objectives."""
+    arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
+    if arr.ndim != 1:
+        raise ValueError(f"preference must be a list of numbers. Found shape {arr.shape}")
+    if arr.size == 1 and m in (None, 2):
+        r1 = float(arr[0])
+        if not 0.0 < r1 < 1.0:
+            raise ValueError(
+                f"preference: a single number r1 means (r1, 1 - r1) and must lie in (0, 1). "
+                f"Found {r1:g}"
+            )
+        arr = np.array([r1, 1.0 - r1])
+    if m is not None and arr.size != m:
+        raise ValueError(
+            f"preference must have one entry per objective ({m}). "
+            f"Found {arr.size} entries: {_fmt(arr)}"
+        )
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"preference entries must be finite and > 0. Found {_fmt(arr)}")
+    return arr
+
+
+class Combiner(abc.ABC):
+    """Base class. Subclasses implement ``_combine`` on float64 numpy arrays.
+
+    Validation happens once, here: losses (m,) finite; Gram (m, m) finite and symmetric
+    (when the combiner needs one); preference (m,) positive. Solves run in float64 on the
+    CPU; weights come back with the device and dtype of ``losses``.
+    """
+
+    #: False for combiners whose weights do not depend on the gradients (LS): the module then
+    #: takes one ordinary backward of the weighted sum instead of building per-objective grads.
+    needs_gram: bool = True
+    #: Short name used in logs and diagnostics.
+    name: str = "combiner"
+
+    def __init__(self, on_failure: str = "raise"):
+        if on_failure not in ("raise", "ls"):
+            raise ValueError(
+                f"combiner.on_failure must be 'raise' or 'ls' (normalised preference). "
+                f"Found {on_failure!r}"
+            )
+        self.on_failure = on_failure
+
+    def __call__(
+        self,
+        losses: torch.Tensor,
+        gram: torch.Tensor | None,
+        preference,
+        **extra,
+    ) -> Combined:
+        l_np = self._check_losses(losses)
+        m = l_np.size
+        r = as_preference(preference, m)
+        K = self._check_gram(gram, m) if self.needs_gram else None
+        try:
+            w, diag = self._combine(l_np, K, r, **extra)
+            fallback = False
+        except SolverError as err:
+            if self.on_failure == "raise":
+                raise
+            warnings.warn(
+                f"{self.name}: {err}; falling back to the normalised preference "
+                "(counted in train/combiner/fallbacks)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            w, diag, fallback = r / r.sum(), {"solver_failed": 1.0}, True
+        weights = torch.as_tensor(np.asarray(w, dtype=np.float64))
+        return Combined(
+            weights.to(device=losses.device, dtype=losses.dtype), diag, fallback
+        )
+
+    @abc.abstractmethod
+    def _combine(
+        self, losses: np.ndarray, gram: np.ndarray | None, preference: np.ndarray, **extra
+    ) -> tuple[np.ndarray, dict[str, float]]: ...
+
+    @staticmethod
+    def _check_losses(losses) -> np.ndarray:
+        arr = torch.as_tensor(losses).detach().to("cpu", torch.float64).numpy()
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"losses must be a vector (m,) with m >= 1. Found shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"losses must be finite. Found {_fmt(arr)}")
+        return arr
+
+    @staticmethod
+    def _check_gram(gram, m: int) -> np.ndarray:
+        if gram is None:
+            raise ValueError("this combiner needs the Gram matrix of the per-objective gradients")
+        K = torch.as_tensor(gram).detach().to("cpu", torch.float64).numpy()
+        if K.shape != (m, m):
+            raise ValueError(f"Gram matrix must be ({m}, {m}) for {m} losses. Found {K.shape}")
+        if not np.all(np.isfinite(K)):
+            raise ValueError("Gram matrix must be finite. Found non-finite entries")
+        scale = max(float(np.abs(K).max()), 1e-300)
+        if np.abs(K - K.T).max() > 1e-6 * scale:
+            raise ValueError(
+                f"Gram matrix must be symmetric. Found max |K - Kᵀ| = {np.abs(K - K.T).max():.3g}"
+            )
+        return 0.5 * (K + K.T)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class SolverError(RuntimeError):
+    """A numeric solve that did not return an optimal solution."""

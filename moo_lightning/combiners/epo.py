@@ -1,0 +1,191 @@
+"""Exact Pareto Optimal search (Mahapatra & Rajan 2020; ALGORITHMS.md §4)."""
+
+from __future__ import annotations
+
+import time
+
+import cvxpy as cp
+import numpy as np
+
+from moo_lightning.combiners.base import Combiner, SolverError
+
+_ACCEPTED = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+
+
+def non_uniformity(losses: np.ndarray, preference: np.ndarray) -> tuple[float, np.ndarray]:
+    """μ = Σ p_i log(m p_i), p = r⊙ℓ / Σ r⊙ℓ; also returns the adjustment a = r ⊙ (log(m p) − μ)."""
+    m = losses.size
+    rl = preference * losses
+    p = rl / rl.sum()
+    logmp = np.log(m * p)
+    mu = float(p @ logmp)
+    return mu, preference * (logmp - mu)
+
+
+def solve_lp_on_segment(objective: np.ndarray, A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Exact m = 2 LP: maximise objectiveᵀw over w = (t, 1 − t), t ∈ [0, 1], with A w ≥ b.
+
+    Each row cuts [0, 1] to an interval; the optimum of a linear objective sits at an end of the
+    intersection. Returns None when the constraints are infeasible.
+    """
+    scale = max(float(np.abs(A).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), 1e-300)
+    tol = 1e-12 * scale
+    lo, hi = 0.0, 1.0
+    for (a0, a1), bi in zip(A, b, strict=True):
+        slope, rhs = a0 - a1, bi - a1  # row reads: slope · t ≥ rhs
+        if abs(slope) <= tol:
+            if rhs > tol:
+                return None
+        elif slope > 0:
+            lo = max(lo, rhs / slope)
+        else:
+            hi = min(hi, rhs / slope)
+    if lo > hi + 1e-12:
+        return None
+    lo, hi = min(lo, hi), max(lo, hi)
+    gain = objective[0] - objective[1]
+    obj_scale = max(float(np.abs(objective).max()), 1e-300)
+    if abs(gain) <= 1e-12 * obj_scale:
+        t = 0.5 * (lo + hi)  # the whole feasible segment is optimal: take its middle
+    else:
+        t = hi if gain > 0 else lo
+    return np.array([t, 1.0 - t])
+
+
+class _EPOPrograms:
+    """The two EPO linear programs for m objectives, compiled once (DPP) and re-solved with new
+    parameter values each step. Rows that balance mode leaves unconstrained are zeroed through
+    the parameters (A_i = 0, b_i = 0), so no ±inf ever reaches the solver."""
+
+    def __init__(self, m: int, restricted: bool):
+        self.w = cp.Variable(m, nonneg=True)
+        # balance mode
+        self.c = cp.Parameter(m)
+        self.A = cp.Parameter((m, m))
+        self.b = cp.Parameter(m)
+        self.balance = cp.Problem(
+            cp.Maximize(self.c @ self.w), [cp.sum(self.w) == 1, self.A @ self.w >= self.b]
+        )
+        # descent mode
+        self.K = cp.Parameter((m, m))
+        self.colsum = cp.Parameter(m)
+        self.c_descent = cp.Parameter(m)
+        self.floor = cp.Parameter()  # min(max_i c_i, 0), its own Parameter so the problem is DPP
+        cons = [cp.sum(self.w) == 1, self.K @ self.w >= 0]
+        if restricted:
+            cons.append(self.c_descent @ self.w >= self.floor)
+        self.descent = cp.Problem(cp.Maximize(self.colsum @ self.w), cons)
+        for prob in (self.balance, self.descent):
+            assert prob.is_dpp(), "EPO programs must be DPP so cvxpy compiles them once"
+
+
+class EPO(Combiner):
+    """EPO search: preference r (m,), losses ℓ > 0 (m,), Gram K (m, m) -> w ∈ Δ (m,).
+
+    Balance mode (μ > eps) maximises wᵀKa subject to the per-objective constraints of
+    ALGORITHMS.md §4.3; descent mode maximises 1ᵀKw subject to Kw ≥ 0 and, when
+    ``descent='restricted'``, wᵀc ≥ min(max c, 0). ``solver='cvxpy'`` solves the LPs with
+    ``cvxpy_solver`` (an installed one: CLARABEL by default); ``solver='exact'`` uses the exact
+    segment solver (m = 2 only); ``solver='auto'`` picks exact for m = 2, cvxpy otherwise.
+    """
+
+    name = "epo"
+
+    def __init__(
+        self,
+        eps: float = 1e-4,
+        descent: str = "restricted",
+        solver: str = "cvxpy",
+        cvxpy_solver: str = "CLARABEL",
+        on_failure: str = "raise",
+    ):
+        super().__init__(on_failure)
+        if descent not in ("restricted", "relaxed"):
+            raise ValueError(
+                f"combiner.descent must be 'restricted' or 'relaxed'. Found {descent!r}"
+            )
+        if solver not in ("cvxpy", "exact", "auto"):
+            raise ValueError(f"combiner.solver must be 'cvxpy', 'exact' or 'auto'. Found {solver!r}")
+        installed = cp.installed_solvers()
+        if solver != "exact" and cvxpy_solver not in installed:
+            raise ValueError(
+                f"combiner.cvxpy_solver {cvxpy_solver!r} is not installed. "
+                f"Installed: {', '.join(installed)}"
+            )
+        if eps < 0:
+            raise ValueError(f"combiner.eps must be >= 0. Found {eps}")
+        self.eps = float(eps)
+        self.descent = descent
+        self.solver = solver
+        self.cvxpy_solver = cvxpy_solver
+        self._programs: dict[int, _EPOPrograms] = {}  # compiled once per m, not per-step state
+
+    def programs(self, m: int) -> _EPOPrograms:
+        if m not in self._programs:
+            self._programs[m] = _EPOPrograms(m, self.descent == "restricted")
+        return self._programs[m]
+
+    def _combine(self, losses, gram, preference, **extra):
+        m = losses.size
+        clamped = float(np.sum(losses <= 0))
+        losses = np.maximum(losses, 1e-12)  # EPO's log needs ℓ > 0; counted in diagnostics
+        mu, a = non_uniformity(losses, preference)
+        c = gram @ a
+        balance = mu > self.eps
+        if balance:
+            constrained = c <= 0  # J = {i : c_i > 0} is left unconstrained
+            if constrained.all():
+                rhs = np.zeros(m)
+            else:
+                rhs = np.where(constrained, c, 0.0)
+                rhs[np.argmax(preference * losses)] = 0.0
+                constrained = constrained.copy()
+                constrained[np.argmax(preference * losses)] = True
+            A = gram * constrained[:, None]
+            rhs = rhs * constrained
+        exact = self.solver == "exact" or (self.solver == "auto" and m == 2)
+        if self.solver == "exact" and m != 2:
+            raise ValueError(f"combiner.solver='exact' supports m = 2 objectives only. Found m = {m}")
+
+        start = time.perf_counter()
+        if exact:
+            if balance:
+                w = solve_lp_on_segment(c, A, rhs)
+            else:
+                rows, rhs_d = [gram], [np.zeros(m)]
+                if self.descent == "restricted":
+                    rows.append(c[None, :])
+                    rhs_d.append(np.array([min(float(c.max()), 0.0)]))
+                w = solve_lp_on_segment(gram.sum(axis=0), np.vstack(rows), np.concatenate(rhs_d))
+            status = "optimal" if w is not None else "infeasible"
+        else:
+            prog = self.programs(m)
+            if balance:
+                prog.c.value, prog.A.value, prog.b.value = c, A, rhs
+                problem = prog.balance
+            else:
+                prog.K.value, prog.colsum.value = gram, gram.sum(axis=0)
+                prog.c_descent.value, prog.floor.value = c, min(float(c.max()), 0.0)
+                problem = prog.descent
+            try:
+                problem.solve(solver=self.cvxpy_solver, warm_start=True)
+                status = problem.status
+            except cp.error.SolverError as err:
+                status = f"error ({err})"
+            w = prog.w.value if status in _ACCEPTED else None
+        solve_ms = 1e3 * (time.perf_counter() - start)
+        if w is None:
+            mode = "balance" if balance else "descent"
+            raise SolverError(f"EPO {mode} LP returned status {status!r} (mu={mu:.3g})")
+        w = np.clip(np.asarray(w, dtype=np.float64), 0.0, None)
+        w /= w.sum()
+        diag = {
+            "mu": mu,
+            "balance_mode": float(balance),
+            "solve_ms": solve_ms,
+            "exact_solver": float(exact),
+            "inaccurate": float(status == cp.OPTIMAL_INACCURATE),
+        }
+        if clamped:
+            diag["nonpositive_losses"] = clamped
+        return w, diag

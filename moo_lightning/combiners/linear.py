@@ -1,0 +1,18 @@
+"""Linear scalarisation (ALGORITHMS.md §2)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moo_lightning.combiners.base import Combiner
+
+
+class LinearScalarization(Combiner):
+    """LS: w = r / Σr. Needs no Gram matrix, so the step is one ordinary backward of Σ w_i ℓ_i."""
+
+    needs_gram = False
+    name = "ls"
+
+    def _combine(self, losses, gram, preference, **extra):
+        w = preference / preference.sum()
+        return w, {}

@@ -1,0 +1,175 @@
+"""Pareto Navigation Gradient Descent (Ye & Liu 2022; ALGORITHMS.md §5) and its criteria."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from moo_lightning.combiners.base import Combiner, SolverError
+from moo_lightning.combiners.mgda import min_norm_weights
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# --- criteria F(ℓ; r): scalar functions of the loss vector, minimised inside the Pareto set ---
+
+
+class NonUniformity:
+    """EPO's non-uniformity μ(ℓ; r) = Σ p_i log(m p_i), p = r⊙ℓ/Σ r⊙ℓ. PNG with it targets the
+    ray r_1ℓ_1 = … = r_mℓ_m, like EPO."""
+
+    def __call__(self, losses: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+        rl = preference * losses.clamp_min(1e-12)
+        p = rl / rl.sum()
+        return (p * torch.log(losses.numel() * p)).sum()
+
+
+class WeightedDistance:
+    """F = Σ_i (ℓ_i − t_i)² / t_i with target t (the preference when ``target`` is None)."""
+
+    def __init__(self, target: list[float] | None = None):
+        self.target = None if target is None else torch.as_tensor(target, dtype=torch.float64)
+
+    def __call__(self, losses: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+        t = preference if self.target is None else self.target.to(losses)
+        return ((losses - t) ** 2 / t).sum()
+
+
+class ComplexCosine:
+    """F = −cos(π(ℓ1 − t1)/2) + (cos(π(ℓ2 − t2)) + 1)², two objectives (seed 002 §7.1)."""
+
+    def __init__(self, target: list[float] | None = None):
+        self.target = None if target is None else torch.as_tensor(target, dtype=torch.float64)
+
+    def __call__(self, losses: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
+        if losses.numel() != 2:
+            raise ValueError(f"ComplexCosine is defined for 2 objectives. Found {losses.numel()}")
+        t = preference if self.target is None else self.target.to(losses)
+        return -torch.cos(math.pi * (losses[0] - t[0]) / 2) + (
+            torch.cos(math.pi * (losses[1] - t[1])) + 1
+        ) ** 2
+
+
+def energy_distance(losses: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Energy of an ensemble's loss vectors L (N, m): Σ_{i≠j} ‖ℓ_i − ℓ_j‖⁻² (seed 002 eqs 5–6)."""
+    diff = losses[:, None, :] - losses[None, :, :]
+    sq = (diff**2).sum(-1)
+    off = ~torch.eye(losses.shape[0], dtype=torch.bool, device=losses.device)
+    return (1.0 / (sq[off] + eps)).sum()
+
+
+def criterion_gradient(criterion: Criterion, losses: np.ndarray, preference: np.ndarray):
+    """(F, ∂F/∂ℓ) by autograd on the m-vector ℓ, in float64."""
+    ell = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
+    value = criterion(ell, torch.tensor(preference, dtype=torch.float64))
+    if value.numel() != 1:
+        raise ValueError(f"PNG criterion must return a scalar. Found shape {tuple(value.shape)}")
+    (grad,) = torch.autograd.grad(value, ell, allow_unused=True)
+    grad = torch.zeros_like(ell) if grad is None else grad
+    return float(value), grad.numpy()
+
+
+# --- the dual box QP: min_{λ≥0} ½ λᵀKλ + λᵀq ---
+
+
+def box_qp(K: np.ndarray, q: np.ndarray, tol: float = 1e-12, max_iter: int = 10_000):
+    """Solve min_{λ ≥ 0} ½λᵀKλ + qᵀλ for PSD K. m = 2: the four active sets, best feasible one
+    kept (exact). m > 2: cyclic coordinate descent (each coordinate minimised exactly) until the
+    KKT residual is below ``tol`` × scale. Returns (λ, iterations)."""
+    m = q.size
+
+    def value(lam):
+        return 0.5 * lam @ K @ lam + q @ lam
+
+    if m <= 2:
+        candidates = [np.zeros(m)]
+        for i in range(m):
+            if K[i, i] > 0:
+                lam = np.zeros(m)
+                lam[i] = max(0.0, -q[i] / K[i, i])
+                candidates.append(lam)
+        if m == 2:
+            det = K[0, 0] * K[1, 1] - K[0, 1] ** 2
+            if det > 1e-14 * max(K[0, 0] * K[1, 1], 1e-300):
+                lam = np.linalg.solve(K, -q)
+                if np.all(lam >= 0):
+                    candidates.append(lam)
+        vals = [value(c) for c in candidates]
+        return candidates[int(np.argmin(vals))], 0
+    lam = np.zeros(m)
+    grad = q.copy()
+    scale = max(float(np.abs(q).max()), float(np.abs(K).max()), 1e-300)
+    for it in range(1, max_iter + 1):
+        for i in range(m):
+            if K[i, i] <= 0:
+                continue
+            new = max(0.0, lam[i] - grad[i] / K[i, i])
+            if new != lam[i]:
+                grad += (new - lam[i]) * K[:, i]
+                lam[i] = new
+        residual = np.abs(np.where(lam > 0, grad, np.minimum(grad, 0.0))).max()
+        if residual <= tol * scale:
+            return lam, it
+    raise SolverError(f"PNG dual QP did not converge in {max_iter} sweeps (KKT residual {residual:.3g})")
+
+
+class PNG(Combiner):
+    """PNG: losses (m,), Gram K (m, m), preference (m,) -> coefficients w = ∂F/∂ℓ + λ (m,) of
+    the direction v = Gᵀw, with λ the dual box-QP solution; φ = α·g(θ) when g(θ) > e, else the
+    constraint is off (λ = 0, plain descent on F). Pass ``criterion_grad`` to supply ∂F/∂ℓ
+    directly (energy ensembles); otherwise it comes from autograd of ``criterion``."""
+
+    name = "png"
+
+    def __init__(
+        self,
+        criterion: Criterion | None = None,
+        alpha: float = 0.5,
+        e: float = 1e-2,
+        on_failure: str = "raise",
+    ):
+        super().__init__(on_failure)
+        if alpha <= 0:
+            raise ValueError(f"combiner.alpha must be > 0. Found {alpha}")
+        if e < 0:
+            raise ValueError(f"combiner.e must be >= 0. Found {e}")
+        if criterion is not None and not callable(criterion):
+            raise ValueError(
+                f"combiner.criterion must be callable (losses, preference) -> scalar. "
+                f"Found {type(criterion).__name__}"
+            )
+        self.criterion = criterion if criterion is not None else NonUniformity()
+        self.alpha = float(alpha)
+        self.e = float(e)
+
+    def _combine(self, losses, gram, preference, criterion_grad=None, **extra):
+        m = losses.size
+        diag: dict[str, float] = {}
+        if criterion_grad is None:
+            diag["F"], f = criterion_gradient(self.criterion, losses, preference)
+        else:
+            f = np.asarray(torch.as_tensor(criterion_grad).detach().cpu(), dtype=np.float64)
+            if f.shape != (m,):
+                raise ValueError(f"criterion_grad must have shape ({m},). Found {f.shape}")
+        start = time.perf_counter()
+        _, g, _, _ = min_norm_weights(gram)
+        active = g > self.e
+        if active:
+            phi = self.alpha * g
+            lam, _ = box_qp(gram, gram @ f - phi)
+        else:
+            phi, lam = 0.0, np.zeros(m)
+        diag.update(
+            {
+                "g": g,
+                "phi": phi,
+                "constraint_active": float(active),
+                "solve_ms": 1e3 * (time.perf_counter() - start),
+            }
+        )
+        diag.update({f"lambda_{i}": float(v) for i, v in enumerate(lam)})
+        return f + lam, diag

@@ -1,0 +1,67 @@
+"""Per-objective gradients, their Gram matrix, and writing a combined direction into ``.grad``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def objective_grads(
+    losses: torch.Tensor, params: Sequence[torch.Tensor]
+) -> list[list[torch.Tensor]]:
+    """Gradients of each entry of ``losses`` (m,) w.r.t. ``params``: m lists, one tensor per
+    parameter (zeros where an objective does not reach a parameter)."""
+    grads = []
+    m = losses.numel()
+    for i in range(m):
+        g = torch.autograd.grad(
+            losses[i], params, retain_graph=i < m - 1, allow_unused=True
+        )
+        grads.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
+    return grads
+
+
+def all_reduce_grads(grads: list[list[torch.Tensor]]) -> None:
+    """Average per-objective gradients over DDP ranks in place (autograd.grad bypasses DDP's
+    reducer), so every rank builds the same Gram matrix and solves the same problem."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for per_objective in grads:
+        flat = torch.cat([g.reshape(-1) for g in per_objective])
+        dist.all_reduce(flat)
+        flat /= world
+        offset = 0
+        for g in per_objective:
+            n = g.numel()
+            g.copy_(flat[offset : offset + n].view_as(g))
+            offset += n
+
+
+def gram_matrix(grads: list[list[torch.Tensor]]) -> torch.Tensor:
+    """K_ij = <∇ℓ_i, ∇ℓ_j> over all parameters, accumulated in float64. Returns (m, m)."""
+    m = len(grads)
+    K = torch.zeros(m, m, dtype=torch.float64)
+    for i in range(m):
+        for j in range(i, m):
+            v = sum(
+                torch.dot(a.reshape(-1).double(), b.reshape(-1).double()).cpu()
+                for a, b in zip(grads[i], grads[j])
+            )
+            K[i, j] = K[j, i] = v
+    return K
+
+
+def write_direction(
+    grads: list[list[torch.Tensor]], weights: torch.Tensor, params: Sequence[torch.Tensor]
+) -> None:
+    """Set p.grad = Σ_i w_i ∇_p ℓ_i for every parameter (overwrites, does not accumulate).
+    The first objective's gradient buffers are reused for the result (no extra copy)."""
+    w = weights.detach().cpu().tolist()
+    for k, p in enumerate(params):
+        d = grads[0][k].mul_(w[0])
+        for i in range(1, len(grads)):
+            d.add_(grads[i][k], alpha=w[i])
+        p.grad = d.to(p.dtype)

@@ -1,0 +1,267 @@
+"""The synthetic two-objective problem (Lin et al. 2019; ALGORITHMS.md §6): its exact Pareto
+front, quality indicators, Lightning modules (single model and PNG energy ensemble) and plots.
+
+ℓ1(θ) = 1 − exp(−‖θ − η‖²), ℓ2(θ) = 1 − exp(−‖θ + η‖²), η = n^{-1/2}·1. The Pareto set is
+θ = tη, t ∈ [−1, 1], so the front is (1 − exp(−(t − 1)²), 1 − exp(−(t + 1)²)) for any n.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import moocore
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from moo_lightning.combiners.base import Combiner, as_preference
+from moo_lightning.combiners.png import energy_distance
+from moo_lightning.module import MultiObjectiveModule
+
+REFERENCE_POINT = (1.0, 1.0)
+
+
+# --- the exact front ------------------------------------------------------------------------------
+
+
+def front_point(t) -> np.ndarray:
+    """Loss vector(s) of the Pareto-set point θ = tη, t ∈ [−1, 1]. Shape (..., 2)."""
+    t = np.asarray(t, dtype=np.float64)
+    return np.stack([1 - np.exp(-((t - 1) ** 2)), 1 - np.exp(-((t + 1) ** 2))], axis=-1)
+
+
+def exact_front(num: int = 2001) -> np.ndarray:
+    """A dense sampling of the exact front, ordered by increasing ℓ1. Shape (num, 2)."""
+    return front_point(np.linspace(1.0, -1.0, num))
+
+
+def ray_point(preference) -> np.ndarray:
+    """The front point where r1ℓ1 = r2ℓ2 (EPO's target for preference r), by bisection on t."""
+    r = as_preference(preference, 2)
+    lo, hi = -1.0, 1.0  # r1ℓ1 − r2ℓ2 decreases in t on the Pareto set
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        l1, l2 = front_point(mid)
+        if r[0] * l1 - r[1] * l2 > 0:
+            lo = mid
+        else:
+            hi = mid
+    return front_point(0.5 * (lo + hi))
+
+
+def minimise_on_front(criterion: Callable, preference, num: int = 200_001) -> np.ndarray:
+    """argmin of criterion(ℓ, r) over a dense sampling of the exact front (grid step 1e-5 in t)."""
+    pts = torch.as_tensor(front_point(np.linspace(-1.0, 1.0, num)))
+    r = torch.as_tensor(as_preference(preference, 2))
+    values = torch.stack([criterion(p, r) for p in pts]) if num <= 1000 else None
+    if values is None:  # vectorise the common case: criteria written elementwise over ℓ
+        values = torch.vmap(lambda p: criterion(p, r))(pts)
+    return pts[int(torch.argmin(values))].numpy()
+
+
+def hypervolume(points, ref=REFERENCE_POINT) -> float:
+    return float(moocore.hypervolume(np.atleast_2d(points), ref=np.asarray(ref, dtype=float)))
+
+
+def igd_plus(points, front: np.ndarray | None = None) -> float:
+    front = exact_front() if front is None else front
+    return float(moocore.igd_plus(np.atleast_2d(points), ref=front))
+
+
+def best_hypervolume(k: int, ref=REFERENCE_POINT, num: int = 2001) -> float:
+    """The largest hypervolume any k points of the exact front reach (dynamic programming over a
+    grid of ``num`` front points; exact up to the grid)."""
+    pts = exact_front(num)  # increasing ℓ1, decreasing ℓ2
+    x, y = pts[:, 0], pts[:, 1]
+    rx, ry = ref
+    # best[j] = max HV of a chain of points ending at point j, measured up to x_j's right edge
+    # chain HV = Σ (x_{next} − x_i)(ry − y_i); adding j after i contributes (x_j − x_i)(ry − y_i)
+    best = np.zeros(num)  # chains of one point: nothing counted yet
+    for _ in range(k - 1):
+        gain = (x[None, :] - x[:, None]) * (ry - y[:, None])  # [i, j]: i before j
+        gain[np.tril_indices(num)] = -np.inf
+        best = np.max(best[:, None] + gain, axis=0)
+    return float(np.max(best + (rx - x) * (ry - y)))
+
+
+# --- Lightning pieces ---------------------------------------------------------------------------
+
+
+def _toy_losses(theta: torch.Tensor) -> torch.Tensor:
+    eta = torch.full_like(theta, theta.shape[-1] ** -0.5)
+    l1 = 1 - torch.exp(-((theta - eta) ** 2).sum(-1))
+    l2 = 1 - torch.exp(-((theta + eta) ** 2).sum(-1))
+    return torch.stack([l1, l2], dim=-1)
+
+
+def default_start(n: int) -> np.ndarray:
+    """The documented start, off the front: θ0 = 0.3·η + 0.8·u, u ⊥ η a unit vector with
+    alternating signs. Its losses are (0.677, 0.903)."""
+    eta = np.full(n, n**-0.5)
+    u = np.array([(-1.0) ** i for i in range(n)])
+    u -= u.mean()
+    u /= np.linalg.norm(u)
+    return 0.3 * eta + 0.8 * u
+
+
+class ToySteps(L.LightningDataModule):
+    """The toy problem has no data: one dummy batch per optimisation step."""
+
+    def __init__(self, steps: int = 300):
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"data.steps must be >= 1. Found {steps}")
+        self.steps = steps
+
+    def train_dataloader(self):
+        return DataLoader(torch.zeros(self.steps), batch_size=1)
+
+
+class ToyModule(MultiObjectiveModule):
+    """θ ∈ ℝⁿ on the synthetic problem; records the loss trajectory for the figure."""
+
+    def __init__(
+        self,
+        combiner: Combiner,
+        preference,
+        n: int = 10,
+        start: list[float] | None = None,
+        **kwargs,
+    ):
+        super().__init__(combiner, preference, **kwargs)
+        theta0 = default_start(n) if start is None else np.asarray(start, dtype=np.float64)
+        if theta0.shape != (n,):
+            raise ValueError(f"module.start must have n={n} entries. Found {theta0.shape}")
+        self.theta = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
+        self.trajectory: list[np.ndarray] = []
+
+    def objectives(self, batch) -> torch.Tensor:
+        losses = _toy_losses(self.theta)
+        self.trajectory.append(losses.detach().cpu().numpy().copy())
+        return losses
+
+    def final_losses(self) -> np.ndarray:
+        with torch.no_grad():
+            return _toy_losses(self.theta).cpu().numpy()
+
+    def export(self, run_dir: Path) -> dict:
+        """metrics.json entries and the loss-space figure for a finished run."""
+        final = self.final_losses()
+        traj = np.vstack([*self.trajectory, final])[None]
+        plot_trajectories(traj, Path(run_dir) / "trajectory.png", self._title())
+        return {"final_losses": final.tolist(), "steps": len(self.trajectory)}
+
+    def _title(self) -> str:
+        r = ", ".join(f"{v:.2f}" for v in self.preference)
+        return f"{self.combiner.name.upper()}, preference ({r})"
+
+
+class ToyEnsembleModule(ToyModule):
+    """N models θ_1..θ_N trained jointly by PNG on the energy distance of their loss vectors
+    (seed 002 eqs 5–6): each member's ∂F/∂ℓ depends on the others' current losses, and each
+    member takes its own PNG step. ``start='clustered'`` puts all members near the default start;
+    ``start='extremes'`` splits them between the two LS solutions (θ = ±η)."""
+
+    def __init__(
+        self,
+        combiner: Combiner,
+        preference,
+        n: int = 10,
+        members: int = 5,
+        start: str = "clustered",
+        spread: float = 0.05,
+        normalise_energy: bool = True,
+        seed: int = 0,
+        **kwargs,
+    ):
+        if members < 2:
+            raise ValueError(f"module.members must be >= 2 for an ensemble. Found {members}")
+        if start not in ("clustered", "extremes"):
+            raise ValueError(f"module.start must be 'clustered' or 'extremes'. Found {start!r}")
+        super().__init__(combiner, preference, n=n, **kwargs)
+        del self.theta
+        rng = np.random.default_rng(seed)
+        eta = np.full(n, n**-0.5)
+        if start == "clustered":
+            centres = np.repeat(default_start(n)[None], members, axis=0)
+        else:
+            centres = np.array([eta if j % 2 == 0 else -eta for j in range(members)])
+        theta0 = centres + spread * rng.standard_normal((members, n)) / np.sqrt(n)
+        self.thetas = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.tensor(t, dtype=torch.float64)) for t in theta0]
+        )
+        self.start = start
+        self.normalise_energy = normalise_energy
+
+    def member_parameters(self):
+        return [[p] for p in self.thetas]
+
+    def objectives(self, batch) -> torch.Tensor:
+        losses = _toy_losses(torch.stack(list(self.thetas)))
+        self.trajectory.append(losses.detach().cpu().numpy().copy())
+        return losses
+
+    def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor:
+        L_ = losses.detach().double().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy_distance(L_), L_)
+        if self.normalise_energy:
+            # the energy's gradient grows like ‖Δℓ‖⁻³ for clustered members: keep its direction
+            # per member and bound its size, so one learning rate serves every stage of the run
+            grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1.0)
+        return grad
+
+    def final_losses(self) -> np.ndarray:
+        with torch.no_grad():
+            return _toy_losses(torch.stack(list(self.thetas))).cpu().numpy()
+
+    def export(self, run_dir: Path) -> dict:
+        final = self.final_losses()
+        traj = np.concatenate([np.stack(self.trajectory), final[None]]).transpose(1, 0, 2)
+        plot_trajectories(traj, Path(run_dir) / "trajectory.png", f"PNG energy ensemble, {self.start} start")
+        best = best_hypervolume(len(final))
+        hv = hypervolume(final)
+        return {
+            "final_losses": final.tolist(),
+            "hv": hv,
+            "hv_best_possible": best,
+            "hv_ratio": hv / best,
+            "igd_plus": igd_plus(final),
+            "reference_point": list(REFERENCE_POINT),
+            "steps": len(self.trajectory),
+        }
+
+    def _title(self) -> str:
+        return "PNG energy ensemble"
+
+
+def plot_trajectories(trajectories: np.ndarray, path: Path, title: str) -> None:
+    """Loss-space paths (K, T, 2) over the exact front; start marked o, end marked *."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    front = exact_front()
+    ax.plot(front[:, 0], front[:, 1], color="0.6", lw=2, label="exact Pareto front")
+    for k, path_k in enumerate(trajectories):
+        line = ax.plot(path_k[:, 0], path_k[:, 1], lw=1, label=None if k else "trajectory")[0]
+        ax.scatter(*path_k[0], marker="o", color=line.get_color(), s=20)
+        ax.scatter(*path_k[-1], marker="*", color=line.get_color(), s=90, zorder=3)
+    ax.set_xlabel(r"$\ell_1$")
+    ax.set_ylabel(r"$\ell_2$")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    Path(run_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,0 +1,112 @@
+"""Train one model (or one ensemble) with a gradient combiner; the Hydra entry point.
+
+    python train.py task=toy combiner=epo preference=[0.2,0.8]
+    python train.py task=qnli combiner=epo -m seed=0-9
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("moo_lightning")
+
+
+def _instantiate_all(cfg: DictConfig, section: str) -> list:
+    group = cfg.get(section)
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if c is not None]
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Instantiate data, combiner, module, callbacks, loggers and trainer; fit; test the
+    best-by-validation checkpoint when the task has a validation metric; write metrics.json."""
+    import lightning as L
+
+    start = time.perf_counter()
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.seed is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    preference = OmegaConf.to_object(cfg.preference) if OmegaConf.is_config(cfg.preference) else cfg.preference
+    data = hydra.utils.instantiate(cfg.data)
+    combiner = hydra.utils.instantiate(cfg.combiner)
+    module = hydra.utils.instantiate(
+        cfg.module,
+        combiner=combiner,
+        preference=preference,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        _recursive_=True,
+    )
+    callbacks = _instantiate_all(cfg, "callbacks")
+    loggers = _instantiate_all(cfg, "logger")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if loggers:
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict = {
+        "task": cfg.task_name,
+        "combiner": type(combiner).__name__,
+        "seed": cfg.seed,
+        "preference": [float(v) for v in module.preference],
+        "combiner_fallbacks": module.fallbacks,
+        "skipped_steps": module.skipped_steps,
+    }
+    metrics.update({k: _scalar(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")})
+    if cfg.get("test") and hasattr(data, "test_dataloader"):
+        ckpt = "best" if trainer.checkpoint_callback is not None else None
+        results = trainer.test(module, datamodule=data, ckpt_path=ckpt, verbose=False)
+        metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
+    if hasattr(module, "export"):
+        metrics.update(module.export(run_dir))
+    metrics["wall_time_s"] = time.perf_counter() - start
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+def _scalar(v):
+    return float(v.item()) if hasattr(v, "item") else v
+
+
+_SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
+
+
+def expand_seed_ranges(argv: list[str]) -> list[str]:
+    """Turn `seed=A-B` into Hydra's `seed=range(A,B+1)` (inclusive, as users type it)."""
+    out = []
+    for arg in argv:
+        m = _SEED_RANGE.match(arg)
+        if m:
+            key, a, b = m.group(1), int(m.group(2)), int(m.group(3))
+            if b < a:
+                raise SystemExit(f"error: {arg}: the range end must be >= its start")
+            if "-m" not in argv and "--multirun" not in argv:
+                raise SystemExit(f"error: {arg} is a sweep over seeds; add -m (multirun)")
+            arg = f"{key}=range({a},{b + 1})"
+        out.append(arg)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = expand_seed_ranges(sys.argv)
+    main()
