@@ -9,15 +9,16 @@ import torch.distributed as dist
 
 
 def objective_grads(
-    losses: torch.Tensor, params: Sequence[torch.Tensor]
+    losses: torch.Tensor, params: Sequence[torch.Tensor], keep_graph: bool = False
 ) -> list[list[torch.Tensor]]:
     """Gradients of each entry of ``losses`` (m,) w.r.t. ``params``: m lists, one tensor per
-    parameter (zeros where an objective does not reach a parameter)."""
+    parameter (zeros where an objective does not reach a parameter). The graph is freed after
+    the last objective unless ``keep_graph`` (other losses still need it)."""
     grads = []
     m = losses.numel()
     for i in range(m):
         g = torch.autograd.grad(
-            losses[i], params, retain_graph=i < m - 1, allow_unused=True
+            losses[i], params, retain_graph=keep_graph or i < m - 1, allow_unused=True
         )
         grads.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
     return grads

@@ -129,8 +129,9 @@ class MultiObjectiveModule(L.LightningModule):
                 return self._bad_step("non-finite gradients")
         else:
             member_grads = []
-            for row, params in zip(stacked.unbind(0), groups):
-                grads = objective_grads(row, params)
+            last = len(groups) - 1
+            for j, (row, params) in enumerate(zip(stacked.unbind(0), groups)):
+                grads = objective_grads(row, params, keep_graph=j < last)
                 all_reduce_grads(grads)
                 member_grads.append(grads)
             for j, (row, grads, params) in enumerate(zip(stacked.unbind(0), member_grads, groups)):

@@ -18,7 +18,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from moo_lightning.combiners.base import Combiner, as_preference
-from moo_lightning.combiners.png import energy_distance
+from moo_lightning.combiners.mgda import min_norm_weights
+from moo_lightning.combiners.png import energy_distance, negative_hypervolume
+from moo_lightning.gradients import gram_matrix, objective_grads
 from moo_lightning.module import MultiObjectiveModule
 
 REFERENCE_POINT = (1.0, 1.0)
@@ -97,14 +99,15 @@ def _toy_losses(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([l1, l2], dim=-1)
 
 
-def default_start(n: int) -> np.ndarray:
+def default_start(n: int, mirrored: bool = False) -> np.ndarray:
     """The documented start, off the front: θ0 = 0.3·η + 0.8·u, u ⊥ η a unit vector with
-    alternating signs. Its losses are (0.677, 0.903)."""
+    alternating signs; its losses are (0.677, 0.903). ``mirrored`` flips η's coefficient
+    (θ0 = −0.3·η + 0.8·u, losses (0.903, 0.677))."""
     eta = np.full(n, n**-0.5)
     u = np.array([(-1.0) ** i for i in range(n)])
     u -= u.mean()
     u /= np.linalg.norm(u)
-    return 0.3 * eta + 0.8 * u
+    return (-0.3 if mirrored else 0.3) * eta + 0.8 * u
 
 
 class ToySteps(L.LightningDataModule):
@@ -128,11 +131,19 @@ class ToyModule(MultiObjectiveModule):
         combiner: Combiner,
         preference,
         n: int = 10,
-        start: list[float] | None = None,
+        start: str | list[float] = "default",
         **kwargs,
     ):
         super().__init__(combiner, preference, **kwargs)
-        theta0 = default_start(n) if start is None else np.asarray(start, dtype=np.float64)
+        if isinstance(start, str):
+            if start not in ("default", "mirrored"):
+                raise ValueError(
+                    f"module.start must be 'default', 'mirrored' or a list of n={n} numbers. "
+                    f"Found {start!r}"
+                )
+            theta0 = default_start(n, mirrored=start == "mirrored")
+        else:
+            theta0 = np.asarray(start, dtype=np.float64)
         if theta0.shape != (n,):
             raise ValueError(f"module.start must have n={n} entries. Found {theta0.shape}")
         self.theta = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
@@ -147,12 +158,22 @@ class ToyModule(MultiObjectiveModule):
         with torch.no_grad():
             return _toy_losses(self.theta).cpu().numpy()
 
+    def final_stationarity(self) -> float:
+        """g(θ) = min_{w∈Δ} ‖Σ w_i ∇ℓ_i‖² at the final θ (0 exactly on the Pareto set)."""
+        theta = self.theta.detach().clone().requires_grad_(True)
+        grads = objective_grads(_toy_losses(theta), [theta])
+        return min_norm_weights(gram_matrix(grads).numpy())[1]
+
     def export(self, run_dir: Path) -> dict:
         """metrics.json entries and the loss-space figure for a finished run."""
         final = self.final_losses()
         traj = np.vstack([*self.trajectory, final])[None]
         plot_trajectories(traj, Path(run_dir) / "trajectory.png", self._title())
-        return {"final_losses": final.tolist(), "steps": len(self.trajectory)}
+        return {
+            "final_losses": final.tolist(),
+            "final_g": self.final_stationarity(),
+            "steps": len(self.trajectory),
+        }
 
     def _title(self) -> str:
         r = ", ".join(f"{v:.2f}" for v in self.preference)
@@ -163,7 +184,12 @@ class ToyEnsembleModule(ToyModule):
     """N models θ_1..θ_N trained jointly by PNG on the energy distance of their loss vectors
     (seed 002 eqs 5–6): each member's ∂F/∂ℓ depends on the others' current losses, and each
     member takes its own PNG step. ``start='clustered'`` puts all members near the default start;
-    ``start='extremes'`` splits them between the two LS solutions (θ = ±η)."""
+    ``start='extremes'`` splits them between the two LS solutions (θ = ±η).
+
+    ``criterion='energy'`` is the paper's energy distance; ``criterion='hypervolume'`` descends
+    −HV of the members' losses (reference point (1, 1)) instead. On this front the energy's
+    equilibrium puts two members at the ends, which caps its hypervolume near 91% of the best
+    five-point value; the hypervolume criterion targets that value directly."""
 
     def __init__(
         self,
@@ -173,15 +199,20 @@ class ToyEnsembleModule(ToyModule):
         members: int = 5,
         start: str = "clustered",
         spread: float = 0.05,
-        normalise_energy: bool = True,
+        criterion: str = "energy",
+        bound_criterion_grad: bool = True,
         seed: int = 0,
         **kwargs,
     ):
         if members < 2:
             raise ValueError(f"module.members must be >= 2 for an ensemble. Found {members}")
+        if criterion not in ("energy", "hypervolume"):
+            raise ValueError(
+                f"module.criterion must be 'energy' or 'hypervolume'. Found {criterion!r}"
+            )
         if start not in ("clustered", "extremes"):
             raise ValueError(f"module.start must be 'clustered' or 'extremes'. Found {start!r}")
-        super().__init__(combiner, preference, n=n, **kwargs)
+        super().__init__(combiner, preference, n=n, start="default", **kwargs)
         del self.theta
         rng = np.random.default_rng(seed)
         eta = np.full(n, n**-0.5)
@@ -194,7 +225,8 @@ class ToyEnsembleModule(ToyModule):
             [torch.nn.Parameter(torch.tensor(t, dtype=torch.float64)) for t in theta0]
         )
         self.start = start
-        self.normalise_energy = normalise_energy
+        self.criterion = criterion
+        self.bound_criterion_grad = bound_criterion_grad
 
     def member_parameters(self):
         return [[p] for p in self.thetas]
@@ -206,8 +238,9 @@ class ToyEnsembleModule(ToyModule):
 
     def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor:
         L_ = losses.detach().double().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy_distance(L_), L_)
-        if self.normalise_energy:
+        F = energy_distance(L_) if self.criterion == "energy" else negative_hypervolume(L_)
+        (grad,) = torch.autograd.grad(F, L_)
+        if self.bound_criterion_grad:
             # the energy's gradient grows like ‖Δℓ‖⁻³ for clustered members: keep its direction
             # per member and bound its size, so one learning rate serves every stage of the run
             grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1.0)
@@ -220,7 +253,7 @@ class ToyEnsembleModule(ToyModule):
     def export(self, run_dir: Path) -> dict:
         final = self.final_losses()
         traj = np.concatenate([np.stack(self.trajectory), final[None]]).transpose(1, 0, 2)
-        plot_trajectories(traj, Path(run_dir) / "trajectory.png", f"PNG energy ensemble, {self.start} start")
+        plot_trajectories(traj, Path(run_dir) / "trajectory.png", f"PNG {self.criterion} ensemble, {self.start} start")
         best = best_hypervolume(len(final))
         hv = hypervolume(final)
         return {
@@ -229,6 +262,8 @@ class ToyEnsembleModule(ToyModule):
             "hv_best_possible": best,
             "hv_ratio": hv / best,
             "igd_plus": igd_plus(final),
+            "criterion": self.criterion,
+            "start": self.start,
             "reference_point": list(REFERENCE_POINT),
             "steps": len(self.trajectory),
         }
@@ -262,6 +297,3 @@ def plot_trajectories(trajectories: np.ndarray, path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def write_metrics(run_dir: Path, metrics: dict) -> None:
-    Path(run_dir, "metrics.json").write_text(json.dumps(metrics, indent=2))

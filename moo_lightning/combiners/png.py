@@ -62,6 +62,28 @@ def energy_distance(losses: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (1.0 / (sq[off] + eps)).sum()
 
 
+def negative_hypervolume(losses: torch.Tensor, ref: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """−HV of an ensemble's two-objective loss vectors L (N, 2) w.r.t. ``ref``, differentiable in
+    L. With the non-dominated points inside the box sorted by ℓ1, HV = Σ_k (x_{k+1} − x_k)(r_y − y_k)
+    and x_{K+1} = r_x. Dominated points contribute nothing (zero gradient)."""
+    if losses.dim() != 2 or losses.shape[1] != 2:
+        raise ValueError(
+            f"negative_hypervolume needs losses of shape (N, 2). Found {tuple(losses.shape)}"
+        )
+    rx, ry = ref
+    vals = losses.detach()
+    inside = (vals[:, 0] < rx) & (vals[:, 1] < ry)
+    dominated = (
+        (vals[None, :, :] <= vals[:, None, :]).all(-1) & (vals[None, :, :] < vals[:, None, :]).any(-1)
+    ).any(1)
+    keep = torch.nonzero(inside & ~dominated).flatten()
+    if keep.numel() == 0:
+        return losses.sum() * 0.0
+    pts = losses[keep[torch.argsort(vals[keep, 0])]]
+    right = torch.cat([pts[1:, 0], pts.new_tensor([rx])])
+    return -((right - pts[:, 0]) * (ry - pts[:, 1])).sum()
+
+
 def criterion_gradient(criterion: Criterion, losses: np.ndarray, preference: np.ndarray):
     """(F, ∂F/∂ℓ) by autograd on the m-vector ℓ, in float64."""
     ell = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
@@ -129,7 +151,7 @@ class PNG(Combiner):
         self,
         criterion: Criterion | None = None,
         alpha: float = 0.5,
-        e: float = 1e-2,
+        e: float = 1e-3,
         on_failure: str = "raise",
     ):
         super().__init__(on_failure)
