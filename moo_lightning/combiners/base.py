@@ -134,5 +134,15 @@ class Combiner(abc.ABC):
         return f"{type(self).__name__}({args})"
 
 
+def normalised_gram(gram: np.ndarray) -> tuple[np.ndarray, float]:
+    """K / max diag(K) and that scale (1 for an all-zero K). The LP and QP solves are invariant to
+    a positive rescaling of K; solving on O(1) data keeps solver tolerances meaningful at any
+    gradient scale (1e-12 … 1e12)."""
+    scale = float(np.max(np.diag(gram)))
+    if scale <= 0.0:
+        return gram, 1.0
+    return gram / scale, scale
+
+
 class SolverError(RuntimeError):
     """A numeric solve that did not return an optimal solution."""

@@ -7,7 +7,7 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from moo_lightning.combiners.base import Combiner, SolverError
+from moo_lightning.combiners.base import Combiner, SolverError, normalised_gram
 
 _ACCEPTED = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
 
@@ -130,6 +130,7 @@ class EPO(Combiner):
         clamped = float(np.sum(losses <= 0))
         losses = np.maximum(losses, 1e-12)  # EPO's log needs ℓ > 0; counted in diagnostics
         mu, a = non_uniformity(losses, preference)
+        gram, _ = normalised_gram(gram)
         c = gram @ a
         balance = mu > self.eps
         if balance:

@@ -7,6 +7,43 @@ import numpy as np
 from moo_lightning.combiners.base import Combiner
 
 
+def _kkt_gap(gram: np.ndarray, w: np.ndarray) -> float:
+    Kw = gram @ w
+    return float(Kw[w > 0].max() - Kw.min())
+
+
+def _polish(gram: np.ndarray, w: np.ndarray, tol: float) -> np.ndarray | None:
+    """Try the exact minimiser on the face of w's support, then on the face of the coordinates
+    that are nearly active (small weights FW has not yet driven to zero left out)."""
+    Kw = gram @ w
+    near = (w > 0) & (Kw - Kw.min() <= 1e-3 * (Kw[w > 0].max() - Kw.min()))
+    for support in (w > 0, near, w > 1e-6 * w.max()):
+        cand = _solve_on_face(gram, np.flatnonzero(support))
+        if cand is not None and _kkt_gap(gram, cand) <= tol:
+            return cand
+    return None
+
+
+def _solve_on_face(gram: np.ndarray, S: np.ndarray) -> np.ndarray | None:
+    """Exact minimiser on the face of Δ spanned by S: solve the KKT system
+    [K_SS 1; 1ᵀ 0][w_S; −ν] = [0; 1] (least squares: K_SS may be singular). None if the
+    solution leaves the simplex."""
+    k = S.size
+    if k == 0:
+        return None
+    A = np.zeros((k + 1, k + 1))
+    A[:k, :k] = gram[np.ix_(S, S)]
+    A[:k, k] = A[k, :k] = 1.0
+    rhs = np.zeros(k + 1)
+    rhs[k] = 1.0
+    sol = np.linalg.lstsq(A, rhs, rcond=None)[0][:k]
+    if np.any(sol < 0) or not np.isclose(sol.sum(), 1.0):
+        return None
+    out = np.zeros(gram.shape[0])
+    out[S] = sol
+    return out
+
+
 def min_norm_weights(
     gram: np.ndarray, tol: float = 1e-10, max_iter: int = 2000
 ) -> tuple[np.ndarray, float, int, bool]:
@@ -47,6 +84,11 @@ def min_norm_weights(
         if Kw[away] - Kw[toward] <= tol * scale:
             converged = True
             break
+        if it % 20 == 0:
+            polished = _polish(gram, w, tol * scale)
+            if polished is not None:
+                w, converged = polished, True
+                break
         # move mass from `away` to `toward`; exact line search of the quadratic along e_t − e_a
         slope = Kw[toward] - Kw[away]  # = dᵀKw < 0
         curv = gram[toward, toward] + gram[away, away] - 2.0 * gram[toward, away]

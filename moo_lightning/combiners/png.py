@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from moo_lightning.combiners.base import Combiner, SolverError
+from moo_lightning.combiners.base import Combiner, SolverError, normalised_gram
 from moo_lightning.combiners.mgda import min_norm_weights
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -92,7 +92,7 @@ def criterion_gradient(criterion: Criterion, losses: np.ndarray, preference: np.
         raise ValueError(f"PNG criterion must return a scalar. Found shape {tuple(value.shape)}")
     (grad,) = torch.autograd.grad(value, ell, allow_unused=True)
     grad = torch.zeros_like(ell) if grad is None else grad
-    return float(value), grad.numpy()
+    return float(value.detach()), grad.numpy()
 
 
 # --- the dual box QP: min_{λ≥0} ½ λᵀKλ + λᵀq ---
@@ -179,10 +179,12 @@ class PNG(Combiner):
                 raise ValueError(f"criterion_grad must have shape ({m},). Found {f.shape}")
         start = time.perf_counter()
         _, g, _, _ = min_norm_weights(gram)
-        active = g > self.e
+        # g below round-off of the Gram's scale is a Pareto-stationary point, not a constraint
+        active = g > max(self.e, 1e-12 * float(np.max(np.diag(gram))))
         if active:
             phi = self.alpha * g
-            lam, _ = box_qp(gram, gram @ f - phi)
+            Kn, scale = normalised_gram(gram)  # λ is invariant to rescaling K, q together
+            lam, _ = box_qp(Kn, Kn @ f - phi / scale)
         else:
             phi, lam = 0.0, np.zeros(m)
         diag.update(

@@ -1,0 +1,144 @@
+"""Properties every combiner shares: shapes, finiteness, simplex, equivariance, scale, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization, SolverError
+from tests.unit.grams import degenerate_grams, random_gram, random_problem
+
+COMBINERS = {
+    "ls": LinearScalarization,
+    "mgda": MGDA,
+    "epo_cvxpy": lambda: EPO(solver="cvxpy"),
+    "epo_exact": lambda: EPO(solver="exact"),
+    "png": lambda: PNG(e=0.0),
+}
+SIMPLEX = {"ls", "mgda", "epo_cvxpy", "epo_exact"}
+
+
+def call(comb, losses, K, pref):
+    return comb(torch.as_tensor(losses), torch.as_tensor(K), pref)
+
+
+@pytest.mark.parametrize("name", COMBINERS)
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_shape_finite_simplex(name, m):
+    if name == "epo_exact" and m != 2:
+        pytest.skip("exact EPO solver is for two objectives")
+    rng = np.random.default_rng(m)
+    comb = COMBINERS[name]()
+    for _ in range(20):
+        losses, pref, K = random_problem(rng, m)
+        w = call(comb, losses, K, pref).weights
+        assert w.shape == (m,) and torch.isfinite(w).all()
+        assert w.dtype == torch.float64
+        if name in SIMPLEX:
+            assert (w >= -1e-9).all() and abs(float(w.sum()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("name", COMBINERS)
+def test_returns_input_dtype(name):
+    comb = COMBINERS[name]()
+    res = comb(torch.tensor([0.5, 0.7], dtype=torch.float32), torch.eye(2), [0.3, 0.7])
+    assert res.weights.dtype == torch.float32
+
+
+def effect(name, w, K):
+    """What must be unique: the weights, except for PNG whose λ is unique only up to the null
+    space of K — there the direction's effect on the objectives, Kw, is compared."""
+    return K @ w if name == "png" else w
+
+
+@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png"])
+def test_permutation_equivariance(name):
+    rng = np.random.default_rng(1)
+    comb = COMBINERS[name]()
+    for _ in range(20):
+        losses, pref, _ = random_problem(rng, 3)
+        K = random_gram(rng, 3)  # full rank: a unique optimum to compare
+        perm = rng.permutation(3)
+        w = effect(name, call(comb, losses, K, pref).weights.numpy(), K)
+        Kp = K[np.ix_(perm, perm)]
+        wp = effect(name, call(comb, losses[perm], Kp, pref[perm]).weights.numpy(), Kp)
+        np.testing.assert_allclose(wp, w[perm], atol=2e-5 * max(1, np.abs(w).max()))
+
+
+@pytest.mark.parametrize("name", ["mgda", "epo_cvxpy", "epo_exact", "png"])
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_gram_scale_invariance(name, scale):
+    """Scaling every gradient by the same factor changes no weight (PNG: with e = 0)."""
+    rng = np.random.default_rng(2)
+    comb = COMBINERS[name]()
+    for _ in range(20):
+        losses, pref, K = random_problem(rng, 2)
+        w = effect(name, call(comb, losses, K, pref).weights.numpy(), K)
+        ws = effect(name, call(comb, losses, scale * K, pref).weights.numpy(), K)
+        np.testing.assert_allclose(ws, w, atol=2e-5 * max(1, np.abs(w).max()))
+
+
+@pytest.mark.parametrize("name", COMBINERS)
+@pytest.mark.parametrize("kind", list(degenerate_grams(2)))
+def test_degenerate_grams(name, kind):
+    K = degenerate_grams(2)[kind]
+    comb = COMBINERS[name]()
+    res = call(comb, np.array([0.4, 0.6]), K, [0.3, 0.7])
+    assert torch.isfinite(res.weights).all()
+    if name in SIMPLEX:
+        assert abs(float(res.weights.sum()) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png"])
+def test_single_objective(name):
+    res = COMBINERS[name]()(torch.tensor([0.5]), torch.tensor([[2.0]]), [1.0])
+    assert res.weights.shape == (1,) and torch.isfinite(res.weights).all()
+
+
+@pytest.mark.parametrize(
+    ("losses", "K", "pref", "match"),
+    [
+        ([0.5, 0.5], np.eye(2), [0.2, 0.3, 0.5], r"one entry per objective \(2\). Found 3"),
+        ([0.5, 0.5], np.eye(2), [0.5, -0.5], "must be finite and > 0"),
+        ([0.5, 0.5], np.eye(2), [0.0, 0.0], "must be finite and > 0"),
+        ([0.5, float("nan")], np.eye(2), [0.5, 0.5], "losses must be finite"),
+        ([0.5, 0.5], np.eye(3), [0.5, 0.5], r"Gram matrix must be \(2, 2\)"),
+        ([0.5, 0.5], [[1.0, 0.5], [0.0, 1.0]], [0.5, 0.5], "symmetric"),
+        ([0.5, 0.5], [[1.0, np.inf], [np.inf, 1.0]], [0.5, 0.5], "finite"),
+    ],
+)
+def test_bad_input_messages(losses, K, pref, match):
+    with pytest.raises(ValueError, match=match):
+        MGDA()(torch.tensor(losses), torch.tensor(K), pref)
+
+
+def test_scalar_preference_means_pair():
+    w = LinearScalarization()(torch.tensor([1.0, 1.0]), None, 0.2).weights
+    np.testing.assert_allclose(w.numpy(), [0.2, 0.8])
+    with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
+        LinearScalarization()(torch.tensor([1.0, 1.0]), None, 1.5)
+
+
+def test_bad_constructor_values():
+    with pytest.raises(ValueError, match="on_failure must be 'raise' or 'ls'"):
+        MGDA(on_failure="ignore")
+    with pytest.raises(ValueError, match="descent must be 'restricted' or 'relaxed'"):
+        EPO(descent="loose")
+    with pytest.raises(ValueError, match="cvxpy_solver 'GLPK' is not installed"):
+        EPO(cvxpy_solver="GLPK")
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        PNG(alpha=0)
+
+
+class _Failing(MGDA):
+    def _combine(self, losses, gram, preference, **extra):
+        raise SolverError("status 'infeasible'")
+
+
+def test_failure_policy_raise_or_counted_fallback():
+    args = (torch.tensor([0.5, 0.5]), torch.eye(2), [0.25, 0.75])
+    with pytest.raises(SolverError):
+        _Failing(on_failure="raise")(*args)
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        res = _Failing(on_failure="ls")(*args)
+    assert res.fallback and res.diagnostics["solver_failed"] == 1.0
+    np.testing.assert_allclose(res.weights.numpy(), [0.25, 0.75])
