@@ -1,7 +1,7 @@
 """Train one model (or one ensemble) with a gradient combiner; the Hydra entry point.
 
-    python train.py task=toy combiner=epo preference=[0.2,0.8]
-    python train.py task=qnli combiner=epo -m seed=0-9
+python train.py task=toy combiner=epo preference=[0.2,0.8]
+python train.py task=qnli combiner=epo -m seed=0-9
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    preference = OmegaConf.to_object(cfg.preference) if OmegaConf.is_config(cfg.preference) else cfg.preference
+    preference = (
+        OmegaConf.to_object(cfg.preference)
+        if OmegaConf.is_config(cfg.preference)
+        else cfg.preference
+    )
     data = hydra.utils.instantiate(cfg.data)
     combiner = hydra.utils.instantiate(cfg.combiner)
     module = hydra.utils.instantiate(
@@ -49,10 +53,16 @@ def run(cfg: DictConfig) -> float | None:
     )
     callbacks = _instantiate_all(cfg, "callbacks")
     loggers = _instantiate_all(cfg, "logger")
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
     if loggers:
+        flat = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+        resolved = OmegaConf.to_container(
+            OmegaConf.create(flat | {"paths": {"run_dir": str(run_dir)}}), resolve=True
+        )
         for lg in loggers:
-            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            lg.log_hyperparams(resolved)
 
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
 
@@ -64,7 +74,9 @@ def run(cfg: DictConfig) -> float | None:
         "combiner_fallbacks": module.fallbacks,
         "skipped_steps": module.skipped_steps,
     }
-    metrics.update({k: _scalar(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")})
+    metrics.update(
+        {k: _scalar(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")}
+    )
     if cfg.get("test") and hasattr(data, "test_dataloader"):
         ckpt = "best" if trainer.checkpoint_callback is not None else None
         results = trainer.test(module, datamodule=data, ckpt_path=ckpt, verbose=False)
@@ -73,7 +85,9 @@ def run(cfg: DictConfig) -> float | None:
         metrics.update(module.export(run_dir))
     metrics["wall_time_s"] = time.perf_counter() - start
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}))
+    log.info(
+        "metrics: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)})
+    )
 
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None

@@ -183,4 +183,3 @@ class MultiObjectiveModule(L.LightningModule):
         logs["train/combiner/fallbacks"] = float(self.fallbacks)
         logs["train/skipped_steps"] = float(self.skipped_steps)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
-

@@ -7,7 +7,6 @@ front, quality indicators, Lightning modules (single model and PNG energy ensemb
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,7 +252,11 @@ class ToyEnsembleModule(ToyModule):
     def export(self, run_dir: Path) -> dict:
         final = self.final_losses()
         traj = np.concatenate([np.stack(self.trajectory), final[None]]).transpose(1, 0, 2)
-        plot_trajectories(traj, Path(run_dir) / "trajectory.png", f"PNG {self.criterion} ensemble, {self.start} start")
+        plot_trajectories(
+            traj,
+            Path(run_dir) / "trajectory.png",
+            f"PNG {self.criterion} ensemble, {self.start} start",
+        )
         best = best_hypervolume(len(final))
         hv = hypervolume(final)
         return {
@@ -296,4 +299,3 @@ def plot_trajectories(trajectories: np.ndarray, path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-

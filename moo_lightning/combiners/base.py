@@ -26,7 +26,7 @@ def _fmt(values: np.ndarray) -> str:
 
 
 def as_preference(preference, m: int | None = None) -> np.ndarray:
-    """A preference as a positive float64 vector. A scalar r1 means (r1, 1 - r1) for two objectives."""
+    """A preference as a positive float64 vector; a scalar r1 means (r1, 1 - r1) for m = 2."""
     arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
     if arr.ndim != 1:
         raise ValueError(f"preference must be a list of numbers. Found shape {arr.shape}")
@@ -95,9 +95,7 @@ class Combiner(abc.ABC):
             )
             w, diag, fallback = r / r.sum(), {"solver_failed": 1.0}, True
         weights = torch.as_tensor(np.asarray(w, dtype=np.float64))
-        return Combined(
-            weights.to(device=losses.device, dtype=losses.dtype), diag, fallback
-        )
+        return Combined(weights.to(device=losses.device, dtype=losses.dtype), diag, fallback)
 
     @abc.abstractmethod
     def _combine(

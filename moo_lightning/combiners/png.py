@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 
+import cvxpy as cp
 import numpy as np
 import torch
 
@@ -49,9 +50,10 @@ class ComplexCosine:
         if losses.numel() != 2:
             raise ValueError(f"ComplexCosine is defined for 2 objectives. Found {losses.numel()}")
         t = preference if self.target is None else self.target.to(losses)
-        return -torch.cos(math.pi * (losses[0] - t[0]) / 2) + (
-            torch.cos(math.pi * (losses[1] - t[1])) + 1
-        ) ** 2
+        return (
+            -torch.cos(math.pi * (losses[0] - t[0]) / 2)
+            + (torch.cos(math.pi * (losses[1] - t[1])) + 1) ** 2
+        )
 
 
 def energy_distance(losses: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -62,10 +64,13 @@ def energy_distance(losses: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (1.0 / (sq[off] + eps)).sum()
 
 
-def negative_hypervolume(losses: torch.Tensor, ref: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
-    """−HV of an ensemble's two-objective loss vectors L (N, 2) w.r.t. ``ref``, differentiable in
-    L. With the non-dominated points inside the box sorted by ℓ1, HV = Σ_k (x_{k+1} − x_k)(r_y − y_k)
-    and x_{K+1} = r_x. Dominated points contribute nothing (zero gradient)."""
+def negative_hypervolume(
+    losses: torch.Tensor, ref: tuple[float, float] = (1.0, 1.0)
+) -> torch.Tensor:
+    """−HV of an ensemble's two-objective loss vectors L (N, 2) w.r.t. ``ref``, differentiable
+    in L. With the non-dominated points inside the box sorted by ℓ1,
+    HV = Σ_k (x_{k+1} − x_k)(r_y − y_k) and x_{K+1} = r_x. Dominated points contribute
+    nothing (zero gradient)."""
     if losses.dim() != 2 or losses.shape[1] != 2:
         raise ValueError(
             f"negative_hypervolume needs losses of shape (N, 2). Found {tuple(losses.shape)}"
@@ -74,7 +79,8 @@ def negative_hypervolume(losses: torch.Tensor, ref: tuple[float, float] = (1.0, 
     vals = losses.detach()
     inside = (vals[:, 0] < rx) & (vals[:, 1] < ry)
     dominated = (
-        (vals[None, :, :] <= vals[:, None, :]).all(-1) & (vals[None, :, :] < vals[:, None, :]).any(-1)
+        (vals[None, :, :] <= vals[:, None, :]).all(-1)
+        & (vals[None, :, :] < vals[:, None, :]).any(-1)
     ).any(1)
     keep = torch.nonzero(inside & ~dominated).flatten()
     if keep.numel() == 0:
@@ -98,52 +104,57 @@ def criterion_gradient(criterion: Criterion, losses: np.ndarray, preference: np.
 # --- the dual box QP: min_{λ≥0} ½ λᵀKλ + λᵀq ---
 
 
-def box_qp(K: np.ndarray, q: np.ndarray, tol: float = 1e-12, max_iter: int = 10_000):
-    """Solve min_{λ ≥ 0} ½λᵀKλ + qᵀλ for PSD K. m = 2: the four active sets, best feasible one
-    kept (exact). m > 2: cyclic coordinate descent (each coordinate minimised exactly) until the
-    KKT residual is below ``tol`` × scale. Returns (λ, iterations)."""
+def box_qp_two(K: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Exact min_{λ ≥ 0} ½λᵀKλ + qᵀλ for m ≤ 2: the optimum of each active set (none, {1}, {2},
+    both) is feasible by construction; the one with the lowest objective is the global optimum."""
     m = q.size
-
-    def value(lam):
-        return 0.5 * lam @ K @ lam + q @ lam
-
-    if m <= 2:
-        candidates = [np.zeros(m)]
-        for i in range(m):
-            if K[i, i] > 0:
-                lam = np.zeros(m)
-                lam[i] = max(0.0, -q[i] / K[i, i])
+    candidates = [np.zeros(m)]
+    for i in range(m):
+        if K[i, i] > 0:
+            lam = np.zeros(m)
+            lam[i] = max(0.0, -q[i] / K[i, i])
+            candidates.append(lam)
+    if m == 2:
+        det = K[0, 0] * K[1, 1] - K[0, 1] ** 2
+        if det > 1e-14 * max(K[0, 0] * K[1, 1], 1e-300):
+            lam = np.linalg.solve(K, -q)
+            if np.all(lam >= 0):
                 candidates.append(lam)
-        if m == 2:
-            det = K[0, 0] * K[1, 1] - K[0, 1] ** 2
-            if det > 1e-14 * max(K[0, 0] * K[1, 1], 1e-300):
-                lam = np.linalg.solve(K, -q)
-                if np.all(lam >= 0):
-                    candidates.append(lam)
-        vals = [value(c) for c in candidates]
-        return candidates[int(np.argmin(vals))], 0
-    lam = np.zeros(m)
-    grad = q.copy()
-    scale = max(float(np.abs(q).max()), float(np.abs(K).max()), 1e-300)
-    for it in range(1, max_iter + 1):
-        for i in range(m):
-            if K[i, i] <= 0:
-                continue
-            new = max(0.0, lam[i] - grad[i] / K[i, i])
-            if new != lam[i]:
-                grad += (new - lam[i]) * K[:, i]
-                lam[i] = new
-        residual = np.abs(np.where(lam > 0, grad, np.minimum(grad, 0.0))).max()
-        if residual <= tol * scale:
-            return lam, it
-    raise SolverError(f"PNG dual QP did not converge in {max_iter} sweeps (KKT residual {residual:.3g})")
+    values = [0.5 * lam @ K @ lam + q @ lam for lam in candidates]
+    return candidates[int(np.argmin(values))]
+
+
+class _DualQP:
+    """min_{λ≥0} ½‖Lᵀλ‖² + qᵀλ with K = LLᵀ, compiled once for m objectives (DPP)."""
+
+    def __init__(self, m: int):
+        self.lam = cp.Variable(m, nonneg=True)
+        self.L = cp.Parameter((m, m))
+        self.q = cp.Parameter(m)
+        self.problem = cp.Problem(
+            cp.Minimize(0.5 * cp.sum_squares(self.L.T @ self.lam) + self.q @ self.lam)
+        )
+        assert self.problem.is_dpp()
+
+    def solve(self, K: np.ndarray, q: np.ndarray, solver: str) -> np.ndarray:
+        vals, vecs = np.linalg.eigh(K)
+        self.L.value = vecs * np.sqrt(np.clip(vals, 0.0, None))
+        self.q.value = q
+        try:
+            self.problem.solve(solver=solver)
+        except cp.error.SolverError as err:
+            raise SolverError(f"PNG dual QP failed: {err}") from err
+        if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+            raise SolverError(f"PNG dual QP returned status {self.problem.status!r}")
+        return np.clip(self.lam.value, 0.0, None)
 
 
 class PNG(Combiner):
     """PNG: losses (m,), Gram K (m, m), preference (m,) -> coefficients w = ∂F/∂ℓ + λ (m,) of
     the direction v = Gᵀw, with λ the dual box-QP solution; φ = α·g(θ) when g(θ) > e, else the
     constraint is off (λ = 0, plain descent on F). Pass ``criterion_grad`` to supply ∂F/∂ℓ
-    directly (energy ensembles); otherwise it comes from autograd of ``criterion``."""
+    directly (energy ensembles); otherwise it comes from autograd of ``criterion``. The dual is
+    solved exactly for m ≤ 2 and with cvxpy (``cvxpy_solver``, compiled once) beyond."""
 
     name = "png"
 
@@ -152,9 +163,17 @@ class PNG(Combiner):
         criterion: Criterion | None = None,
         alpha: float = 0.5,
         e: float = 1e-3,
+        cvxpy_solver: str = "CLARABEL",
         on_failure: str = "raise",
     ):
         super().__init__(on_failure)
+        if cvxpy_solver not in cp.installed_solvers():
+            raise ValueError(
+                f"combiner.cvxpy_solver {cvxpy_solver!r} is not installed. "
+                f"Installed: {', '.join(cp.installed_solvers())}"
+            )
+        self.cvxpy_solver = cvxpy_solver
+        self._programs: dict[int, _DualQP] = {}  # compiled once per m, not per-step state
         if alpha <= 0:
             raise ValueError(f"combiner.alpha must be > 0. Found {alpha}")
         if e < 0:
@@ -184,7 +203,11 @@ class PNG(Combiner):
         if active:
             phi = self.alpha * g
             Kn, scale = normalised_gram(gram)  # λ is invariant to rescaling K, q together
-            lam, _ = box_qp(Kn, Kn @ f - phi / scale)
+            q = Kn @ f - phi / scale
+            if m <= 2:
+                lam = box_qp_two(Kn, q)
+            else:
+                lam = self._programs.setdefault(m, _DualQP(m)).solve(Kn, q, self.cvxpy_solver)
         else:
             phi, lam = 0.0, np.zeros(m)
         diag.update(

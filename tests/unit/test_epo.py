@@ -73,9 +73,13 @@ def test_exact_two_objective_solver_matches_cvxpy_on_1000_grams(descent):
 
 def test_segment_lp_small_cases():
     # maximise t subject to t ≥ 0.3 and t ≤ 0.6 (written as rows of A w ≥ b)
-    w = solve_lp_on_segment(np.array([1.0, 0.0]), np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0.3, -0.6]))
+    w = solve_lp_on_segment(
+        np.array([1.0, 0.0]), np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([0.3, -0.6])
+    )
     np.testing.assert_allclose(w, [0.6, 0.4])
-    assert solve_lp_on_segment(np.array([1.0, 0.0]), np.array([[1.0, 0.0]]), np.array([2.0])) is None
+    assert (
+        solve_lp_on_segment(np.array([1.0, 0.0]), np.array([[1.0, 0.0]]), np.array([2.0])) is None
+    )
 
 
 @pytest.mark.parametrize(

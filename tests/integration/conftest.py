@@ -1,0 +1,28 @@
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = str(ROOT / "conf")
+
+
+@pytest.fixture
+def run_train(tmp_path):
+    """Compose the real config with overrides, run train.run, return metrics.json."""
+    import train
+
+    def _run(*overrides: str) -> dict:
+        with initialize_config_dir(CONF, version_base="1.3"):
+            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        run_dir = tmp_path / "_".join(o.replace("/", "-") for o in overrides)[:120]
+        with open_dict(cfg):
+            cfg.paths.run_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        train.run(cfg)
+        return json.loads((run_dir / "metrics.json").read_text()) | {"run_dir": str(run_dir)}
+
+    return _run
