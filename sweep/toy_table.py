@@ -1,0 +1,40 @@
+"""Summarise a toy multirun: final losses vs the exact targets, one row per run.
+
+    python train.py -m task=toy combiner=ls,mgda,epo,png preference=0.2,0.4,0.6,0.8
+    python sweep/toy_table.py multirun/toy/<date>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from moo_lightning.toy import front_point, ray_point
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dir", type=Path)
+    args = ap.parse_args()
+    ends = [front_point(1.0), front_point(-1.0)]
+    rows = []
+    for path in sorted(args.sweep_dir.glob("*/metrics.json")):
+        m = json.loads(path.read_text())
+        if m.get("task") != "toy" or "hv" in m:
+            continue
+        final = np.array(m["final_losses"])
+        r1 = m["preference"][0]
+        ray = np.abs(final - ray_point(r1)).max()
+        end = min(np.abs(final - e).max() for e in ends)
+        rows.append((m["combiner"], r1, final, ray, end, m["final_g"], m["wall_time_s"]))
+    print("| combiner | r1 | final (l1, l2) | max err to ray point | to nearest end | g(θ) final | fit s |")
+    print("|---|---|---|---|---|---|---|")
+    for c, r1, f, ray, end, g, t in sorted(rows, key=lambda r: (r[0], r[1])):
+        print(f"| {c} | {r1:.1f} | ({f[0]:.4f}, {f[1]:.4f}) | {ray:.4f} | {end:.4f} | {g:.1e} | {t:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
