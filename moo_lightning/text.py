@@ -1,0 +1,68 @@
+"""Fine-tuning a text classifier with a loss vector (moo: two SCL-split objectives; ce, ce_scl:
+single-objective baselines through the same module)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from moo_lightning.combiners import LinearScalarization
+from moo_lightning.models import Backbone, TextClassifier
+from moo_lightning.module import MultiObjectiveModule
+
+
+class TextClassificationModule(MultiObjectiveModule):
+    """Encoder + head trained on ``objective(logits, features, labels) -> losses (m,)``.
+    Validation accuracy each epoch; the weights of the best validation epoch are kept in memory
+    and restored before testing (no checkpoint files needed, which suits sweeps)."""
+
+    def __init__(self, backbone: Backbone, objective, num_labels: int, combiner, preference,
+                 dropout: float = 0.1, **kwargs):
+        if objective.num_objectives == 1:  # baselines: the combiner has nothing to combine
+            combiner, preference = LinearScalarization(), [1.0]
+        super().__init__(combiner, preference, **kwargs)
+        self.model = TextClassifier(backbone, num_labels, dropout)
+        self.objective = objective
+        self.backbone_name = backbone.name
+        self.val_acc = MulticlassAccuracy(num_labels, average="micro")
+        self.test_acc = MulticlassAccuracy(num_labels, average="micro")
+        self.val_best = MaxMetric()
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def objectives(self, batch) -> torch.Tensor:
+        logits, features = self.model(batch["input_ids"], batch["attention_mask"])
+        return self.objective(logits, features, batch["labels"])
+
+    def validation_step(self, batch, batch_idx):
+        logits, _ = self.model(batch["input_ids"], batch["attention_mask"])
+        self.val_acc.update(logits.argmax(-1), batch["labels"])
+
+    def on_validation_epoch_end(self):
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        if self.trainer.sanity_checking:
+            return
+        if self._best_state is None or acc > self.val_best.compute():
+            self._best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        self.val_best.update(acc)
+        self.log("val/acc", acc, prog_bar=True)
+        self.log("val/acc_best", self.val_best.compute(), prog_bar=True)
+
+    def on_test_start(self):
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+
+    def test_step(self, batch, batch_idx):
+        logits, _ = self.model(batch["input_ids"], batch["attention_mask"])
+        self.test_acc.update(logits.argmax(-1), batch["labels"])
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def export(self, run_dir) -> dict:
+        return {
+            "objective": self.objective.name,
+            "model": self.backbone_name,
+            "combiner_used": self.combiner.name,
+        }
