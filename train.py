@@ -104,27 +104,51 @@ def _scalar(v):
 _SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
 
 
-def expand_seed_ranges(argv: list[str]) -> list[str]:
-    """Turn `seed=A-B` into Hydra's `seed=range(A,B+1)` (inclusive, as users type it)."""
-    out = []
-    for arg in argv:
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Make the command users type work with Hydra's parser: `seed=A-B` becomes the inclusive
+    sweep `seed=range(A,B+1)`, and `-m`/`--multirun` may stand anywhere (argparse only accepts it
+    before the overrides)."""
+    multirun = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    rest = []
+    for arg in argv[1:]:
+        if arg in ("-m", "--multirun"):
+            continue
         m = _SEED_RANGE.match(arg)
         if m:
             key, a, b = m.group(1), int(m.group(2)), int(m.group(3))
             if b < a:
                 raise SystemExit(f"error: {arg}: the range end must be >= its start")
-            if "-m" not in argv and "--multirun" not in argv:
+            if not multirun:
                 raise SystemExit(f"error: {arg} is a sweep over seeds; add -m (multirun)")
             arg = f"{key}=range({a},{b + 1})"
-        out.append(arg)
-    return out
+        rest.append(arg)
+    return argv[:1] + multirun[:1] + rest
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    try:
+        return run(cfg)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        # bad input or no network: one line naming the key and what is allowed, no traceback
+        sys.exit(f"error: {user_error}")
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The bad-input or no-network error inside ``err``'s cause chain (Hydra wraps errors raised
+    while instantiating), or None for a genuine failure that deserves its traceback."""
+    from moo_lightning.models import HubUnreachableError
+
+    while err is not None:
+        if isinstance(err, ValueError | FileNotFoundError | HubUnreachableError):
+            return err
+        err = err.__cause__
+    return None
 
 
 if __name__ == "__main__":
-    sys.argv = expand_seed_ranges(sys.argv)
+    sys.argv = normalise_argv(sys.argv)
     main()

@@ -27,13 +27,23 @@ class GlueTask:
 
 
 TASKS = {
-    "sst2": GlueTask(("sentence",), ("negative", "positive"), "validation",
-                     ("sentence", "label"), "dev.tsv"),
-    "qnli": GlueTask(("question", "sentence"), ("entailment", "not_entailment"), "validation",
-                     ("question", "sentence", "label"), "dev.tsv"),
-    "mnli": GlueTask(("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-                     "validation_matched", ("sentence1", "sentence2", "gold_label"),
-                     "dev_matched.tsv"),
+    "sst2": GlueTask(
+        ("sentence",), ("negative", "positive"), "validation", ("sentence", "label"), "dev.tsv"
+    ),
+    "qnli": GlueTask(
+        ("question", "sentence"),
+        ("entailment", "not_entailment"),
+        "validation",
+        ("question", "sentence", "label"),
+        "dev.tsv",
+    ),
+    "mnli": GlueTask(
+        ("premise", "hypothesis"),
+        ("entailment", "neutral", "contradiction"),
+        "validation_matched",
+        ("sentence1", "sentence2", "gold_label"),
+        "dev_matched.tsv",
+    ),
 }
 SPLIT_SEED = 20240501  # fixes the test/validation halves, identical for every run seed
 
@@ -72,7 +82,9 @@ def load_splits(task_name: str, path: str | None):
         from moo_lightning.models import OFFLINE_HINT, HubUnreachableError, hub_reachable
 
         if not hub_reachable():
-            raise HubUnreachableError(f"cannot reach the Hugging Face hub to fetch GLUE {task_name}; {OFFLINE_HINT}")
+            raise HubUnreachableError(
+                f"cannot reach the Hugging Face hub to fetch GLUE {task_name}; {OFFLINE_HINT}"
+            )
         ds = datasets.load_dataset("nyu-mll/glue", task_name)
         return ds["train"], ds[task.validation]
     folder = Path(path)
@@ -121,7 +133,9 @@ def _normalise_labels(ds, task: GlueTask, folder: Path):
 def few_shot_indices(labels: np.ndarray, n: int, num_labels: int, seed: int, balanced: bool):
     """n indices sampled with ``seed``; label-balanced (n // C per class, remainder spread)."""
     if n > len(labels):
-        raise ValueError(f"data.num_train={n} exceeds the {len(labels)} training examples available")
+        raise ValueError(
+            f"data.num_train={n} exceeds the {len(labels)} training examples available"
+        )
     if n < 2 * num_labels:
         raise ValueError(
             f"data.num_train={n} is too small: need at least 2 per class ({2 * num_labels})"
@@ -237,8 +251,9 @@ class GlueFewShot(L.LightningDataModule):
         fields = self.task.text_fields
 
         def encode(batch):
-            enc = self.tokenizer(*(batch[f] for f in fields), truncation=True,
-                                 max_length=self.max_length)
+            enc = self.tokenizer(
+                *(batch[f] for f in fields), truncation=True, max_length=self.max_length
+            )
             return {**enc, "labels": batch["label"]}
 
         keep = ["input_ids", "attention_mask", "labels"]
@@ -249,18 +264,26 @@ class GlueFewShot(L.LightningDataModule):
         labels = torch.tensor([r["labels"] for r in rows])
         feats = [{k: v for k, v in r.items() if k != "labels"} for r in rows]
         batch = self.tokenizer.pad(feats, return_tensors="pt")
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-                "labels": labels}
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+        }
 
     def train_dataloader(self):
         ds = self.splits["train"]
         sampler = ClassBalancedBatchSampler(ds["labels"], self.batch_size, self.seed)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=self._collate,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            ds, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers
+        )
 
     def _eval_loader(self, split):
-        return DataLoader(self.splits[split], batch_size=self.eval_batch_size,
-                          collate_fn=self._collate, num_workers=self.num_workers)
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.eval_batch_size,
+            collate_fn=self._collate,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self):
         return self._eval_loader("val")

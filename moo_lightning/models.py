@@ -53,7 +53,9 @@ def _from_hub_or_disk(loader, name: str):
     except OSError:
         pass
     if not hub_reachable():
-        raise HubUnreachableError(f"cannot reach the Hugging Face hub to fetch {name!r}; {OFFLINE_HINT}")
+        raise HubUnreachableError(
+            f"cannot reach the Hugging Face hub to fetch {name!r}; {OFFLINE_HINT}"
+        )
     return loader(name)
 
 
@@ -76,13 +78,25 @@ def tiny_roberta(hidden: int = 32, layers: int = 2, heads: int = 2, vocab_size: 
 
     bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-        cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
     )
     config = RobertaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=514,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=514,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
     return RobertaModel(config, add_pooling_layer=False), tokenizer
 

@@ -3,7 +3,6 @@ training, Gunel et al.'s SCL, and the objective choices that return a loss vecto
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

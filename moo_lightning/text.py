@@ -19,8 +19,16 @@ class TextClassificationModule(MultiObjectiveModule):
     Validation accuracy each epoch; the weights of the best validation epoch are kept in memory
     and restored before testing (no checkpoint files needed, which suits sweeps)."""
 
-    def __init__(self, backbone: Backbone, objective, num_labels: int, combiner, preference,
-                 dropout: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        backbone: Backbone,
+        objective,
+        num_labels: int,
+        combiner,
+        preference,
+        dropout: float = 0.1,
+        **kwargs,
+    ):
         if objective.num_objectives == 1:  # baselines: the combiner has nothing to combine
             combiner, preference = LinearScalarization(), [1.0]
         super().__init__(combiner, preference, **kwargs)
@@ -46,7 +54,9 @@ class TextClassificationModule(MultiObjectiveModule):
         if self.trainer.sanity_checking:
             return
         if self._best_state is None or acc > self.val_best.compute():
-            self._best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+            self._best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            )
         self.val_best.update(acc)
         self.log("val/acc", acc, prog_bar=True)
         self.log("val/acc_best", self.val_best.compute(), prog_bar=True)

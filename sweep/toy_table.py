@@ -1,7 +1,7 @@
 """Summarise a toy multirun: final losses vs the exact targets, one row per run.
 
-    python train.py -m task=toy combiner=ls,mgda,epo,png preference=0.2,0.4,0.6,0.8
-    python sweep/toy_table.py multirun/toy/<date>
+python train.py -m task=toy combiner=ls,mgda,epo,png preference=0.2,0.4,0.6,0.8
+python sweep/toy_table.py multirun/toy/<date>
 """
 
 from __future__ import annotations
@@ -30,10 +30,28 @@ def main():
         ray = np.abs(final - ray_point(r1)).max()
         end = min(np.abs(final - e).max() for e in ends)
         rows.append((m["combiner"], r1, final, ray, end, m["final_g"], m["wall_time_s"]))
-    print("| combiner | r1 | final (l1, l2) | max err to ray point | to nearest end | g(θ) final | fit s |")
+    header = [
+        "combiner",
+        "r1",
+        "final (l1, l2)",
+        "max err to ray point",
+        "to nearest end",
+        "g(θ) final",
+        "fit s",
+    ]
+    print("| " + " | ".join(header) + " |")
     print("|---|---|---|---|---|---|---|")
     for c, r1, f, ray, end, g, t in sorted(rows, key=lambda r: (r[0], r[1])):
-        print(f"| {c} | {r1:.1f} | ({f[0]:.4f}, {f[1]:.4f}) | {ray:.4f} | {end:.4f} | {g:.1e} | {t:.1f} |")
+        cells = [
+            c,
+            f"{r1:.1f}",
+            f"({f[0]:.4f}, {f[1]:.4f})",
+            f"{ray:.4f}",
+            f"{end:.4f}",
+            f"{g:.1e}",
+            f"{t:.1f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

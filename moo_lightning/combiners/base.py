@@ -27,10 +27,11 @@ def _fmt(values: np.ndarray) -> str:
 
 def as_preference(preference, m: int | None = None) -> np.ndarray:
     """A preference as a positive float64 vector; a scalar r1 means (r1, 1 - r1) for m = 2."""
+    scalar = np.ndim(preference) == 0
     arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
     if arr.ndim != 1:
         raise ValueError(f"preference must be a list of numbers. Found shape {arr.shape}")
-    if arr.size == 1 and m in (None, 2):
+    if scalar and m in (None, 2):
         r1 = float(arr[0])
         if not 0.0 < r1 < 1.0:
             raise ValueError(

