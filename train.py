@@ -140,10 +140,20 @@ def main(cfg: DictConfig) -> float | None:
 def _user_error(err: BaseException) -> BaseException | None:
     """The bad-input or no-network error inside ``err``'s cause chain (Hydra wraps errors raised
     while instantiating), or None for a genuine failure that deserves its traceback."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import OmegaConfBaseException
+
     from moo_lightning.models import HubUnreachableError
 
+    user = (
+        ValueError,
+        FileNotFoundError,
+        HubUnreachableError,
+        MisconfigurationException,
+        OmegaConfBaseException,
+    )
     while err is not None:
-        if isinstance(err, ValueError | FileNotFoundError | HubUnreachableError):
+        if isinstance(err, user):
             return err
         err = err.__cause__
     return None

@@ -41,6 +41,27 @@ def all_reduce_grads(grads: list[list[torch.Tensor]]) -> None:
             offset += n
 
 
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over DDP ranks (a detached copy); ``x`` itself without DDP."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    buf = x.detach().clone()
+    dist.all_reduce(buf)
+    return buf / dist.get_world_size()
+
+
+def all_reduce_gram(K: torch.Tensor) -> None:
+    """For per-rank features (representation scope): the global batch's Gram is Σ_r K_r / R²
+    (each rank's loss is a 1/R share of the global mean). In place; no-op without DDP."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    buf = K.to(device=device, dtype=torch.float64)
+    dist.all_reduce(buf)
+    K.copy_(buf.cpu() / world**2)
+
+
 def gram_matrix(grads: list[list[torch.Tensor]]) -> torch.Tensor:
     """K_ij = <∇ℓ_i, ∇ℓ_j> over all parameters, accumulated in float64. Returns (m, m)."""
     m = len(grads)

@@ -10,6 +10,8 @@ import torch
 from moo_lightning.combiners.base import Combiner, as_preference
 from moo_lightning.gradients import (
     all_reduce_grads,
+    all_reduce_gram,
+    all_reduce_mean,
     gram_matrix,
     objective_grads,
     write_direction,
@@ -27,10 +29,12 @@ class MultiObjectiveModule(L.LightningModule):
     the loss vector (m,) — or (N, m) for an ensemble of N members, each with its own parameters
     (``member_parameters``) and its own combiner solve.
 
-    Each step: per-objective gradients by autograd over the trainable parameters, Gram matrix
-    K = GGᵀ (averaged over DDP ranks first), combiner weights w, ``.grad`` = Gᵀw, optional
-    gradient-norm clipping, optimizer and scheduler step. A combiner that needs no Gram (LS)
-    takes one ordinary backward of Σ w_i ℓ_i instead. Steps with non-finite losses or
+    Each step (``gradient_scope='all'``, exact): per-objective gradients by autograd over the
+    trainable parameters, averaged over DDP ranks, Gram matrix K = GGᵀ, combiner weights w,
+    ``.grad`` = Gᵀw, optional gradient-norm clipping, optimizer and scheduler step. A combiner that
+    needs no Gram (LS) takes one ordinary backward of Σ w_i ℓ_i instead. With
+    ``gradient_scope='representation'`` (MGDA-UB style) or a list of parameter-name prefixes, K
+    comes from the gradients w.r.t. that scope only, followed by one weighted backward. Steps with non-finite losses or
     gradients are skipped and counted; ``max_bad_steps`` consecutive ones stop the run.
     """
 
@@ -42,6 +46,7 @@ class MultiObjectiveModule(L.LightningModule):
         scheduler: Callable | None = None,
         gradient_clip_val: float | None = None,
         max_bad_steps: int = 10,
+        gradient_scope: str | Sequence[str] = "all",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -55,6 +60,17 @@ class MultiObjectiveModule(L.LightningModule):
         if max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be >= 1. Found {max_bad_steps}")
         self.max_bad_steps = max_bad_steps
+        if isinstance(gradient_scope, str):
+            if gradient_scope not in ("all", "representation"):
+                raise ValueError(
+                    f"gradient_scope must be 'all', 'representation' or a list of parameter-name "
+                    f"prefixes. Found {gradient_scope!r}"
+                )
+        else:
+            gradient_scope = [str(p) for p in gradient_scope]
+            if not gradient_scope:
+                raise ValueError("gradient_scope: an empty list of parameter-name prefixes")
+        self.gradient_scope = gradient_scope
         self.fallbacks = 0
         self.skipped_steps = 0
         self._consecutive_bad = 0
@@ -73,6 +89,15 @@ class MultiObjectiveModule(L.LightningModule):
         return None
 
     # --- Lightning hooks ------------------------------------------------------------------------
+
+    def on_fit_start(self):
+        precision = str(self.trainer.precision)
+        if self.combiner.needs_gram and precision.startswith("16"):
+            raise ValueError(
+                f"trainer.precision={precision} cannot be used with combiner "
+                f"{self.combiner.name!r}: its hand-written gradients bypass the loss scaler. "
+                "Use 32-true or bf16-mixed"
+            )
 
     def configure_optimizers(self):
         params = [p for group in self.member_parameters() for p in group]
@@ -115,33 +140,30 @@ class MultiObjectiveModule(L.LightningModule):
         if not torch.isfinite(stacked).all():
             return self._bad_step(f"non-finite losses {stacked.detach().cpu().tolist()}")
 
-        fgrads = self.criterion_grads(stacked)
-        results = []
-        if not self.combiner.needs_gram:
-            results = [
-                self.combiner(row.detach(), None, self.preference) for row in stacked.unbind(0)
-            ]
-            total = sum((r.weights * row).sum() for r, row in zip(results, stacked.unbind(0)))
-            self.manual_backward(total)
+        # the combiner sees global quantities on every rank: losses averaged over ranks here,
+        # gradients / Gram reduced below, so all ranks solve the same problem
+        global_losses = all_reduce_mean(stacked.detach())
+        fgrads = self.criterion_grads(global_losses)
+        rows = list(stacked.unbind(0))
+        if self.combiner.needs_gram and self.gradient_scope == "all":
+            results = self._exact_directions(rows, global_losses, groups, fgrads)
+            if results is None:
+                return self._bad_step("non-finite gradients (Gram matrix)")
+        else:
+            if not self.combiner.needs_gram:
+                results = [self.combiner(g, None, self.preference) for g in global_losses]
+            else:
+                results = self._scoped_weights(rows, global_losses, fgrads)
+                if results is None:
+                    return self._bad_step("non-finite gradients (Gram matrix)")
+            # one ordinary backward of the weighted sum (DDP reduces it as usual)
+            self.manual_backward(
+                sum((r.weights.to(row) * row).sum() for r, row in zip(results, rows))
+            )
             if not all(
                 torch.isfinite(p.grad).all() for g in groups for p in g if p.grad is not None
             ):
                 return self._bad_step("non-finite gradients")
-        else:
-            member_grads = []
-            last = len(groups) - 1
-            for j, (row, params) in enumerate(zip(stacked.unbind(0), groups)):
-                grads = objective_grads(row, params, keep_graph=j < last)
-                all_reduce_grads(grads)
-                member_grads.append(grads)
-            for j, (row, grads, params) in enumerate(zip(stacked.unbind(0), member_grads, groups)):
-                K = gram_matrix(grads)
-                if not torch.isfinite(K).all():
-                    return self._bad_step("non-finite gradients (Gram matrix)")
-                extra = {} if fgrads is None else {"criterion_grad": fgrads[j]}
-                res = self.combiner(row.detach(), K, self.preference, **extra)
-                write_direction(grads, res.weights, params)
-                results.append(res)
 
         self._consecutive_bad = 0
         if self.gradient_clip_val is not None:
@@ -153,8 +175,77 @@ class MultiObjectiveModule(L.LightningModule):
         if sched is not None:
             sched.step()
         self.fallbacks += sum(r.fallback for r in results)
-        self._log_step(stacked.detach(), results)
+        self._log_step(global_losses, results)
         return results
+
+    def _exact_directions(self, rows, global_losses, groups, fgrads):
+        """Scope 'all': per-objective gradients over every trainable parameter (averaged over
+        DDP ranks), Gram, weights, and .grad = Gᵀw. None when the Gram is not finite."""
+        member_grads = []
+        last = len(groups) - 1
+        for j, (row, params) in enumerate(zip(rows, groups)):
+            grads = objective_grads(row, params, keep_graph=j < last)
+            all_reduce_grads(grads)
+            member_grads.append(grads)
+        results = []
+        for j, (grads, params) in enumerate(zip(member_grads, groups)):
+            K = gram_matrix(grads)
+            if not torch.isfinite(K).all():
+                return None
+            extra = {} if fgrads is None else {"criterion_grad": fgrads[j]}
+            res = self.combiner(global_losses[j], K, self.preference, **extra)
+            write_direction(grads, res.weights, params)
+            results.append(res)
+        return results
+
+    def _scoped_weights(self, rows, global_losses, fgrads):
+        """Scopes 'representation' and parameter subsets: the Gram matrix from gradients w.r.t.
+        the scope only (cheap: the backward stops there), weights from the combiner; the caller
+        then takes one weighted backward over all parameters."""
+        if len(rows) != 1:
+            raise ValueError(
+                "gradient_scope other than 'all' supports single models, not ensembles"
+            )
+        row = rows[0]
+        if self.gradient_scope == "representation":
+            feats = self.representation()
+            grads = objective_grads(row, [feats], keep_graph=True)
+            K = gram_matrix(grads)
+            all_reduce_gram(K)  # features differ per rank: K of the global batch = Σ_r K_r / R²
+        else:
+            params = self.scope_parameters()
+            grads = objective_grads(row, params, keep_graph=True)
+            all_reduce_grads(grads)
+            K = gram_matrix(grads)
+        if not torch.isfinite(K).all():
+            return None
+        extra = {} if fgrads is None else {"criterion_grad": fgrads[0]}
+        return [self.combiner(global_losses[0], K, self.preference, **extra)]
+
+    def representation(self) -> torch.Tensor:
+        """The shared representation of the current batch (B, d), for gradient_scope
+        'representation'. Subclasses set ``self._representation`` in ``objectives``."""
+        feats = getattr(self, "_representation", None)
+        if feats is None:
+            raise ValueError(
+                f"gradient_scope='representation' needs a module that exposes its features; "
+                f"{type(self).__name__} does not"
+            )
+        return feats
+
+    def scope_parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters whose names start with one of ``gradient_scope``'s prefixes."""
+        prefixes = tuple(self.gradient_scope)
+        params = [
+            p for n, p in self.named_parameters() if p.requires_grad and n.startswith(prefixes)
+        ]
+        if not params:
+            tops = sorted({n.split(".")[0] for n, _ in self.named_parameters()})
+            raise ValueError(
+                f"gradient_scope {list(prefixes)} matches no trainable parameter; names start "
+                f"with: {', '.join(tops)}"
+            )
+        return params
 
     def _bad_step(self, why: str):
         self.skipped_steps += 1

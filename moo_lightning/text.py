@@ -42,6 +42,7 @@ class TextClassificationModule(MultiObjectiveModule):
 
     def objectives(self, batch) -> torch.Tensor:
         logits, features = self.model(batch["input_ids"], batch["attention_mask"])
+        self._representation = features  # for gradient_scope='representation'
         return self.objective(logits, features, batch["labels"])
 
     def validation_step(self, batch, batch_idx):

@@ -1,0 +1,85 @@
+"""A small multi-objective model trained with 1 or 2 CPU processes (gloo), for the DDP tests.
+Module level so that ddp_spawn can pickle it."""
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization
+from moo_lightning.module import MultiObjectiveModule
+
+COMBINERS = {"ls": LinearScalarization, "mgda": MGDA, "epo": EPO, "png": PNG}
+
+
+class TwoHeads(MultiObjectiveModule):
+    def __init__(self, combiner: str, out_dir: str, scope="all"):
+        super().__init__(
+            COMBINERS[combiner](),
+            [0.3, 0.7],
+            optimizer=functools.partial(torch.optim.SGD, lr=0.05),
+            gradient_scope=scope,
+        )
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh())
+        self.heads = torch.nn.Linear(16, 2)
+        self.out_dir = out_dir
+        self.weight_history = []
+
+    def objectives(self, batch):
+        x, y = batch
+        z = self.body(x)
+        self._representation = z
+        out = self.heads(z)
+        l1 = (out[:, 0] - y[:, 0]).pow(2).mean() + 0.1
+        l2 = (out[:, 1] - y[:, 1]).abs().mean() + 0.1
+        return torch.stack([l1, l2])
+
+    def multi_objective_step(self, losses):
+        results = super().multi_objective_step(losses)
+        self.weight_history.append(results[0].weights.detach().clone())
+        return results
+
+    def train_dataloader(self):
+        # rank r takes examples r, r + R, ...: step k covers exactly the 16 examples a single
+        # process sees at step k (Lightning's automatic sampler would shuffle)
+        world = self.trainer.world_size
+        sampler = torch.utils.data.DistributedSampler(
+            dataset(), num_replicas=world, rank=self.global_rank, shuffle=False
+        )
+        return torch.utils.data.DataLoader(dataset(), batch_size=16 // world, sampler=sampler)
+
+    def on_train_end(self):
+        rank = self.global_rank
+        torch.save(
+            {
+                "params": [p.detach().clone() for p in self.parameters()],
+                "weights": torch.stack(self.weight_history),
+            },
+            Path(self.out_dir) / f"rank{rank}_of{self.trainer.world_size}.pt",
+        )
+
+
+def dataset():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 6, generator=g)
+    y = torch.stack([x[:, 0] - x[:, 1], x[:, 2] * x[:, 3]], dim=1)
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def train(combiner: str, devices: int, out_dir: str, scope="all"):
+    """Same global batches either way: 16 per step (1 process × 16, or 2 processes × 8)."""
+    module = TwoHeads(combiner, out_dir, scope)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module)
