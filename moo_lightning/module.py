@@ -34,8 +34,9 @@ class MultiObjectiveModule(L.LightningModule):
     ``.grad`` = Gᵀw, optional gradient-norm clipping, optimizer and scheduler step. A combiner that
     needs no Gram (LS) takes one ordinary backward of Σ w_i ℓ_i instead. With
     ``gradient_scope='representation'`` (MGDA-UB style) or a list of parameter-name prefixes, K
-    comes from the gradients w.r.t. that scope only, followed by one weighted backward. Steps with non-finite losses or
-    gradients are skipped and counted; ``max_bad_steps`` consecutive ones stop the run.
+    comes from the gradients w.r.t. that scope only, followed by one weighted backward. Steps
+    with non-finite losses or gradients are skipped and counted; ``max_bad_steps`` consecutive
+    ones stop the run.
     """
 
     def __init__(

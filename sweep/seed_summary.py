@@ -31,8 +31,9 @@ def main():
         val = np.array([r["val/acc_best"] for r in runs])
         wall = np.mean([r["wall_time_s"] for r in runs])
         seeds = ",".join(str(s) for s in sorted(r["seed"] for r in runs))
+        std = acc.std(ddof=1) if len(acc) > 1 else 0.0
         print(
-            f"| {task} | {n} | {loss} | {model} | {seeds} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.4f} "
+            f"| {task} | {n} | {loss} | {model} | {seeds} | {acc.mean():.4f} ± {std:.4f} "
             f"| {val.mean():.4f} | {wall:.0f} |"
         )
 
