@@ -82,8 +82,8 @@ def run(cfg: DictConfig) -> float | None:
         {k: _scalar(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")}
     )
     if cfg.get("test") and hasattr(data, "test_dataloader"):
-        ckpt = "best" if trainer.checkpoint_callback is not None else None
-        results = trainer.test(module, datamodule=data, ckpt_path=ckpt, verbose=False)
+        # the module restores its best-validation weights itself (kept in memory and checkpoints)
+        results = trainer.test(module, datamodule=data, verbose=False)
         metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
     if hasattr(module, "export"):
         metrics.update(module.export(run_dir))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 
 from moo_lightning.combiners.base import Combiner, as_preference
@@ -72,6 +74,7 @@ class MultiObjectiveModule(L.LightningModule):
             if not gradient_scope:
                 raise ValueError("gradient_scope: an empty list of parameter-name prefixes")
         self.gradient_scope = gradient_scope
+        self._base_seed: int | None = None
         self.fallbacks = 0
         self.skipped_steps = 0
         self._consecutive_bad = 0
@@ -92,6 +95,7 @@ class MultiObjectiveModule(L.LightningModule):
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_fit_start(self):
+        self._base_seed = torch.initial_seed()  # the run's seed (seed_everything), before reseeding
         precision = str(self.trainer.precision)
         if self.combiner.needs_gram and precision.startswith("16"):
             raise ValueError(
@@ -124,6 +128,20 @@ class MultiObjectiveModule(L.LightningModule):
         self.fallbacks = counters.get("fallbacks", 0)
         self.skipped_steps = counters.get("skipped_steps", 0)
         self._consecutive_bad = counters.get("consecutive_bad", 0)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        # Dropout (and any other global randomness) is reseeded from (run seed, epoch) at each
+        # epoch's first batch, so a run resumed from an epoch-end checkpoint draws exactly the
+        # numbers the uninterrupted run drew, whatever Lightning consumed while restoring (a
+        # resumed run's first epoch does not even get on_train_epoch_start).
+        if batch_idx != 0:
+            return
+        if self._base_seed is None:
+            self._base_seed = torch.initial_seed()
+        seed = (self._base_seed * 1_000_003 + self.current_epoch) % 2**32
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
 
     # --- the step -------------------------------------------------------------------------------
 

@@ -62,6 +62,20 @@ class TextClassificationModule(MultiObjectiveModule):
         self.log("val/acc", acc, prog_bar=True)
         self.log("val/acc_best", self.val_best.compute(), prog_bar=True)
 
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["best_validation"] = {
+            "state": self._best_state,
+            "acc": None if self._best_state is None else float(self.val_best.compute()),
+        }
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        best = checkpoint.get("best_validation", {})
+        self._best_state = best.get("state")
+        if best.get("acc") is not None:
+            self.val_best.update(torch.tensor(best["acc"]))
+
     def on_test_start(self):
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)

@@ -148,6 +148,14 @@ class ToyModule(MultiObjectiveModule):
         self.theta = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
         self.trajectory: list[np.ndarray] = []
 
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["toy_trajectory"] = [torch.from_numpy(t) for t in self.trajectory]
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        self.trajectory = [t.numpy() for t in checkpoint.get("toy_trajectory", [])]
+
     def objectives(self, batch) -> torch.Tensor:
         losses = _toy_losses(self.theta)
         self.trajectory.append(losses.detach().cpu().numpy().copy())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -82,8 +83,10 @@ class Combiner(abc.ABC):
         m = l_np.size
         r = as_preference(preference, m)
         K = self._check_gram(gram, m) if self.needs_gram else None
+        start = time.perf_counter()
         try:
             w, diag = self._combine(l_np, K, r, **extra)
+            diag["combine_ms"] = 1e3 * (time.perf_counter() - start)
             fallback = False
         except SolverError as err:
             if self.on_failure == "raise":

@@ -57,7 +57,7 @@ class _EPOPrograms:
     parameter values each step. Rows that balance mode leaves unconstrained are zeroed through
     the parameters (A_i = 0, b_i = 0), so no ±inf ever reaches the solver."""
 
-    def __init__(self, m: int, restricted: bool):
+    def __init__(self, m: int, restricted: bool, solver: str):
         self.w = cp.Variable(m, nonneg=True)
         # balance mode
         self.c = cp.Parameter(m)
@@ -77,6 +77,15 @@ class _EPOPrograms:
         self.descent = cp.Problem(cp.Maximize(self.colsum @ self.w), cons)
         for prob in (self.balance, self.descent):
             assert prob.is_dpp(), "EPO programs must be DPP so cvxpy compiles them once"
+        # Prime both programs: cvxpy builds a first solve's data by full compilation and later
+        # ones by parameter substitution, which differ in the last bits. Priming sends every real
+        # solve down the same path, so a fresh (e.g. resumed) process reproduces a long run.
+        eye, ones = np.eye(m), np.ones(m)
+        self.c.value, self.A.value, self.b.value = ones, eye, np.zeros(m)
+        self.K.value, self.colsum.value = eye, ones
+        self.c_descent.value, self.floor.value = ones, 0.0
+        self.balance.solve(solver=solver)
+        self.descent.solve(solver=solver)
 
 
 class EPO(Combiner):
@@ -124,7 +133,7 @@ class EPO(Combiner):
 
     def programs(self, m: int) -> _EPOPrograms:
         if m not in self._programs:
-            self._programs[m] = _EPOPrograms(m, self.descent == "restricted")
+            self._programs[m] = _EPOPrograms(m, self.descent == "restricted", self.cvxpy_solver)
         return self._programs[m]
 
     def _combine(self, losses, gram, preference, **extra):

@@ -145,3 +145,13 @@ def test_solver_failure_follows_policy(monkeypatch):
     _break_solver(monkeypatch, strict)
     with pytest.raises(SolverError, match="status 'infeasible'"):
         run(strict, losses, K, pref)
+
+
+def test_first_solve_of_a_fresh_combiner_equals_a_cached_solve():
+    """Resumed runs start with fresh programs; their solves must match a long run's bit for bit."""
+    rng = np.random.default_rng(4)
+    warm = EPO()
+    run(warm, np.array([1.0, 2.0]), np.eye(2), [0.1, 0.9])
+    for _ in range(20):
+        losses, pref, K = random_problem(rng, 2)
+        assert torch.equal(run(EPO(), losses, K, pref).weights, run(warm, losses, K, pref).weights)
