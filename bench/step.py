@@ -180,8 +180,8 @@ def main():
         f"LS step {ls['median_step_s']:.3f} s, peak {ls['peak_bytes'] / 2**20:.0f} MiB"
     )
     print(
-        f"{'combiner':<6}{'scope':<16}{'step s':>8}{'x LS':>7}{'combine ms':>12}{'% of LS step':>14}"
-        f"{'peak MiB':>10}{'<= budget':>10}"
+        f"{'combiner':<6}{'scope':<16}{'step s':>8}{'x LS':>7}{'combine ms':>12}"
+        f"{'% of LS step':>14}{'peak MiB':>10}{'<= budget':>10}"
     )
     for r in rows:
         r["step_ratio_to_ls"] = r["median_step_s"] / ls["median_step_s"]
@@ -206,7 +206,8 @@ def main():
     print(
         f"\nexact scope: max {targets['exact_scope_max_ratio']:.2f}x LS (target <= 1.70); "
         f"representation: max {targets['representation_scope_max_ratio']:.2f}x (target <= 1.10); "
-        f"combiner solve: max {100 * targets['max_combine_share']:.2f}% of the LS step (target <= 1%); "
+        f"combiner solve: max {100 * targets['max_combine_share']:.2f}% of the LS step "
+        "(target <= 1%); "
         f"memory within LS + m*params*4 B: {targets['all_within_memory_budget']}"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
