@@ -47,6 +47,14 @@ def run(cfg: DictConfig) -> float | None:
     shared = {} if backbone is None else {"tokenizer": backbone.tokenizer}
     data = hydra.utils.instantiate(cfg.data, **shared)
     combiner = hydra.utils.instantiate(cfg.combiner)
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if combiner.needs_gram and precision.startswith("16"):
+        # checked here as well as in the module: on CPU Lightning silently turns 16-mixed into
+        # bf16-mixed, so the module would never see what was asked for
+        raise ValueError(
+            f"trainer.precision={precision} cannot be used with combiner {combiner.name!r}: its "
+            "hand-written gradients bypass the loss scaler. Use 32-true or bf16-mixed"
+        )
     module = hydra.utils.instantiate(
         cfg.module,
         combiner=combiner,

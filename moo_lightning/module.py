@@ -50,11 +50,12 @@ class MultiObjectiveModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         max_bad_steps: int = 10,
         gradient_scope: str | Sequence[str] = "all",
+        num_objectives: int | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
         self.combiner = combiner
-        self.preference = as_preference(preference)
+        self.preference = as_preference(preference, num_objectives)
         self.optimizer_factory = optimizer or (lambda ps: torch.optim.AdamW(ps, lr=1e-5))
         self.scheduler_factory = scheduler
         if gradient_clip_val is not None and gradient_clip_val <= 0:

@@ -31,7 +31,7 @@ class TextClassificationModule(MultiObjectiveModule):
     ):
         if objective.num_objectives == 1:  # baselines: the combiner has nothing to combine
             combiner, preference = LinearScalarization(), [1.0]
-        super().__init__(combiner, preference, **kwargs)
+        super().__init__(combiner, preference, num_objectives=objective.num_objectives, **kwargs)
         self.model = TextClassifier(backbone, num_labels, dropout)
         self.objective = objective
         self.backbone_name = backbone.name

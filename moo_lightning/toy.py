@@ -133,7 +133,7 @@ class ToyModule(MultiObjectiveModule):
         start: str | list[float] = "default",
         **kwargs,
     ):
-        super().__init__(combiner, preference, **kwargs)
+        super().__init__(combiner, preference, num_objectives=2, **kwargs)
         if isinstance(start, str):
             if start not in ("default", "mirrored"):
                 raise ValueError(

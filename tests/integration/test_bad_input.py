@@ -1,0 +1,77 @@
+"""Every wrong value a user can type fails before training, naming the key, the value and what is
+allowed (the subprocess tests in test_text.py check that train.py prints it as one line)."""
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from tests.integration.test_text import write_glue
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    good = write_glue(root / "sst2", "sst2")
+    cols = root / "cols"
+    cols.mkdir()
+    (cols / "train.jsonl").write_text('{"text": "a", "label": 0}\n')
+    (cols / "validation.jsonl").write_text('{"text": "a", "label": 0}\n')
+    labels = root / "labels"
+    labels.mkdir()
+    (labels / "train.jsonl").write_text('{"sentence": "a", "label": 7}\n' * 30)
+    (labels / "validation.jsonl").write_text('{"sentence": "a", "label": 0}\n' * 4)
+    empty = root / "empty"
+    empty.mkdir()
+    return {"good": good, "cols": cols, "labels": labels, "empty": empty}
+
+
+TINY = ("task=sst2", "model=tiny", "logger=none", "trainer.max_epochs=1")
+CASES = [
+    # (overrides, exception, message fragment)
+    (("task=cola",), (MissingConfigException, ConfigCompositionException), "task"),
+    (("combiner=adam",), (MissingConfigException, ConfigCompositionException), "combiner"),
+    (("objective=focal",), (MissingConfigException, ConfigCompositionException), "objective"),
+    (("model=bert_huge",), (MissingConfigException, ConfigCompositionException), "model"),
+    (("preference=[0.2,0.3,0.5]",), ValueError, "one entry per objective (2). Found 3"),
+    (("preference=[-0.5,1.5]",), ValueError, "must be finite and > 0"),
+    (("preference=[0,0]",), ValueError, "must be finite and > 0"),
+    (("preference=1.5",), ValueError, "must lie in (0, 1)"),
+    (("objective.temperature=0",), ValueError, "objective.temperature must be > 0. Found 0"),
+    (("objective.temperature=-1",), ValueError, "objective.temperature must be > 0"),
+    (("objective.lam=1.5",), ValueError, "objective.lam must lie in [0, 1]. Found 1.5"),
+    (("data.num_train=100000",), ValueError, "data.num_train=100000 exceeds"),
+    (("data.num_train=3",), ValueError, "data.num_train=3 is too small"),
+    (("data.batch_size=3",), ValueError, "data.batch_size=3 is too small"),
+    (("data.path=MISSING",), FileNotFoundError, "is not a folder"),
+    (("data.path=EMPTY",), FileNotFoundError, "holds neither"),
+    (("data.path=COLS",), ValueError, "missing ['sentence']"),
+    (("data.path=LABELS",), ValueError, "label 7 outside 0..1"),
+    (("data.task=cola",), ValueError, "data.task must be one of sst2, qnli, mnli. Found 'cola'"),
+    (("+trainer.gradient_clip_val=1.0",), Exception, "gradient_clip_val"),
+    (("+trainer.accumulate_grad_batches=2",), Exception, "accumulate_grad_batches"),
+    (("trainer.precision=16-mixed",), ValueError, "trainer.precision=16-mixed cannot be used"),
+    (("combiner.on_failure=ignore",), ValueError, "on_failure must be 'raise' or 'ls'"),
+    (("combiner.cvxpy_solver=GLPK",), ValueError, "'GLPK' is not installed"),
+    (("module.gradient_scope=[nothing]",), ValueError, "matches no trainable parameter"),
+    (("module.gradient_scope=everything",), ValueError, "gradient_scope must be 'all'"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "exc", "fragment"), CASES, ids=[c[0][0] for c in CASES])
+def test_bad_input_fails_before_training_with_a_clear_message(run_train, folders, overrides, exc, fragment):
+    paths = {"MISSING": str(folders["good"]) + "/nope", "EMPTY": str(folders["empty"]),
+             "COLS": str(folders["cols"]), "LABELS": str(folders["labels"])}
+    overrides = tuple(o.split("=")[0] + "=" + paths.get(o.split("=", 1)[1], o.split("=", 1)[1])
+                      for o in overrides)
+    if not any(o.startswith("data.path") for o in overrides):
+        overrides += (f"data.path={folders['good']}",)
+    from train import _user_error
+
+    with pytest.raises(Exception) as info:
+        run_train(*TINY, *overrides)
+    if isinstance(info.value, MissingConfigException | ConfigCompositionException):
+        err = info.value  # Hydra's own message lists the available options
+    else:
+        err = _user_error(info.value)  # what train.py prints as its one line
+        assert err is not None, f"not reported as bad input: {info.value!r}"
+    assert isinstance(err, exc)
+    assert fragment in str(err)
