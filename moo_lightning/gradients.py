@@ -64,13 +64,17 @@ def all_reduce_gram(K: torch.Tensor) -> None:
 
 def gram_matrix(grads: list[list[torch.Tensor]]) -> torch.Tensor:
     """K_ij = <∇ℓ_i, ∇ℓ_j> over all parameters, in float64. Returns (m, m) on the CPU.
-    One (m × numel) float64 matmul per parameter: exact to round-off and about twice as fast
-    as pairwise dot products."""
+    One (m × chunk) float64 matmul per slice of each parameter: exact to round-off, about twice
+    as fast as pairwise dot products, and never more than m × ``chunk`` float64 values of
+    scratch memory (a whole embedding matrix in float64 would cost more than its gradients)."""
     m = len(grads)
     K = torch.zeros(m, m, dtype=torch.float64, device=grads[0][0].device)
+    chunk = 1 << 20
     for k in range(len(grads[0])):
-        Gp = torch.stack([g[k].reshape(-1) for g in grads]).double()
-        K += Gp @ Gp.T
+        flat = [g[k].reshape(-1) for g in grads]
+        for start in range(0, flat[0].numel(), chunk):
+            Gp = torch.stack([f[start : start + chunk] for f in flat]).double()
+            K += Gp @ Gp.T
     return K.cpu()
 
 

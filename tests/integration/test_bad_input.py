@@ -57,11 +57,18 @@ CASES = [
 
 
 @pytest.mark.parametrize(("overrides", "exc", "fragment"), CASES, ids=[c[0][0] for c in CASES])
-def test_bad_input_fails_before_training_with_a_clear_message(run_train, folders, overrides, exc, fragment):
-    paths = {"MISSING": str(folders["good"]) + "/nope", "EMPTY": str(folders["empty"]),
-             "COLS": str(folders["cols"]), "LABELS": str(folders["labels"])}
-    overrides = tuple(o.split("=")[0] + "=" + paths.get(o.split("=", 1)[1], o.split("=", 1)[1])
-                      for o in overrides)
+def test_bad_input_fails_before_training_with_a_clear_message(
+    run_train, folders, overrides, exc, fragment
+):
+    paths = {
+        "MISSING": str(folders["good"]) + "/nope",
+        "EMPTY": str(folders["empty"]),
+        "COLS": str(folders["cols"]),
+        "LABELS": str(folders["labels"]),
+    }
+    overrides = tuple(
+        o.split("=")[0] + "=" + paths.get(o.split("=", 1)[1], o.split("=", 1)[1]) for o in overrides
+    )
     if not any(o.startswith("data.path") for o in overrides):
         overrides += (f"data.path={folders['good']}",)
     from train import _user_error
