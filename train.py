@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+_PROCESS_START = time.perf_counter()
+
+import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 log = logging.getLogger("moo_lightning")
 
@@ -34,6 +37,12 @@ def run(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    done = _completed(run_dir)
+    if done is not None and cfg.get("skip_completed") and cfg.get("ckpt_path") is None:
+        # re-running a sweep completes only the jobs that have no complete metrics.json
+        log.info("%s already holds a complete metrics.json: skipping this job", run_dir)
+        key = cfg.get("optimized_metric")
+        return done.get(key) if key else None
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
@@ -62,6 +71,7 @@ def run(cfg: DictConfig) -> float | None:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         **({} if backbone is None else {"backbone": backbone}),
     )
+    setup_s = time.perf_counter() - start
     callbacks = _instantiate_all(cfg, "callbacks")
     loggers = _instantiate_all(cfg, "logger")
     trainer: L.Trainer = hydra.utils.instantiate(
@@ -75,10 +85,13 @@ def run(cfg: DictConfig) -> float | None:
         for lg in loggers:
             lg.log_hyperparams(resolved)
 
+    fit_start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+    fit_s = time.perf_counter() - fit_start
 
     metrics: dict = {
         "task": cfg.task_name,
+        "choices": _choices(),
         "num_train": cfg.data.get("num_train"),
         "combiner": type(combiner).__name__,
         "seed": cfg.seed,
@@ -89,20 +102,68 @@ def run(cfg: DictConfig) -> float | None:
     metrics.update(
         {k: _scalar(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")}
     )
+    test_start = time.perf_counter()
     if cfg.get("test") and hasattr(data, "test_dataloader"):
         # the module restores its best-validation weights itself (kept in memory and checkpoints)
         results = trainer.test(module, datamodule=data, verbose=False)
         metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
     if hasattr(module, "export"):
         metrics.update(module.export(run_dir))
+    metrics["timing_s"] = {
+        "setup": setup_s,  # model and data loading, tokenisation (the fixed cost of a job)
+        "fit": fit_s,
+        "test": time.perf_counter() - test_start,
+        "process_before_run": start - _PROCESS_START,  # imports (first job of a process)
+    }
     metrics["wall_time_s"] = time.perf_counter() - start
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["complete"] = True
+    for lg in loggers:
+        _finish_logger(lg, metrics)
+    # written last and atomically: an interrupted job leaves no metrics.json behind
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, run_dir / "metrics.json")
     log.info(
         "metrics: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)})
     )
 
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
+
+
+def _completed(run_dir: Path) -> dict | None:
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if metrics.get("complete") else None
+
+
+def _choices() -> dict:
+    """The config-group options this run was composed from (task, model, objective, ...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+
+
+def _finish_logger(lg, metrics: dict) -> None:
+    """Put the run's results in the logger's summary (W&B) and close it, so the next job of an
+    in-process sweep starts a run of its own."""
+    numeric = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    experiment = getattr(lg, "experiment", None)
+    summary = getattr(experiment, "summary", None)
+    if summary is not None:
+        summary.update(numeric)
+    lg.finalize("success")
+    if hasattr(experiment, "finish"):
+        experiment.finish()
 
 
 def _scalar(v):

@@ -27,6 +27,7 @@ class TextClassificationModule(MultiObjectiveModule):
         combiner,
         preference,
         dropout: float = 0.1,
+        save_test_embeddings: bool = False,
         **kwargs,
     ):
         if objective.num_objectives == 1:  # baselines: the combiner has nothing to combine
@@ -39,11 +40,26 @@ class TextClassificationModule(MultiObjectiveModule):
         self.test_acc = MulticlassAccuracy(num_labels, average="micro")
         self.val_best = MaxMetric()
         self._best_state: dict[str, torch.Tensor] | None = None
+        self.save_test_embeddings = save_test_embeddings
+        self._test_features: list[torch.Tensor] = []
+        self._test_labels: list[torch.Tensor] = []
+        self._epoch_losses: list[torch.Tensor] = []
+        self.final_train_losses: list[float] | None = None
 
     def objectives(self, batch) -> torch.Tensor:
         logits, features = self.model(batch["input_ids"], batch["attention_mask"])
         self._representation = features  # for gradient_scope='representation'
         return self.objective(logits, features, batch["labels"])
+
+    def training_step(self, batch, batch_idx):
+        losses = self.objectives(batch)
+        self.multi_objective_step(losses)
+        self._epoch_losses.append(losses.detach().float().cpu())
+
+    def on_train_epoch_end(self):
+        if self._epoch_losses:  # the loss vector of the last epoch, for loss-space figures
+            self.final_train_losses = torch.stack(self._epoch_losses).mean(0).tolist()
+        self._epoch_losses = []
 
     def validation_step(self, batch, batch_idx):
         logits, _ = self.model(batch["input_ids"], batch["attention_mask"])
@@ -81,12 +97,24 @@ class TextClassificationModule(MultiObjectiveModule):
             self.model.load_state_dict(self._best_state)
 
     def test_step(self, batch, batch_idx):
-        logits, _ = self.model(batch["input_ids"], batch["attention_mask"])
+        logits, features = self.model(batch["input_ids"], batch["attention_mask"])
+        if self.save_test_embeddings:
+            self._test_features.append(features.detach().float().cpu())
+            self._test_labels.append(batch["labels"].cpu())
         self.test_acc.update(logits.argmax(-1), batch["labels"])
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
     def export(self, run_dir) -> dict:
+        if self._test_features:  # [CLS] features of the test set, for t-SNE figures
+            import numpy as np
+
+            np.savez_compressed(
+                f"{run_dir}/test_embeddings.npz",
+                features=torch.cat(self._test_features).numpy(),
+                labels=torch.cat(self._test_labels).numpy(),
+            )
         return {
+            "final_train_losses": self.final_train_losses,
             "objective": self.objective.name,
             "model": self.backbone_name,
             "combiner_used": self.combiner.name,

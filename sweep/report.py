@@ -1,0 +1,248 @@
+"""Aggregate a sweep into the seed paper's Table 1, a per-run CSV and figures.
+
+    python sweep/report.py MULTIRUN_DIR --out OUT_DIR
+
+For every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean validation
+accuracy over seeds are chosen among the groups that have every seed of the sweep; their test
+accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE
+baseline on the seeds both have. Groups missing seeds are listed as incomplete and never averaged.
+Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
+embeddings, module.save_test_embeddings=true) tsne.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats
+
+LOSS_NAMES = {"ce": "CE", "ce_scl": "CE+SCL"}
+
+
+def loss_name(run: dict) -> str:
+    objective = run["objective"]
+    if objective in LOSS_NAMES:
+        return LOSS_NAMES[objective]
+    return f"CE+{run['combiner_used'].upper()}"
+
+
+def load_runs(sweep_dir: Path) -> list[dict]:
+    runs = []
+    for path in sorted(sweep_dir.rglob("metrics.json")):
+        m = json.loads(path.read_text())
+        if not m.get("complete") or "test/acc" not in m:
+            continue  # interrupted job, or not a text-classification run
+        cfg_path = path.parent / ".hydra" / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+        objective = cfg.get("objective") or {}
+        pref = m.get("preference") or []
+        runs.append(
+            {
+                "dir": str(path.parent.relative_to(sweep_dir)),
+                "task": m["task"],
+                "N": m.get("num_train"),
+                "loss": loss_name(m),
+                "seed": m["seed"],
+                "temperature": objective.get("temperature"),
+                "lam": objective.get("lam"),
+                "r1": round(pref[0], 6) if len(pref) == 2 else None,
+                "val_acc_best": m.get("val/acc_best"),
+                "test_acc": m.get("test/acc"),
+                "l1": (m.get("final_train_losses") or [None, None])[0],
+                "l2": (m.get("final_train_losses") or [None, None])[-1]
+                if len(m.get("final_train_losses") or []) == 2
+                else None,
+                "wall_time_s": m.get("wall_time_s"),
+                "setup_s": (m.get("timing_s") or {}).get("setup"),
+                "fallbacks": m.get("combiner_fallbacks"),
+                "model": m.get("model"),
+            }
+        )
+    return runs
+
+
+def hyper(run: dict) -> tuple:
+    return (run["temperature"], run["lam"], run["r1"])
+
+
+def choose(runs: list[dict]):
+    """Per (task, N, loss): the complete hyperparameter group with the best mean val accuracy;
+    also the incomplete groups."""
+    seeds_of = defaultdict(set)
+    for r in runs:
+        seeds_of[(r["task"], r["N"])].add(r["seed"])
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["task"], r["N"], r["loss"], hyper(r))].append(r)
+    chosen, incomplete = {}, []
+    for (task, n, loss, h), members in groups.items():
+        expected = seeds_of[(task, n)]
+        have = {m["seed"] for m in members}
+        if have != expected:
+            incomplete.append((task, n, loss, h, sorted(have), sorted(expected)))
+            continue
+        val = np.mean([m["val_acc_best"] for m in members])
+        best = chosen.get((task, n, loss))
+        if best is None or val > best[0]:
+            chosen[(task, n, loss)] = (val, h, sorted(members, key=lambda m: m["seed"]))
+    return chosen, incomplete
+
+
+def paired_p(members: list[dict], baseline: list[dict]) -> float | None:
+    a = {m["seed"]: m["test_acc"] for m in members}
+    b = {m["seed"]: m["test_acc"] for m in baseline}
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return None
+    x, y = np.array([a[s] for s in common]), np.array([b[s] for s in common])
+    if np.allclose(x, y):
+        return 1.0
+    return float(stats.ttest_rel(x, y).pvalue)
+
+
+def write_tables(chosen, incomplete, out: Path) -> None:
+    tasks = sorted({k[0] for k in chosen})
+    rows = sorted({(k[2], k[1]) for k in chosen}, key=lambda r: (r[1] or 0, r[0] != "CE", r[0]))
+    csv_rows = []
+    lines = ["| loss | N | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    for loss, n in rows:
+        cells = []
+        for task in tasks:
+            entry = chosen.get((task, n, loss))
+            if entry is None:
+                cells.append("—")
+                continue
+            val, h, members = entry
+            acc = np.array([m["test_acc"] for m in members])
+            base = chosen.get((task, n, "CE"))
+            p = None if loss == "CE" or base is None else paired_p(members, base[2])
+            std = acc.std(ddof=1) if len(acc) > 1 else 0.0
+            p_text = "" if p is None else f", p={p:.3f}"
+            cells.append(f"{100 * acc.mean():.1f} ± {100 * std:.1f} (n={len(acc)}{p_text})")
+            csv_rows.append(
+                {
+                    "task": task,
+                    "N": n,
+                    "loss": loss,
+                    "temperature": h[0],
+                    "lam": h[1],
+                    "r1": h[2],
+                    "seeds": len(acc),
+                    "test_acc_mean": acc.mean(),
+                    "test_acc_std": std,
+                    "val_acc_mean": val,
+                    "p_vs_ce_paired_t": p,
+                }
+            )
+        lines.append(f"| {loss} | {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
+        "mean ± std over seeds; p: paired t-test against CE on the same seeds.",
+    ]
+    if incomplete:
+        lines += ["", "Incomplete groups (left out of the table):", ""]
+        for task, n, loss, h, have, expected in sorted(incomplete, key=str):
+            lines.append(
+                f"- {task} N={n} {loss} τ={h[0]} λ={h[1]} r1={h[2]}: seeds {have} of {expected}"
+            )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with open(out / "table.csv", "w", newline="") as f:
+        fields = list(csv_rows[0]) if csv_rows else ["task"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(csv_rows)
+
+
+def loss_space_figure(runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import moocore
+
+    pts = [r for r in runs if r["l1"] is not None and r["l2"] is not None]
+    if not pts:
+        return
+    allp = np.array([[r["l1"], r["l2"]] for r in pts])
+    ref = allp.max(0) * 1.05
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for loss in sorted({r["loss"] for r in pts}):
+        sel = np.array([[r["l1"], r["l2"]] for r in pts if r["loss"] == loss])
+        hv = moocore.hypervolume(sel, ref=ref)
+        ax.scatter(sel[:, 0], sel[:, 1], s=18, label=f"{loss} (HV {hv:.4f})")
+    ax.set_xlabel(r"final $\ell_1$ (train)")
+    ax.set_ylabel(r"final $\ell_2$ (train)")
+    ax.set_title(
+        f"final losses per run; HV reference point ({ref[0]:.3f}, {ref[1]:.3f})", fontsize=9
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "loss_space.png", dpi=120)
+    plt.close(fig)
+
+
+def tsne_figure(chosen, sweep_dir: Path, out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    panels = []
+    for (task, n, loss), (_, _, members) in sorted(chosen.items()):
+        if loss not in ("CE+LS", "CE+EPO", "CE+SCL"):
+            continue
+        path = sweep_dir / members[0]["dir"] / "test_embeddings.npz"
+        if path.exists():
+            panels.append((f"{loss} ({task}, N={n}, seed {members[0]['seed']})", np.load(path)))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, data) in zip(axes[0], panels):
+        emb = TSNE(
+            n_components=2, random_state=0, init="pca", perplexity=min(30, len(data["labels"]) - 1)
+        ).fit_transform(data["features"])
+        ax.scatter(emb[:, 0], emb[:, 1], c=data["labels"], s=6, cmap="coolwarm")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(out / "tsne.png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    runs = load_runs(args.sweep_dir)
+    if not runs:
+        raise SystemExit(f"error: no complete text-classification runs under {args.sweep_dir}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(runs[0]))
+        writer.writeheader()
+        writer.writerows(runs)
+    chosen, incomplete = choose(runs)
+    write_tables(chosen, incomplete, args.out)
+    loss_space_figure(runs, args.out)
+    has_tsne = tsne_figure(chosen, args.sweep_dir, args.out)
+    print((args.out / "table.md").read_text())
+    print(
+        f"{len(runs)} runs; wrote table.md, table.csv, runs.csv, loss_space.png"
+        + (", tsne.png" if has_tsne else " (no test embeddings: no tsne.png)")
+        + f" to {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
