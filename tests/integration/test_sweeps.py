@@ -1,0 +1,173 @@
+"""Sweep workflow: resumable multiruns, W&B offline runs, launchers, sweep configs."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import ROOT
+from tests.integration.test_text import write_glue
+
+
+def _train(args, tmp_path, env=None, timeout=900):
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory):
+    return write_glue(tmp_path_factory.mktemp("sweep") / "sst2", "sst2")
+
+
+def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
+    args = [
+        "-m",
+        "task=sst2",
+        "model=tiny",
+        f"data.path={sst2}",
+        "++trainer.fast_dev_run=true",
+        "logger=none",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    first = _train(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    paths = sorted(tmp_path.glob("*/metrics.json"))
+    assert len(paths) == 2
+    stamp = [p.stat().st_mtime_ns for p in paths]
+    paths[1].unlink()  # as if the second job had been killed
+    again = _train(args, tmp_path)
+    assert again.returncode == 0
+    assert "already holds a complete metrics.json" in again.stdout + again.stderr
+    assert paths[0].stat().st_mtime_ns == stamp[0]  # untouched
+    assert paths[1].exists()  # re-run
+
+
+def wandb_records(path):
+    """Records of an offline .wandb file (a LevelDB-style log of protobuf records after a 7-byte
+    ':W&B' header; this wandb keeps no Python reader for it)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full record, or the last piece of one
+            rec = pb.Record()
+            rec.ParseFromString(pending + chunk)
+            pending = b""
+            yield rec
+        elif kind in (2, 3):
+            pending += chunk
+
+
+def test_wandb_offline_run_holds_summary_and_diagnostics(sst2, tmp_path):
+    pytest.importorskip("wandb")
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    proc = _train(
+        [
+            "task=sst2",
+            "model=tiny",
+            f"data.path={sst2}",
+            "trainer.max_epochs=2",
+            "logger=wandb",
+            "combiner=epo",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        tmp_path,
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    summary, history, config, run = {}, set(), set(), None
+    for rec in wandb_records(log):
+        kind = rec.WhichOneof("record_type")
+        if kind == "summary":
+            summary.update(
+                {u.key or "/".join(u.nested_key): u.value_json for u in rec.summary.update}
+            )
+        elif kind == "history":
+            history |= {i.key or "/".join(i.nested_key) for i in rec.history.item}
+        elif kind == "config":
+            config |= {u.key for u in rec.config.update}
+        elif kind == "run":
+            run = rec.run
+    for key in ("val/acc_best", "test/acc"):
+        assert key in summary, key
+    for key in (
+        "train/combiner/mu",
+        "train/combiner/balance_mode",
+        "train/weight_0",
+        "train/loss_1",
+    ):
+        assert key in history, key
+    assert {"combiner", "objective", "seed"} <= config
+    assert run.run_group == "sst2-N20" and run.job_type == "moo"
+    assert "combiner=epo" in list(run.tags)
+    assert "WANDB_API_KEY" not in log.read_bytes().decode("latin-1")
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_two_seed_sweep_and_report_reads_it(sst2, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    proc = _train(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "task=sst2",
+            "model=tiny",
+            f"data.path={sst2}",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.launcher.timeout_min=10",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    rep = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(tmp_path / "report")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert rep.returncode == 0, rep.stderr
+    assert "(n=2" in (tmp_path / "report" / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_processes(sst2, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = _train(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "task=sst2",
+            "model=tiny",
+            f"data.path={sst2}",
+            "++trainer.fast_dev_run=true",
+            "logger=none",
+            "seed=0,1",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 2

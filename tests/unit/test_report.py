@@ -1,0 +1,82 @@
+"""sweep/report.py on a synthetic sweep: selection by validation, incomplete groups, paired test."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_run(
+    root: Path,
+    name: str,
+    objective: str,
+    combiner: str,
+    seed: int,
+    val: float,
+    test: float,
+    temperature=0.3,
+    lam=0.3,
+    r1=0.1,
+    embeddings=False,
+):
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    cfg = {"objective": {} if objective == "ce" else {"temperature": temperature, "lam": lam}}
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    m = {
+        "task": "sst2",
+        "num_train": 20,
+        "seed": seed,
+        "objective": objective,
+        "combiner_used": combiner,
+        "preference": [1.0] if objective != "moo" else [r1, 1 - r1],
+        "val/acc_best": val,
+        "test/acc": test,
+        "complete": True,
+        "wall_time_s": 1.0,
+        "final_train_losses": [0.5 + seed / 10, 0.6 - seed / 20] if objective == "moo" else [0.7],
+    }
+    (d / "metrics.json").write_text(json.dumps(m))
+    if embeddings:
+        rng = np.random.default_rng(seed)
+        np.savez(
+            d / "test_embeddings.npz", features=rng.normal(size=(40, 8)), labels=np.arange(40) % 2
+        )
+
+
+def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    ce_test = [0.60, 0.62, 0.58]
+    for s in range(3):
+        fake_run(sweep, f"ce_s{s}", "ce", "ls", s, 0.6, ce_test[s])
+        # two complete EPO groups: τ=0.3 has the better validation accuracy and is chosen
+        fake_run(sweep, f"epo_t03_s{s}", "moo", "epo", s, 0.7, ce_test[s] + 0.05, embeddings=True)
+        fake_run(sweep, f"epo_t09_s{s}", "moo", "epo", s, 0.5, 0.99, temperature=0.9)
+        fake_run(sweep, f"scl_s{s}", "ce_scl", "ls", s, 0.6, 0.61, embeddings=True)
+    fake_run(sweep, "ls_s0", "moo", "ls", 0, 0.9, 0.9)  # one seed of three: incomplete
+    (sweep / "interrupted").mkdir()
+    (sweep / "interrupted" / "metrics.json.tmp").write_text("{")
+
+    proc = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = (out / "table.md").read_text()
+    assert "| CE | 20 | 60.0 ± 2.0 (n=3) |" in table
+    assert "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p=0.000) |" in table  # τ=0.3 chosen, not 0.99 test
+    assert "CE+LS τ=0.3 λ=0.3 r1=0.1: seeds [0] of [0, 1, 2]" in table
+    assert "| CE+LS |" not in table  # never averaged
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 13
+    chosen = {r["loss"]: r for r in csv.DictReader(open(out / "table.csv"))}
+    assert float(chosen["CE+EPO"]["temperature"]) == 0.3
+    assert (out / "loss_space.png").exists() and (out / "tsne.png").exists()
