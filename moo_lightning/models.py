@@ -145,6 +145,9 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.encoder = backbone.encoder  # its own dropout comes from its config (0.1 for RoBERTa)
         self.head = ClassificationHead(backbone.hidden_size, num_labels, dropout)
+        # from_pretrained returns the encoder in eval mode, and Lightning keeps the modes it
+        # finds: without this the encoder would fine-tune with its dropout switched off
+        self.train()
 
     def forward(self, input_ids, attention_mask, **unused):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

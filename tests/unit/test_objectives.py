@@ -116,3 +116,12 @@ def test_contrastive_terms_move_the_encoder():
             )
             total = sum(g.abs().sum() for g in grads if g is not None)
             assert total > 0
+
+
+def test_classifier_starts_in_train_mode_even_from_pretrained():
+    from moo_lightning.models import Backbone, TextClassifier
+
+    backbone = Backbone("tiny")
+    backbone.encoder.eval()  # as from_pretrained returns it
+    model = TextClassifier(backbone, num_labels=2)
+    assert all(m.training for m in model.modules())
