@@ -217,3 +217,9 @@ def test_bad_data_path_is_one_line(tmp_path):
     )
     assert proc.returncode != 0 and "is not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("combiner", ["epo", "ls"])
+def test_bf16_mixed_step_runs(run_train, glue_dir, combiner):
+    m = run_train(*fast("sst2", glue_dir, f"combiner={combiner}", "trainer.precision=bf16-mixed"))
+    assert m["skipped_steps"] == 0 and 0.0 <= m["test/acc"] <= 1.0
