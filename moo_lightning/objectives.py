@@ -93,15 +93,19 @@ def _check_weight(lam: float, temperature: float) -> None:
         raise ValueError(f"objective.temperature must be > 0. Found {temperature}")
 
 
-class MOOContrastive:
-    """Two objectives: ℓ1 = λℓ_pos + (1−λ)CE, ℓ2 = λℓ_neg + (1−λ)CE (seed 000 eqs 4–5)."""
-
-    num_objectives = 2
-    name = "moo"
+class _WeightedContrastive:
+    """Objectives mixing CE with a contrastive term at weight λ and temperature τ."""
 
     def __init__(self, lam: float = 0.3, temperature: float = 0.3):
         _check_weight(lam, temperature)
         self.lam, self.temperature = float(lam), float(temperature)
+
+
+class MOOContrastive(_WeightedContrastive):
+    """Two objectives: ℓ1 = λℓ_pos + (1−λ)CE, ℓ2 = λℓ_neg + (1−λ)CE (seed 000 eqs 4–5)."""
+
+    num_objectives = 2
+    name = "moo"
 
     def __call__(self, logits, z, labels) -> torch.Tensor:
         ce = F.cross_entropy(logits, labels)
@@ -120,15 +124,11 @@ class CrossEntropy:
         return F.cross_entropy(logits, labels).reshape(1)
 
 
-class CrossEntropySCL:
+class CrossEntropySCL(_WeightedContrastive):
     """Single objective: (1−λ)CE + λ·SCL (Gunel et al. 2021 baseline)."""
 
     num_objectives = 1
     name = "ce_scl"
-
-    def __init__(self, lam: float = 0.3, temperature: float = 0.3):
-        _check_weight(lam, temperature)
-        self.lam, self.temperature = float(lam), float(temperature)
 
     def __call__(self, logits, z, labels) -> torch.Tensor:
         ce = F.cross_entropy(logits, labels)
