@@ -4,6 +4,7 @@ training, Gunel et al.'s SCL, and the objective choices that return a loss vecto
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -93,12 +94,52 @@ def _check_weight(lam: float, temperature: float) -> None:
         raise ValueError(f"objective.temperature must be > 0. Found {temperature}")
 
 
-class _WeightedContrastive:
-    """Objectives mixing CE with a contrastive term at weight λ and temperature τ."""
+def gather_global_batch(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embeddings and labels of every DDP rank, concatenated in rank order, with gradients
+    flowing back to each rank's own rows; (z, labels) unchanged without DDP. Ranks may hold
+    batches of different sizes (padded for the collective, trimmed after).
 
-    def __init__(self, lam: float = 0.3, temperature: float = 0.3):
+    Every rank then computes the same contrastive term on the global batch. The all-gather's
+    backward sums the rows' gradients over ranks, so each rank's gradient is R times its own
+    share; averaging gradients over the R ranks (DDP, or the combiner's reduction) gives exactly
+    the gradient of the global-batch loss."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return z, labels
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    size = torch.tensor([z.shape[0]], device=z.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    pad = max(sizes) - z.shape[0]
+    z_pad = F.pad(z, (0, 0, 0, pad))
+    y_pad = F.pad(labels, (0, pad), value=-1)
+    zs = all_gather(z_pad)
+    ys = [torch.empty_like(y_pad) for _ in range(world)]
+    dist.all_gather(ys, y_pad)
+    z_all = torch.cat([zi[:n] for zi, n in zip(zs, sizes)])
+    y_all = torch.cat([yi[:n] for yi, n in zip(ys, sizes)])
+    return z_all, y_all
+
+
+class _WeightedContrastive:
+    """Objectives mixing CE with a contrastive term at weight λ and temperature τ.
+    ``global_batch``: under DDP, compute the contrastive term over the embeddings of all ranks
+    (all-gather with gradients) instead of each rank's own batch; CE stays per rank (its mean
+    over ranks is already the global-batch CE). No effect in a single process."""
+
+    def __init__(self, lam: float = 0.3, temperature: float = 0.3, global_batch: bool = False):
         _check_weight(lam, temperature)
+        if not isinstance(global_batch, bool):
+            raise ValueError(
+                f"objective.global_batch must be true or false. Found {global_batch!r}"
+            )
         self.lam, self.temperature = float(lam), float(temperature)
+        self.global_batch = global_batch
+
+    def contrastive_batch(self, z, labels):
+        return gather_global_batch(z, labels) if self.global_batch else (z, labels)
 
 
 class MOOContrastive(_WeightedContrastive):
@@ -109,7 +150,7 @@ class MOOContrastive(_WeightedContrastive):
 
     def __call__(self, logits, z, labels) -> torch.Tensor:
         ce = F.cross_entropy(logits, labels)
-        l_pos, l_neg = pos_neg_losses(z, labels, self.temperature)
+        l_pos, l_neg = pos_neg_losses(*self.contrastive_batch(z, labels), self.temperature)
         lam = self.lam
         return torch.stack([lam * l_pos + (1 - lam) * ce, lam * l_neg + (1 - lam) * ce])
 
@@ -132,7 +173,7 @@ class CrossEntropySCL(_WeightedContrastive):
 
     def __call__(self, logits, z, labels) -> torch.Tensor:
         ce = F.cross_entropy(logits, labels)
-        scl = supervised_contrastive_loss(z, labels, self.temperature)
+        scl = supervised_contrastive_loss(*self.contrastive_batch(z, labels), self.temperature)
         return ((1 - self.lam) * ce + self.lam * scl).reshape(1)
 
 
@@ -140,6 +181,7 @@ __all__ = [
     "CrossEntropy",
     "CrossEntropySCL",
     "MOOContrastive",
+    "gather_global_batch",
     "pos_neg_losses",
     "supervised_contrastive_loss",
 ]

@@ -9,12 +9,16 @@ import torch
 
 from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization
 from moo_lightning.module import MultiObjectiveModule
+from moo_lightning.objectives import MOOContrastive
 
 COMBINERS = {"ls": LinearScalarization, "mgda": MGDA, "epo": EPO, "png": PNG}
 
 
 class TwoHeads(MultiObjectiveModule):
-    def __init__(self, combiner: str, out_dir: str, scope="all"):
+    """Two regression heads on a shared body, or (``contrastive`` set to "local" / "global") a
+    classifier trained on the ℓ_pos / ℓ_neg objectives over each rank's batch or the global one."""
+
+    def __init__(self, combiner: str, out_dir: str, scope="all", contrastive=None):
         super().__init__(
             COMBINERS[combiner](),
             [0.3, 0.7],
@@ -26,12 +30,18 @@ class TwoHeads(MultiObjectiveModule):
         self.heads = torch.nn.Linear(16, 2)
         self.out_dir = out_dir
         self.weight_history = []
+        self.contrastive = None
+        if contrastive is not None:
+            self.contrastive = MOOContrastive(0.5, 0.5, global_batch=contrastive == "global")
 
     def objectives(self, batch):
         x, y = batch
         z = self.body(x)
         self._representation = z
         out = self.heads(z)
+        if self.contrastive is not None:
+            labels = (y[:, 0] > 0).long()
+            return self.contrastive(out, z, labels)
         l1 = (out[:, 0] - y[:, 0]).pow(2).mean() + 0.1
         l2 = (out[:, 1] - y[:, 1]).abs().mean() + 0.1
         return torch.stack([l1, l2])
@@ -65,12 +75,15 @@ def dataset():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(128, 6, generator=g)
     y = torch.stack([x[:, 0] - x[:, 1], x[:, 2] * x[:, 3]], dim=1)
+    # the classes of the contrastive variant (sign of y[:, 0]) alternate in pairs, so that every
+    # rank's half of every global batch holds two examples of each class
+    y[:, 0] = torch.where(torch.arange(128) % 4 < 2, 1.0, -1.0) * (0.5 + y[:, 0].abs())
     return torch.utils.data.TensorDataset(x, y)
 
 
-def train(combiner: str, devices: int, out_dir: str, scope="all"):
+def train(combiner: str, devices: int, out_dir: str, scope="all", contrastive=None):
     """Same global batches either way: 16 per step (1 process × 16, or 2 processes × 8)."""
-    module = TwoHeads(combiner, out_dir, scope)
+    module = TwoHeads(combiner, out_dir, scope, contrastive)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
@@ -83,3 +96,27 @@ def train(combiner: str, devices: int, out_dir: str, scope="all"):
         use_distributed_sampler=False,
     )
     trainer.fit(module)
+
+
+def gather_worker(rank: int, world: int, port: int, out_dir: str):
+    """Rank r holds 3 + 2r rows; after the gather every rank sees all rows in rank order, and
+    the gradient of Σ c ⊙ z_all w.r.t. its own rows is R × its slice of c."""
+    import os
+
+    import torch.distributed as dist
+
+    from moo_lightning.objectives import gather_global_batch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    n = 3 + 2 * rank
+    z = torch.full((n, 4), float(rank), requires_grad=True)
+    labels = torch.full((n,), rank)
+    z_all, y_all = gather_global_batch(z, labels)
+    coeff = torch.arange(z_all.numel(), dtype=torch.float32).reshape(z_all.shape)
+    (coeff * z_all).sum().backward()
+    torch.save(
+        {"z_all": z_all.detach(), "y_all": y_all, "grad": z.grad, "coeff": coeff},
+        Path(out_dir) / f"gather{rank}.pt",
+    )
+    dist.destroy_process_group()

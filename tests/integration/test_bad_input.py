@@ -38,6 +38,7 @@ CASES = [
     (("objective.temperature=0",), ValueError, "objective.temperature must be > 0. Found 0"),
     (("objective.temperature=-1",), ValueError, "objective.temperature must be > 0"),
     (("objective.lam=1.5",), ValueError, "objective.lam must lie in [0, 1]. Found 1.5"),
+    (("objective.global_batch=maybe",), ValueError, "objective.global_batch must be true or false"),
     (("data.num_train=100000",), ValueError, "data.num_train=100000 exceeds"),
     (("data.num_train=3",), ValueError, "data.num_train=3 is too small"),
     (("data.batch_size=3",), ValueError, "data.batch_size=3 is too small"),

@@ -125,3 +125,16 @@ def test_classifier_starts_in_train_mode_even_from_pretrained():
     backbone.encoder.eval()  # as from_pretrained returns it
     model = TextClassifier(backbone, num_labels=2)
     assert all(m.training for m in model.modules())
+
+
+def test_global_batch_is_the_local_batch_without_ddp():
+    from moo_lightning.objectives import gather_global_batch
+
+    z, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    z_all, y_all = gather_global_batch(z, labels)
+    assert z_all is z and y_all is labels
+    logits = torch.randn(6, 3)
+    for cls in (MOOContrastive, CrossEntropySCL):
+        torch.testing.assert_close(
+            cls(0.4, 0.2, global_batch=True)(logits, z, labels), cls(0.4, 0.2)(logits, z, labels)
+        )
