@@ -46,6 +46,10 @@ TASKS = {
     ),
 }
 SPLIT_SEED = 20240501  # fixes the test/validation halves, identical for every run seed
+# The labelled training pool and the tokenised validation / test halves of the last (task, files,
+# tokenizer, lengths) prepared by this process: identical for every seed of a sweep, so later jobs
+# of an in-process sweep skip reading, label-checking and tokenising them.
+_PREPARED: dict[tuple, tuple] = {}
 
 
 def _task(name: str) -> GlueTask:
@@ -188,7 +192,8 @@ class GlueFewShot(L.LightningDataModule):
 
     num_train: N training examples sampled with ``seed`` (null: the whole train split);
     test: a fixed half of the official validation split; validation: ``val_size`` examples of
-    the other half (fixed across seeds, disjoint from test)."""
+    the other half (fixed across seeds, disjoint from test); cache: reuse the labelled pool and
+    the tokenised validation / test halves in later jobs of the same process (sweeps)."""
 
     def __init__(
         self,
@@ -203,6 +208,7 @@ class GlueFewShot(L.LightningDataModule):
         balanced: bool = True,
         seed: int = 0,
         num_workers: int = 0,
+        cache: bool = True,
     ):
         super().__init__()
         self.task = _task(task)
@@ -220,6 +226,7 @@ class GlueFewShot(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_length, self.balanced, self.seed = max_length, balanced, seed
         self.num_workers = num_workers
+        self.cache, self.cache_hit = cache, False
         self.splits = None
 
     @property
@@ -232,20 +239,43 @@ class GlueFewShot(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
-        train, validation = load_splits(self.task_name, self.path)
-        labels = np.asarray(train["label"])
+        key = self._cache_key()
+        if key is not None and key in _PREPARED:
+            # a later job of the same process (same task, files, tokenizer and lengths): the
+            # labelled pool and the tokenised validation / test halves are reused as they are
+            train, val, test = _PREPARED[key]
+            self.cache_hit = True
+        else:
+            train, validation = load_splits(self.task_name, self.path)
+            perm = np.random.default_rng(SPLIT_SEED).permutation(len(validation))
+            half = len(perm) // 2
+            test_idx, val_idx = np.sort(perm[:half]), np.sort(perm[half:][: self.val_size])
+            val = self._tokenise(validation.select(val_idx))
+            test = self._tokenise(validation.select(test_idx))
+            if key is not None:
+                _PREPARED.clear()
+                _PREPARED[key] = (train, val, test)
         if self.num_train is not None:
+            labels = np.asarray(train["label"])
             train = train.select(
                 few_shot_indices(labels, self.num_train, self.num_labels, self.seed, self.balanced)
             )
-        perm = np.random.default_rng(SPLIT_SEED).permutation(len(validation))
-        half = len(perm) // 2
-        test_idx, val_idx = np.sort(perm[:half]), np.sort(perm[half:][: self.val_size])
-        self.splits = {
-            "train": self._tokenise(train),
-            "val": self._tokenise(validation.select(val_idx)),
-            "test": self._tokenise(validation.select(test_idx)),
-        }
+        self.splits = {"train": self._tokenise(train), "val": val, "test": test}
+
+    def _cache_key(self) -> tuple | None:
+        """What the cached splits depend on; None (no caching) when switched off, for the hub
+        (its cache is the datasets library's) or for a tokenizer without a name (``tiny``)."""
+        name = getattr(self.tokenizer, "name_or_path", "")
+        if not self.cache or self.path is None or not name:
+            return None
+        folder = Path(self.path).resolve()
+        stamp = tuple(
+            (f.name, f.stat().st_mtime_ns, f.stat().st_size)
+            for f in sorted(folder.iterdir())
+            if f.is_file()
+        )
+        tok = (type(self.tokenizer).__name__, name, len(self.tokenizer))
+        return (self.task_name, str(folder), stamp, tok, self.max_length, self.val_size)
 
     def _tokenise(self, ds):
         fields = self.task.text_fields
