@@ -2,7 +2,7 @@ PY ?= python
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow lint format bench toy clean
+.PHONY: install test test-slow lint format bench bench-step bench-jobs toy clean
 
 # torch: an installed torch is kept (GPU users: install yours first). Otherwise a machine with
 # nvidia-smi gets PyPI's CUDA build, and a CPU machine the CPU wheel (never a multi-GB CUDA build).
@@ -31,6 +31,14 @@ format:
 
 bench:
 	$(BIN)/python bench/solvers.py
+
+# training-step cost of every combiner × scope against LS (minutes on a CPU)
+bench-step:
+	$(BIN)/python bench/step.py --model minilm
+
+# a sweep job's fixed cost (imports, model, data) with and without the in-process caches
+bench-jobs:
+	$(BIN)/python bench/job_cost.py
 
 # the toy figures of the README
 toy:

@@ -57,9 +57,10 @@ def minimise_on_front(criterion: Callable, preference, num: int = 200_001) -> np
     """argmin of criterion(ℓ, r) over a dense sampling of the exact front (grid step 1e-5 in t)."""
     pts = torch.as_tensor(front_point(np.linspace(-1.0, 1.0, num)))
     r = torch.as_tensor(as_preference(preference, 2))
-    values = torch.stack([criterion(p, r) for p in pts]) if num <= 1000 else None
-    if values is None:  # vectorise the common case: criteria written elementwise over ℓ
+    try:  # criteria written with tensor operations vectorise over the sampled points
         values = torch.vmap(lambda p: criterion(p, r))(pts)
+    except RuntimeError:  # .item() or Python branching on values: one point at a time
+        values = torch.stack([torch.as_tensor(criterion(p, r)) for p in pts])
     return pts[int(torch.argmin(values))].numpy()
 
 

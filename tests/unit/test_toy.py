@@ -39,3 +39,16 @@ def test_best_hypervolume_matches_a_direct_search():
 
 def test_igd_plus_zero_on_the_front():
     assert toy.igd_plus(toy.exact_front()) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_minimise_on_front_takes_criteria_that_cannot_be_vectorised():
+    import torch
+
+    from moo_lightning.toy import front_point, minimise_on_front
+
+    def branchy(loss, r):  # Python branching on a value: vmap refuses it
+        return (loss[0] - 0.5) ** 2 if float(loss[0]) > 0.2 else torch.tensor(9.0)
+
+    pts = front_point(np.linspace(-1.0, 1.0, 2001))
+    expected = pts[np.argmin([(p[0] - 0.5) ** 2 if p[0] > 0.2 else 9.0 for p in pts])]
+    np.testing.assert_allclose(minimise_on_front(branchy, 0.3, num=2001), expected)
