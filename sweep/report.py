@@ -173,10 +173,28 @@ def loss_space_figure(runs: list[dict], out: Path) -> None:
     allp = np.array([[r["l1"], r["l2"]] for r in pts])
     ref = allp.max(0) * 1.05
     fig, ax = plt.subplots(figsize=(6, 5))
-    for loss in sorted({r["loss"] for r in pts}):
-        sel = np.array([[r["l1"], r["l2"]] for r in pts if r["loss"] == loss])
+    # one series per combiner, and per preference when the sweep has several; distinct hollow
+    # markers keep series that land on the same points (e.g. PNG far from the front = MGDA) visible
+    several_r1 = len({r["r1"] for r in pts}) > 1
+    series = sorted({(r["loss"], r["r1"] if several_r1 else None) for r in pts}, key=str)
+    markers = "osD^vx+*"
+    for k, (loss, r1) in enumerate(series):
+        sel = np.array(
+            [[r["l1"], r["l2"]] for r in pts if r["loss"] == loss and (r1 is None or r["r1"] == r1)]
+        )
         hv = moocore.hypervolume(sel, ref=ref)
-        ax.scatter(sel[:, 0], sel[:, 1], s=18, label=f"{loss} (HV {hv:.4f})")
+        name = loss if r1 is None else f"{loss} r1={r1}"
+        marker = markers[k % len(markers)]
+        filled = marker in "x+"
+        ax.scatter(
+            sel[:, 0],
+            sel[:, 1],
+            s=36 - 3 * k,
+            marker=marker,
+            facecolors=f"C{k}" if filled else "none",
+            edgecolors=f"C{k}",
+            label=f"{name} (HV {hv:.4f})",
+        )
     ax.set_xlabel(r"final $\ell_1$ (train)")
     ax.set_ylabel(r"final $\ell_2$ (train)")
     ax.set_title(
