@@ -243,10 +243,12 @@ class GlueFewShot(L.LightningDataModule):
         if key is not None and key in _PREPARED:
             # a later job of the same process (same task, files, tokenizer and lengths): the
             # labelled pool and the tokenised validation / test halves are reused as they are
-            train, val, test = _PREPARED[key]
+            train, labels, val, test = _PREPARED[key]
             self.cache_hit = True
         else:
             train, validation = load_splits(self.task_name, self.path)
+            # one numpy column (converting the dataset's column row by row takes seconds)
+            labels = train.with_format("numpy", columns=["label"])[:]["label"]
             perm = np.random.default_rng(SPLIT_SEED).permutation(len(validation))
             half = len(perm) // 2
             test_idx, val_idx = np.sort(perm[:half]), np.sort(perm[half:][: self.val_size])
@@ -254,9 +256,8 @@ class GlueFewShot(L.LightningDataModule):
             test = self._tokenise(validation.select(test_idx))
             if key is not None:
                 _PREPARED.clear()
-                _PREPARED[key] = (train, val, test)
+                _PREPARED[key] = (train, labels, val, test)
         if self.num_train is not None:
-            labels = np.asarray(train["label"])
             train = train.select(
                 few_shot_indices(labels, self.num_train, self.num_labels, self.seed, self.balanced)
             )
