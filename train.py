@@ -20,6 +20,9 @@ import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 log = logging.getLogger("moo_lightning")
+# whether the current job has reached trainer.fit: from then on only errors that say they are bad
+# settings are shortened to one line, and any other error keeps its traceback
+_STAGE = {"training": False}
 
 
 def _instantiate_all(cfg: DictConfig, section: str) -> list:
@@ -35,6 +38,7 @@ def run(cfg: DictConfig) -> float | None:
     import lightning as L
 
     start = time.perf_counter()
+    _STAGE["training"] = False
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     done = _completed(run_dir)
@@ -94,6 +98,7 @@ def run(cfg: DictConfig) -> float | None:
             lg.log_hyperparams(resolved)
 
     fit_start = time.perf_counter()
+    _STAGE["training"] = True
     trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
     fit_s = time.perf_counter() - fit_start
 
@@ -232,19 +237,23 @@ def main(cfg: DictConfig) -> float | None:
 
 def _user_error(err: BaseException) -> BaseException | None:
     """The bad-input or no-network error inside ``err``'s cause chain (Hydra wraps errors raised
-    while instantiating), or None for a genuine failure that deserves its traceback."""
+    while instantiating), or None for a genuine failure that deserves its traceback. Before
+    training every ValueError / FileNotFoundError is a setting or a file the user gave; once
+    ``trainer.fit`` has started only errors that declare themselves bad settings are."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
     from moo_lightning.models import HubUnreachableError
+    from moo_lightning.module import ConfigError
 
-    user = (
-        ValueError,
-        FileNotFoundError,
+    user: tuple[type[BaseException], ...] = (
+        ConfigError,
         HubUnreachableError,
         MisconfigurationException,
         OmegaConfBaseException,
     )
+    if not _STAGE["training"]:
+        user += (ValueError, FileNotFoundError)
     while err is not None:
         if isinstance(err, user):
             return err

@@ -26,6 +26,12 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a NaN/inf loss or gradient."""
 
 
+class ConfigError(ValueError):
+    """A wrong setting that can only be detected once training has been set up (the module's
+    parameters or features are needed): reported by train.py as one line, like the bad input
+    caught before training, while other errors raised during training keep their traceback."""
+
+
 class MultiObjectiveModule(L.LightningModule):
     """Base module with manual optimisation. Subclasses implement ``objectives(batch)`` returning
     the loss vector (m,) — or (N, m) for an ensemble of N members, each with its own parameters
@@ -97,6 +103,13 @@ class MultiObjectiveModule(L.LightningModule):
 
     def on_fit_start(self):
         self._base_seed = torch.initial_seed()  # the run's seed (seed_everything), before reseeding
+        if self.gradient_scope != "all":  # wrong scopes fail before the first step
+            if len(self.member_parameters()) != 1:
+                raise ConfigError(
+                    "gradient_scope other than 'all' supports single models, not ensembles"
+                )
+            if self.gradient_scope != "representation":
+                self.scope_parameters()
         precision = str(self.trainer.precision)
         if self.combiner.needs_gram and precision.startswith("16"):
             raise ValueError(
@@ -223,7 +236,7 @@ class MultiObjectiveModule(L.LightningModule):
         the scope only (cheap: the backward stops there), weights from the combiner; the caller
         then takes one weighted backward over all parameters."""
         if len(rows) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "gradient_scope other than 'all' supports single models, not ensembles"
             )
         row = rows[0]
@@ -247,7 +260,7 @@ class MultiObjectiveModule(L.LightningModule):
         'representation'. Subclasses set ``self._representation`` in ``objectives``."""
         feats = getattr(self, "_representation", None)
         if feats is None:
-            raise ValueError(
+            raise ConfigError(
                 f"gradient_scope='representation' needs a module that exposes its features; "
                 f"{type(self).__name__} does not"
             )
@@ -261,7 +274,7 @@ class MultiObjectiveModule(L.LightningModule):
         ]
         if not params:
             tops = sorted({n.split(".")[0] for n, _ in self.named_parameters()})
-            raise ValueError(
+            raise ConfigError(
                 f"gradient_scope {list(prefixes)} matches no trainable parameter; names start "
                 f"with: {', '.join(tops)}"
             )

@@ -83,3 +83,17 @@ def test_bad_input_fails_before_training_with_a_clear_message(
         assert err is not None, f"not reported as bad input: {info.value!r}"
     assert isinstance(err, exc)
     assert fragment in str(err)
+
+
+def test_errors_raised_during_training_keep_their_traceback(run_train, folders, monkeypatch):
+    # a ValueError from a bug in training code is not bad input: train.py must not shorten it
+    import train
+    from moo_lightning.text import TextClassificationModule
+
+    def broken(self, batch):
+        raise ValueError("a bug in the training step, not a setting")
+
+    monkeypatch.setattr(TextClassificationModule, "objectives", broken)
+    with pytest.raises(ValueError, match="a bug in the training step") as info:
+        run_train(*TINY, f"data.path={folders['good']}")
+    assert train._user_error(info.value) is None
