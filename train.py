@@ -20,9 +20,10 @@ import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 log = logging.getLogger("moo_lightning")
-# whether the current job has reached trainer.fit: from then on only errors that say they are bad
-# settings are shortened to one line, and any other error keeps its traceback
-_STAGE = {"training": False}
+# per process: jobs run so far, and whether the current job has reached trainer.fit (from then
+# on only errors that say they are bad settings are shortened to one line; others keep their
+# traceback)
+_STAGE = {"runs": 0, "training": False}
 
 
 def _instantiate_all(cfg: DictConfig, section: str) -> list:
@@ -151,13 +152,9 @@ def run(cfg: DictConfig) -> float | None:
     return metrics.get(key) if key else None
 
 
-_RUNS_IN_PROCESS = 0
-
-
 def _process_before_run(start: float) -> float:
-    global _RUNS_IN_PROCESS
-    _RUNS_IN_PROCESS += 1
-    return start - _PROCESS_START if _RUNS_IN_PROCESS == 1 else 0.0
+    _STAGE["runs"] += 1
+    return start - _PROCESS_START if _STAGE["runs"] == 1 else 0.0
 
 
 def _completed(run_dir: Path) -> dict | None:

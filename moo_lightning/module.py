@@ -235,11 +235,7 @@ class MultiObjectiveModule(L.LightningModule):
         """Scopes 'representation' and parameter subsets: the Gram matrix from gradients w.r.t.
         the scope only (cheap: the backward stops there), weights from the combiner; the caller
         then takes one weighted backward over all parameters."""
-        if len(rows) != 1:
-            raise ConfigError(
-                "gradient_scope other than 'all' supports single models, not ensembles"
-            )
-        row = rows[0]
+        (row,) = rows  # single models only: checked in on_fit_start
         if self.gradient_scope == "representation":
             feats = self.representation()
             grads = objective_grads(row, [feats], keep_graph=True)

@@ -189,7 +189,7 @@ def loss_space_figure(runs: list[dict], out: Path) -> None:
         ax.scatter(
             sel[:, 0],
             sel[:, 1],
-            s=36 - 3 * k,
+            s=36 - 3 * (k % len(markers)),
             marker=marker,
             facecolors=f"C{k}" if filled else "none",
             edgecolors=f"C{k}",

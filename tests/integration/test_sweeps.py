@@ -26,17 +26,23 @@ def sst2(tmp_path_factory):
     return write_glue(tmp_path_factory.mktemp("sweep") / "sst2", "sst2")
 
 
-def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
-    args = [
+def _quick_sweep(sst2, sweep_dir, *extra: str) -> list[str]:
+    """Arguments of a two-seed sweep of one-batch jobs on the tiny model."""
+    return [
         "-m",
+        *extra,
         "task=sst2",
         "model=tiny",
         f"data.path={sst2}",
         "++trainer.fast_dev_run=true",
         "logger=none",
         "seed=0,1",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep_dir}",
     ]
+
+
+def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
+    args = _quick_sweep(sst2, tmp_path)
     first = _train(args, tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     paths = sorted(tmp_path.glob("*/metrics.json"))
@@ -155,18 +161,7 @@ def test_submitit_local_launcher_runs_a_two_seed_sweep_and_report_reads_it(sst2,
 def test_joblib_launcher_runs_jobs_in_parallel_processes(sst2, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     proc = _train(
-        [
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "task=sst2",
-            "model=tiny",
-            f"data.path={sst2}",
-            "++trainer.fast_dev_run=true",
-            "logger=none",
-            "seed=0,1",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
+        _quick_sweep(sst2, tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
