@@ -82,6 +82,7 @@ def run(cfg: DictConfig) -> float | None:
         combiner=combiner,
         preference=preference,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **({} if backbone is None else {"backbone": backbone}),
     )
     setup_s = time.perf_counter() - start

@@ -102,6 +102,11 @@ def tiny_roberta(hidden: int = 32, layers: int = 2, heads: int = 2, vocab_size: 
     return RobertaModel(config, add_pooling_layer=False), tokenizer
 
 
+# cls: the first token's final hidden state ([CLS] / <s>; the seed paper's representation);
+# mean: the mean over real tokens (padding masked out), how sentence-embedding encoders such as
+# all-MiniLM-L6-v2 were trained
+POOLINGS = ("cls", "mean")
+
 # Pretrained weights loaded by this process, kept pristine (jobs get deep copies): the jobs of an
 # in-process sweep (Hydra's basic launcher, or a reused joblib worker) load each encoder once.
 # One entry (the last name loaded), so a sweep over models holds one spare copy at most.
@@ -117,8 +122,15 @@ class Backbone:
     disks; the copy is identical, and loading draws no random numbers, so results do not depend
     on it). ``tiny`` is never cached: its weights are drawn from the run's seed."""
 
-    def __init__(self, name: str = "roberta-base", cache: bool = True, **tiny_kwargs):
+    def __init__(
+        self, name: str = "roberta-base", cache: bool = True, pooling: str = "cls", **tiny_kwargs
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(
+                f"model.pooling must be one of {', '.join(POOLINGS)}. Found {pooling!r}"
+            )
         self.name = name
+        self.pooling = pooling
         self.cache_hit = False
         if name == "tiny":
             self.encoder, self.tokenizer = tiny_roberta(**tiny_kwargs)
@@ -158,12 +170,23 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.dropout(torch.tanh(x)))
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence features (B, d) from token states (B, T, d): the first token, or the mean over
+    the tokens whose attention mask is 1."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
 class TextClassifier(nn.Module):
-    """Encoder + head. forward(input_ids, attention_mask) -> (logits (B, C), first-token
-    features (B, d)); the features feed the contrastive terms (normalised there)."""
+    """Encoder + head. forward(input_ids, attention_mask) -> (logits (B, C), pooled features
+    (B, d), ``pooling`` cls or mean); the features feed the head and the contrastive terms
+    (normalised there)."""
 
     def __init__(self, backbone: Backbone, num_labels: int, dropout: float = 0.1):
         super().__init__()
+        self.pooling = backbone.pooling
         self.encoder = backbone.encoder  # its own dropout comes from its config (0.1 for RoBERTa)
         self.head = ClassificationHead(backbone.hidden_size, num_labels, dropout)
         # from_pretrained returns the encoder in eval mode, and Lightning keeps the modes it
@@ -172,5 +195,5 @@ class TextClassifier(nn.Module):
 
     def forward(self, input_ids, attention_mask, **unused):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        features = hidden[:, 0]
+        features = pool(hidden, attention_mask, self.pooling)
         return self.head(features), features

@@ -123,7 +123,12 @@ class MultiObjectiveModule(L.LightningModule):
         opt = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt)}}
+        # the budget in optimizer steps, from max_steps or max_epochs × batches per epoch
+        total = self.trainer.estimated_stepping_batches
+        sched = self.scheduler_factory(opt, total_steps=total)
+        # stepped by multi_objective_step once per optimizer step; Lightning only saves and
+        # restores its state (manual optimisation)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def training_step(self, batch, batch_idx):
         losses = self.objectives(batch)
@@ -203,10 +208,7 @@ class MultiObjectiveModule(L.LightningModule):
             self.clip_gradients(
                 opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
             )
-        opt.step()
-        sched = self.lr_schedulers()
-        if sched is not None:
-            sched.step()
+        self._optimizer_step(opt)
         self.fallbacks += sum(r.fallback for r in results)
         self._log_step(global_losses, results)
         return results
@@ -276,10 +278,25 @@ class MultiObjectiveModule(L.LightningModule):
             )
         return params
 
+    def _optimizer_step(self, opt) -> None:
+        """One optimizer step and one scheduler step: the budget (``trainer.max_steps``, which
+        Lightning counts in optimizer steps), the schedule and the validation cadence all advance
+        together, once per training batch."""
+        opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
     def _bad_step(self, why: str):
+        """A skipped step still takes its place in the budget and the schedule: the optimizer is
+        stepped with every ``.grad`` cleared, which leaves parameters and moments untouched
+        (torch optimizers skip parameters without a gradient), so step counts, learning rate
+        and validation cadence stay aligned with the batches seen."""
         self.skipped_steps += 1
         self._consecutive_bad += 1
-        self.optimizers().zero_grad(set_to_none=True)
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self._optimizer_step(opt)
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         if self._consecutive_bad >= self.max_bad_steps:
             raise NonFiniteError(

@@ -16,8 +16,8 @@ from moo_lightning.module import MultiObjectiveModule
 
 class TextClassificationModule(MultiObjectiveModule):
     """Encoder + head trained on ``objective(logits, features, labels) -> losses (m,)``.
-    Validation accuracy each epoch; the weights of the best validation epoch are kept in memory
-    and restored before testing (no checkpoint files needed, which suits sweeps)."""
+    Validation accuracy at every validation (every ``trainer.val_check_interval`` steps for the
+    GLUE tasks); the weights of the best validation are kept in memory and restored before testing (no checkpoint files needed, which suits sweeps)."""
 
     def __init__(
         self,
@@ -44,6 +44,8 @@ class TextClassificationModule(MultiObjectiveModule):
         self._test_features: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
         self._epoch_losses: list[torch.Tensor] = []
+        # (optimizer step, validation accuracy) of every validation: the run's learning curve
+        self.val_history: list[tuple[int, float]] = []
         self.final_train_losses: list[float] | None = None
 
     def objectives(self, batch) -> torch.Tensor:
@@ -75,6 +77,7 @@ class TextClassificationModule(MultiObjectiveModule):
                 {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             )
         self.val_best.update(acc)
+        self.val_history.append((int(self.global_step), float(acc)))
         self.log("val/acc", acc, prog_bar=True)
         self.log("val/acc_best", self.val_best.compute(), prog_bar=True)
 
@@ -83,14 +86,22 @@ class TextClassificationModule(MultiObjectiveModule):
         checkpoint["best_validation"] = {
             "state": self._best_state,
             "acc": None if self._best_state is None else float(self.val_best.compute()),
+            "history": list(self.val_history),
         }
 
     def on_load_checkpoint(self, checkpoint):
         super().on_load_checkpoint(checkpoint)
         best = checkpoint.get("best_validation", {})
         self._best_state = best.get("state")
+        self.val_history = [tuple(h) for h in best.get("history", [])]
         if best.get("acc") is not None:
             self.val_best.update(torch.tensor(best["acc"]))
+
+    def _best_step(self) -> int | None:
+        """The optimizer step whose weights are tested (the first best validation)."""
+        if not self.val_history:
+            return None
+        return max(self.val_history, key=lambda h: (h[1], -h[0]))[0]
 
     def on_test_start(self):
         if self._best_state is not None:
@@ -115,6 +126,8 @@ class TextClassificationModule(MultiObjectiveModule):
             )
         return {
             "final_train_losses": self.final_train_losses,
+            "val_history": [list(h) for h in self.val_history],
+            "best_step": self._best_step(),
             "objective": self.objective.name,
             "model": self.backbone_name,
             "combiner_used": self.combiner.name,
