@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader
 
 
 @dataclass(frozen=True)
@@ -157,17 +157,32 @@ def few_shot_indices(labels: np.ndarray, n: int, num_labels: int, seed: int, bal
     return np.sort(np.concatenate(picked))
 
 
-class ClassBalancedBatchSampler(Sampler[list[int]]):
-    """Batches of near-equal size in which each class is spread evenly: with ceil(n / B) batches,
-    every batch holds ≥ 2 examples of every class whenever each class has ≥ 2 per batch.
-    Deterministic in (seed, epoch)."""
+class ClassBalancedBatchSampler(BatchSampler):
+    """Class-balanced batches, rank-aware: ``batch_size`` is the *global* batch (the seed paper's
+    16, whatever the number of DDP ranks). Each epoch, ceil(n / batch_size) global batches of
+    near-equal size are drawn with every class spread evenly over them (≥ 2 examples of every
+    class per batch whenever each class has ≥ 2 per batch); rank ``rank`` of ``num_replicas``
+    yields its disjoint share of every global batch, dealt class by class so each share stays
+    balanced. The global batches depend on (seed, epoch) only, so any number of ranks sees the
+    same data and takes the same number of optimizer steps; with one rank a share is the whole
+    global batch."""
 
-    def __init__(self, labels, batch_size: int, seed: int = 0):
+    def __init__(
+        self, labels, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ):
         self.labels = np.asarray(labels)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-        self.num_batches = max(1, -(-len(self.labels) // batch_size))
+        n = len(self.labels)
+        super().__init__(range(n), batch_size, drop_last=False)
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.seed, self.epoch = seed, 0
+        self.num_replicas, self.rank = num_replicas, rank
+        self.num_batches = max(1, -(-n // batch_size))
+        if n // self.num_batches < num_replicas:
+            raise ValueError(
+                f"data.batch_size={batch_size} over {n} training examples gives global batches "
+                f"of {n // self.num_batches}, fewer than the {num_replicas} ranks that share them"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -175,7 +190,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.num_batches
 
-    def __iter__(self):
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's global batches, in the order they are served."""
         rng = np.random.default_rng([self.seed, self.epoch])
         batches: list[list[int]] = [[] for _ in range(self.num_batches)]
         slot = 0
@@ -183,8 +199,20 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             for i in rng.permutation(np.flatnonzero(self.labels == k)):
                 batches[slot % self.num_batches].append(int(i))
                 slot += 1
-        for b in rng.permutation(self.num_batches):
-            yield [int(i) for i in rng.permutation(batches[b])]
+        return [
+            [int(i) for i in rng.permutation(batches[b])] for b in rng.permutation(len(batches))
+        ]
+
+    def __iter__(self):
+        for batch in self.global_batches():
+            if self.num_replicas == 1:
+                yield batch
+                continue
+            # deal the batch out class by class (stable, so the served order is kept within a
+            # class): every rank gets its share of every class
+            by_class = sorted(range(len(batch)), key=lambda j: self.labels[batch[j]])
+            mine = sorted(by_class[self.rank :: self.num_replicas])
+            yield [batch[j] for j in mine]
 
 
 class GlueFewShot(L.LightningDataModule):
@@ -305,16 +333,32 @@ class GlueFewShot(L.LightningDataModule):
             "labels": labels,
         }
 
+    def _ranks(self) -> tuple[int, int]:
+        """(rank, world size) of the trainer this data module is attached to (1 process: 0, 1).
+        The loaders shard themselves (the trainer presets set use_distributed_sampler=false)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
     def train_dataloader(self):
         ds = self.splits["train"]
-        sampler = ClassBalancedBatchSampler(ds["labels"], self.batch_size, self.seed)
+        rank, world = self._ranks()
+        sampler = ClassBalancedBatchSampler(
+            ds["labels"], self.batch_size, self.seed, num_replicas=world, rank=rank
+        )
         return DataLoader(
             ds, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers
         )
 
     def _eval_loader(self, split):
+        # each rank evaluates a disjoint strided share, no padding and no repeats: the metrics,
+        # synchronised over ranks, count every example exactly once
+        rank, world = self._ranks()
+        ds = self.splits[split]
         return DataLoader(
-            self.splits[split],
+            ds,
+            sampler=range(rank, len(ds), world),
             batch_size=self.eval_batch_size,
             collate_fn=self._collate,
             num_workers=self.num_workers,

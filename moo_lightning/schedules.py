@@ -10,7 +10,7 @@ import torch
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 
-def _warmup_steps(warmup: float, total_steps: int) -> int:
+def _warmup_steps(warmup: float, total_steps: float) -> int:
     ok = isinstance(warmup, int | float) and not isinstance(warmup, bool)
     if not (ok and math.isfinite(warmup) and 0 <= warmup < 1):
         raise ValueError(
@@ -29,12 +29,12 @@ def linear_warmup_decay(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over ``warmup`` × budget steps, then linear decay to 0 at the last step (the
     usual fine-tuning schedule; Mosbach et al. 2021, Zhang et al. 2021)."""
-    total = int(total_steps)
-    return get_linear_schedule_with_warmup(optimizer, _warmup_steps(warmup, total), total)
+    warmup_steps = _warmup_steps(warmup, total_steps)
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, int(total_steps))
 
 
 def constant(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """The optimizer's learning rate throughout (after an optional linear warmup)."""
-    return get_constant_schedule_with_warmup(optimizer, _warmup_steps(warmup, int(total_steps)))
+    return get_constant_schedule_with_warmup(optimizer, _warmup_steps(warmup, total_steps))

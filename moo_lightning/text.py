@@ -17,7 +17,8 @@ from moo_lightning.module import MultiObjectiveModule
 class TextClassificationModule(MultiObjectiveModule):
     """Encoder + head trained on ``objective(logits, features, labels) -> losses (m,)``.
     Validation accuracy at every validation (every ``trainer.val_check_interval`` steps for the
-    GLUE tasks); the weights of the best validation are kept in memory and restored before testing (no checkpoint files needed, which suits sweeps)."""
+    GLUE tasks); the weights of the best validation are kept in memory and restored before
+    testing (no checkpoint files needed, which suits sweeps)."""
 
     def __init__(
         self,

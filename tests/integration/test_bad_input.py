@@ -24,7 +24,7 @@ def folders(tmp_path_factory):
     return {"good": good, "cols": cols, "labels": labels, "empty": empty}
 
 
-TINY = ("task=sst2", "model=tiny", "logger=none", "trainer.max_epochs=1")
+TINY = ("task=sst2", "model=tiny", "logger=none", "trainer.max_steps=2")
 CASES = [
     # (overrides, exception, message fragment)
     (("task=cola",), (MissingConfigException, ConfigCompositionException), "task"),

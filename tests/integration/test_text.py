@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -66,7 +67,7 @@ def test_fast_dev_run_baselines(run_train, glue_dir, objective):
     assert m["objective"] == objective and m["combiner_used"] == "ls"
 
 
-def test_three_class_task_trains_a_few_epochs(run_train, glue_dir):
+def test_three_class_task_trains_a_few_steps(run_train, glue_dir):
     m = run_train(
         "task=mnli",
         "model=tiny",
@@ -74,8 +75,10 @@ def test_three_class_task_trains_a_few_epochs(run_train, glue_dir):
         "logger=none",
         "combiner=epo",
         "data.num_train=30",
-        "trainer.max_epochs=2",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
     )
+    assert [h[0] for h in m["val_history"]] == [2, 4]
     assert m["num_train"] == 30 and m["skipped_steps"] == 0 and "val/acc_best" in m
 
 
@@ -83,7 +86,8 @@ GROUPS_NEEDING_NETWORK = {("model", "roberta_base")}
 
 
 def _options(group):
-    return sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+    # files starting with "_" are shared bases (task/_glue.yaml), not options
+    return sorted(p.stem for p in (Path(CONF) / group).glob("[!_]*.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -95,6 +99,7 @@ def _options(group):
             "objective",
             "model",
             "trainer",
+            "scheduler",
             "logger",
             "task",
             "experiment",
@@ -128,6 +133,9 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
         return
     if group in ("combiner", "objective", "trainer") and cfg.get(group) is not None:
         instantiate(cfg[group])
+    elif group == "scheduler":
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        assert instantiate(cfg.scheduler)(opt, total_steps=10).get_last_lr() is not None
     elif group == "model":
         assert instantiate(cfg.model).tokenizer is not None
     elif group == "logger":

@@ -46,3 +46,35 @@ def test_argv_normalisation():
         normalise_argv(["t", "seed=0-9"])
     with pytest.raises(SystemExit, match="range end"):
         normalise_argv(["t", "-m", "seed=5-1"])
+
+
+@pytest.mark.parametrize(
+    ("n", "classes", "batch"), [(20, 2, 16), (32, 2, 16), (30, 3, 18), (45, 3, 16), (100, 2, 16)]
+)
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ranks_share_every_global_batch_disjointly_and_balanced(n, classes, batch, world):
+    labels = np.arange(n) % classes
+    one = ClassBalancedBatchSampler(labels, batch, seed=4)
+    ranks = [ClassBalancedBatchSampler(labels, batch, 4, world, r) for r in range(world)]
+    for epoch in range(3):
+        for s in (one, *ranks):
+            s.set_epoch(epoch)
+        global_batches = list(one)
+        shares = [list(s) for s in ranks]
+        # the same number of steps on every rank and for any number of ranks
+        assert all(len(sh) == len(global_batches) == len(one) for sh in shares)
+        for step, gb in enumerate(global_batches):
+            parts = [sh[step] for sh in shares]
+            assert sorted(i for p in parts for i in p) == sorted(gb)  # disjoint, complete
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1  # uneven by one at most
+            for p in parts:  # each share holds >= 2 of every class when the sizes allow
+                counts = np.bincount(labels[p], minlength=classes)
+                if len(gb) // classes >= 2 * world:
+                    assert counts.min() >= 2, (step, p)
+                # and is spread over classes as evenly as its global batch allows
+                assert counts.max() - counts.min() <= -(-len(gb) // (classes * world)) + 1
+
+
+def test_too_many_ranks_for_the_batch_is_one_clear_error():
+    with pytest.raises(ValueError, match="global batches of 4, fewer than the 5 ranks"):
+        ClassBalancedBatchSampler(np.arange(8) % 2, 4, 0, num_replicas=5, rank=0)

@@ -1,0 +1,145 @@
+"""Validation curves of the budget study (validation accuracy against optimizer steps), and the
+step budget and learning rate they support. Validation only: the study's runs never touch test.
+
+    python sweep/budget_curves.py multirun/budget_study --out reports/budget_study
+
+Reads every complete run's ``val_history`` (metrics.json) and writes OUT/curves.png (mean ± std
+over seeds, one panel per loss, one line per learning rate), OUT/curves.csv (the mean curves) and
+OUT/summary.md. The rule, fixed before the study ran: for each (loss, lr) the *plateau step* is
+the first validation step at which the seed-mean curve comes within ``--tolerance`` (default one
+accuracy point) of its maximum; the recommended budget is CE's plateau step at the chosen
+learning rate, rounded up to a multiple of the validation interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+LOSS = {"ce": "CE", "ce_scl": "CE+SCL"}
+
+
+def load_curves(sweep_dir: Path) -> pd.DataFrame:
+    """One row per (run, validation): loss, lr, seed, step, val_acc."""
+    rows = []
+    for path in sorted(sweep_dir.rglob("metrics.json")):
+        m = json.loads(path.read_text())
+        if not m.get("complete") or not m.get("val_history"):
+            continue
+        cfg = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
+        loss = LOSS.get(m["objective"], f"CE+{str(m.get('combiner_used', '')).upper()}")
+        for step, acc in m["val_history"]:
+            rows.append(
+                {
+                    "loss": loss,
+                    "lr": float(cfg["optimizer"]["lr"]),
+                    "seed": m["seed"],
+                    "step": int(step),
+                    "val_acc": float(acc),
+                }
+            )
+    if not rows:
+        raise SystemExit(f"{sweep_dir}: no complete run with a validation history")
+    return pd.DataFrame(rows)
+
+
+def mean_curves(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby(["loss", "lr", "step"])["val_acc"]
+    return g.agg(mean="mean", std="std", seeds="count").reset_index()
+
+
+def plateau_step(curve: pd.DataFrame, tolerance: float) -> int:
+    best = curve["mean"].max()
+    return int(curve.loc[curve["mean"] >= best - tolerance, "step"].min())
+
+
+def summarise(curves: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    rows = []
+    for (loss, lr), c in curves.groupby(["loss", "lr"]):
+        c = c.sort_values("step")
+        rows.append(
+            {
+                "loss": loss,
+                "lr": lr,
+                "seeds": int(c["seeds"].min()),
+                "max_mean_val_acc": float(c["mean"].max()),
+                "argmax_step": int(c.loc[c["mean"].idxmax(), "step"]),
+                "plateau_step": plateau_step(c, tolerance),
+                "final_mean_val_acc": float(c["mean"].iloc[-1]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def figure(curves: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = sorted(curves["loss"].unique())
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.8), sharey=True)
+    axes = [axes] if len(losses) == 1 else list(axes)
+    for ax, loss in zip(axes, losses):
+        for lr, c in curves[curves["loss"] == loss].groupby("lr"):
+            c = c.sort_values("step")
+            line = ax.plot(c["step"], c["mean"], marker="o", ms=3, label=f"lr {lr:g}")[0]
+            ax.fill_between(
+                c["step"],
+                c["mean"] - c["std"].fillna(0),
+                c["mean"] + c["std"].fillna(0),
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        ax.set_title(f"{loss}: validation accuracy (mean ± std over seeds)")
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel("validation accuracy")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=1e-5, help="the learning rate to budget for")
+    parser.add_argument("--interval", type=int, default=25, help="validation interval (steps)")
+    args = parser.parse_args()
+    curves = mean_curves(load_curves(args.sweep_dir))
+    summary = summarise(curves, args.tolerance)
+    args.out.mkdir(parents=True, exist_ok=True)
+    curves.to_csv(args.out / "curves.csv", index=False)
+    figure(curves, args.out / "curves.png")
+    ce = summary[(summary["loss"] == "CE") & (summary["lr"] == args.lr)]
+    lines = [
+        f"Validation-only budget study ({args.sweep_dir}); plateau = first step within "
+        f"{args.tolerance:g} of the seed-mean curve's maximum.",
+        "",
+        summary.to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
+    if len(ce):
+        step = plateau_step(curves[(curves["loss"] == "CE") & (curves["lr"] == args.lr)], 0)
+        plateau = int(ce["plateau_step"].iloc[0])
+        budget = args.interval * math.ceil(plateau / args.interval)
+        lines.append(
+            f"CE at lr {args.lr:g}: plateau at step {plateau} (maximum at step {step}); "
+            f"recommended budget {budget} steps."
+        )
+    text = "\n".join(lines)
+    (args.out / "summary.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {args.out}/curves.png, curves.csv, summary.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""model.pooling: the first token, or the mean over real tokens (padding masked out)."""
+
+import pytest
+import torch
+
+from moo_lightning.models import Backbone, TextClassifier, pool
+
+
+def test_mean_pooling_ignores_padded_positions():
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    out = pool(hidden, mask, "mean")
+    torch.testing.assert_close(out[0], hidden[0, :2].mean(0))
+    torch.testing.assert_close(out[1], hidden[1].mean(0))
+    torch.testing.assert_close(pool(hidden, mask, "cls"), hidden[:, 0])
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_features_of_a_sentence_do_not_depend_on_the_padding_added_for_others(pooling):
+    torch.manual_seed(0)
+    backbone = Backbone("tiny", pooling=pooling)
+    model = TextClassifier(backbone, num_labels=2).eval()
+    tok = backbone.tokenizer
+    short, long = "a good film", "a dull film with a weak plot and poor acting"
+    alone = tok([short], return_tensors="pt")
+    padded = tok([short, long], padding=True, return_tensors="pt")
+    assert padded["attention_mask"][0].sum() < padded["attention_mask"].shape[1]  # padded
+    with torch.no_grad():
+        logits_a, feats_a = model(alone["input_ids"], alone["attention_mask"])
+        logits_b, feats_b = model(padded["input_ids"], padded["attention_mask"])
+    torch.testing.assert_close(feats_a[0], feats_b[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits_a[0], logits_b[0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # and the features are what the setting says
+        hidden = model.encoder(**alone).last_hidden_state[0]
+    expected = hidden.mean(0) if pooling == "mean" else hidden[0]
+    torch.testing.assert_close(feats_a[0], expected)
+
+
+def test_unknown_pooling_names_the_key_and_the_choices():
+    with pytest.raises(ValueError, match="model.pooling must be one of cls, mean. Found 'max'"):
+        Backbone("tiny", pooling="max")
