@@ -122,6 +122,9 @@ def run(cfg: DictConfig) -> float | None:
         # the module restores its best-validation weights itself (kept in memory and checkpoints)
         results = trainer.test(module, datamodule=data, verbose=False)
         metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
+    if not trainer.is_global_zero:
+        # DDP: every rank trained and evaluated (metrics are synchronised); one writes
+        return None
     if hasattr(module, "export"):
         metrics.update(module.export(run_dir))
     metrics["timing_s"] = {

@@ -60,7 +60,9 @@ def _from_hub_or_disk(loader, name: str):
     return loader(name)
 
 
-def tiny_roberta(hidden: int = 32, layers: int = 2, heads: int = 2, vocab_size: int = 512):
+def tiny_roberta(
+    hidden: int = 32, layers: int = 2, heads: int = 2, vocab_size: int = 512, dropout: float = 0.1
+):
     """A small RoBERTa with a byte-level BPE tokenizer trained on the fly (no downloads)."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
@@ -95,6 +97,8 @@ def tiny_roberta(hidden: int = 32, layers: int = 2, heads: int = 2, vocab_size: 
         num_attention_heads=heads,
         intermediate_size=2 * hidden,
         max_position_embeddings=514,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,

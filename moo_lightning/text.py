@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from moo_lightning.combiners import LinearScalarization
@@ -40,6 +40,7 @@ class TextClassificationModule(MultiObjectiveModule):
         self.val_acc = MulticlassAccuracy(num_labels, average="micro")
         self.test_acc = MulticlassAccuracy(num_labels, average="micro")
         self.val_best = MaxMetric()
+        self.test_count = SumMetric()
         self._best_state: dict[str, torch.Tensor] | None = None
         self.save_test_embeddings = save_test_embeddings
         self._test_features: list[torch.Tensor] = []
@@ -79,8 +80,8 @@ class TextClassificationModule(MultiObjectiveModule):
             )
         self.val_best.update(acc)
         self.val_history.append((int(self.global_step), float(acc)))
-        self.log("val/acc", acc, prog_bar=True)
-        self.log("val/acc_best", self.val_best.compute(), prog_bar=True)
+        self.log("val/acc", acc, prog_bar=True, sync_dist=True)  # equal on all ranks
+        self.log("val/acc_best", self.val_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint):
         super().on_save_checkpoint(checkpoint)
@@ -114,7 +115,21 @@ class TextClassificationModule(MultiObjectiveModule):
             self._test_features.append(features.detach().float().cpu())
             self._test_labels.append(batch["labels"].cpu())
         self.test_acc.update(logits.argmax(-1), batch["labels"])
+        self.test_count.update(torch.ones_like(batch["labels"], dtype=torch.float32))
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        # examples evaluated, summed over DDP ranks: each test example counted once
+        self.log("test/examples", self.test_count, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self):
+        if self._test_features and self.trainer.world_size > 1:
+            # each rank embedded its own share of the test set: rank 0 keeps them all
+            import torch.distributed as dist
+
+            shares = [None] * self.trainer.world_size
+            mine = (torch.cat(self._test_features), torch.cat(self._test_labels))
+            dist.all_gather_object(shares, mine)
+            self._test_features = [f for f, _ in shares]
+            self._test_labels = [y for _, y in shares]
 
     def export(self, run_dir) -> dict:
         if self._test_features:  # [CLS] features of the test set, for t-SNE figures
