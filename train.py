@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from pathlib import Path
 
 _PROCESS_START = time.perf_counter()
@@ -40,6 +41,7 @@ def run(cfg: DictConfig) -> float | None:
 
     start = time.perf_counter()
     _STAGE["training"] = False
+    _join_submitit_tasks()
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     done = _completed(run_dir)
@@ -154,6 +156,30 @@ def run(cfg: DictConfig) -> float | None:
 
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
+
+
+def _join_submitit_tasks() -> None:
+    """A sweep job launched by submitit with several tasks (hydra/launcher=slurm_ddp or
+    local_ddp) is one DDP run: each task is a rank. On SLURM Lightning reads the rank layout
+    itself; submitit's local executor sets no such variables, so they are derived here from
+    submitit's job environment (Lightning then uses the processes it finds instead of starting
+    its own)."""
+    if "SUBMITIT_LOCAL_JOB_ID" not in os.environ:  # SLURM, or no submitit at all
+        return
+    import submitit
+
+    env = submitit.JobEnvironment()
+    if env.num_tasks < 2:
+        return
+    os.environ.update(
+        MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
+        MASTER_PORT=os.environ.get(
+            "MASTER_PORT", str(20000 + zlib.crc32(str(env.job_id).encode()) % 20000)
+        ),
+        NODE_RANK=str(env.node),
+        LOCAL_RANK=str(env.local_rank),
+        WORLD_SIZE=str(env.num_tasks),
+    )
 
 
 def _process_before_run(start: float) -> float:

@@ -97,3 +97,54 @@ def test_ddp_command_line_matches_one_process_epo(tmp_path):
 @pytest.mark.slow
 def test_ddp_command_line_matches_one_process_ls(tmp_path):
     _compare("ls", tmp_path)
+
+
+README_DDP = "python train.py task=sst2 combiner=epo trainer=ddp trainer.devices=2"
+
+
+def test_the_readme_ddp_command_runs(tmp_path):
+    assert README_DDP in (ROOT / "README.md").read_text()
+    # the README's command as written, plus what a CPU test machine without the hub needs
+    offline = [
+        "trainer.accelerator=cpu",
+        "model=tiny",
+        f"data.path={SST2}",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    cmd = [sys.executable, *README_DDP.split()[1:], *offline]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["test/examples"] == 436 and m["val_history"][0][0] == 2
+
+
+@pytest.mark.slow
+def test_a_sweep_job_is_one_ddp_run_with_the_local_submitit_layout(tmp_path):
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "hydra/launcher=local_ddp",
+        "task=sst2",
+        "model=tiny",
+        f"data.path={SST2}",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "logger=none",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = sorted(tmp_path.glob("*/metrics.json"))
+    assert len(found) == 2  # one per job, written by rank 0 of each
+    for path in found:
+        assert json.loads(path.read_text())["test/examples"] == 436
+    logs = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_log.*"))
+    assert logs.count("Starting with 2 processes") >= 2  # each job joined its 2 tasks
