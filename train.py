@@ -20,11 +20,25 @@ _PROCESS_START = time.perf_counter()
 import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from moo_lightning.records import (  # noqa: E402
+    FolderBusyError,
+    FolderLock,
+    SettingsGuard,
+    read_json,
+    run_status,
+    settings_differences,
+    strict_json,
+    write_json_atomic,
+)
+
 log = logging.getLogger("moo_lightning")
 # per process: jobs run so far, and whether the current job has reached trainer.fit (from then
 # on only errors that say they are bad settings are shortened to one line; others keep their
 # traceback)
 _STAGE = {"runs": 0, "training": False}
+# jobs of this process that ended without a result (a status other than "ok", or a folder another
+# process was writing): the process's exit code says so after a sweep
+_OUTCOMES: list[str] = []
 
 
 def _instantiate_all(cfg: DictConfig, section: str) -> list:
@@ -35,21 +49,49 @@ def _instantiate_all(cfg: DictConfig, section: str) -> list:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Instantiate data, combiner, module, callbacks, loggers and trainer; fit; test the
-    best-by-validation checkpoint when the task has a validation metric; write metrics.json."""
-    import lightning as L
-
+    """One job: check the run folder (lock, finished job with the same settings), build data,
+    combiner, module, callbacks, loggers and trainer; fit; record the run's status; test the
+    best-by-validation weights when the run has a result; write metrics.json."""
     start = time.perf_counter()
     _STAGE["training"] = False
     _join_submitit_tasks()
     run_dir = Path(cfg.paths.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done = _completed(run_dir)
-    if done is not None and cfg.get("skip_completed") and cfg.get("ckpt_path") is None:
-        # re-running a sweep completes only the jobs that have no complete metrics.json
-        log.info("%s already holds a complete metrics.json: skipping this job", run_dir)
-        key = cfg.get("optimized_metric")
-        return done.get(key) if key else None
+    settings = _settings(cfg)
+    _check_ckpt_path(cfg.get("ckpt_path"))
+    if not _is_leader():  # DDP ranks > 0 follow rank 0, which holds the folder's lock
+        return _train(cfg, run_dir, settings, start)
+    try:
+        with FolderLock(run_dir):
+            done = read_json(run_dir / "metrics.json")
+            if done and done.get("complete") and cfg.get("ckpt_path") is None:
+                diff = settings_differences(done.get("settings") or {}, settings)
+                if diff:
+                    raise ValueError(
+                        f"{run_dir} holds a finished job made with other settings ("
+                        + "; ".join(diff[:5])
+                        + "); its metrics.json, which records those settings, is left as it "
+                        "is. Use another folder (hydra.run.dir / hydra.sweep.dir) for these "
+                        "settings"
+                    )
+                if cfg.get("skip_completed"):
+                    # re-running a sweep completes only the jobs without a finished result
+                    log.info("%s already holds this job's result: skipping it", run_dir)
+                    key = cfg.get("optimized_metric")
+                    return done.get(key) if key else None
+            return _train(cfg, run_dir, settings, start)
+    except FolderBusyError as err:
+        if not _is_multirun():
+            raise
+        log.warning("skipping this job: %s", err)
+        _OUTCOMES.append("busy")
+        return None
+
+
+def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> float | None:
+    import lightning as L
+
+    from moo_lightning.module import ConfigError, NonFiniteError
+
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
@@ -88,7 +130,8 @@ def run(cfg: DictConfig) -> float | None:
         **({} if backbone is None else {"backbone": backbone}),
     )
     setup_s = time.perf_counter() - start
-    callbacks = _instantiate_all(cfg, "callbacks")
+    # checkpoints carry the settings that made them; resuming with others is refused
+    callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     loggers = _instantiate_all(cfg, "logger")
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
@@ -103,27 +146,40 @@ def run(cfg: DictConfig) -> float | None:
 
     fit_start = time.perf_counter()
     _STAGE["training"] = True
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"))
+    stopped = None
+    try:
+        # weights_only: a checkpoint is read as tensors and plain containers, never as code
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except NonFiniteError as err:  # recorded as the run's status, not a crash
+        stopped = str(err)
     fit_s = time.perf_counter() - fit_start
+    status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
 
     metrics: dict = {
         "task": cfg.task_name,
+        "status": status,
         "choices": _choices(),
         "num_train": cfg.data.get("num_train"),
         "combiner": type(combiner).__name__,
         "seed": cfg.seed,
         "preference": [float(v) for v in module.preference],
+        "steps": trainer.global_step,
         "combiner_fallbacks": module.fallbacks,
         "skipped_steps": module.skipped_steps,
     }
-    metrics.update(
-        {k: _scalar(v) for k, v in trainer.callback_metrics.items() if not k.startswith("train/")}
-    )
     test_start = time.perf_counter()
-    if cfg.get("test") and hasattr(data, "test_dataloader"):
-        # the module restores its best-validation weights itself (kept in memory and checkpoints)
-        results = trainer.test(module, datamodule=data, verbose=False)
-        metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
+    if status == "ok":
+        metrics.update(
+            {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        )
+        if cfg.get("test") and hasattr(data, "test_dataloader"):
+            # the module restores its best-validation weights itself (memory and checkpoints)
+            results = trainer.test(module, datamodule=data, verbose=False)
+            metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
+    else:
+        # no headline accuracy: a diverged or unvalidated run must not enter a table
+        metrics["status_reason"] = why
+        log.error("run %s: %s (recorded in metrics.json)", status, why)
     if not trainer.is_global_zero:
         # DDP: every rank trained and evaluated (metrics are synchronised); one writes
         return None
@@ -143,19 +199,100 @@ def run(cfg: DictConfig) -> float | None:
         "data": bool(getattr(data, "cache_hit", False)),
     }
     metrics["wall_time_s"] = time.perf_counter() - start
-    metrics["complete"] = True
+    metrics["settings"] = settings  # what produced this result, compared before any skip
+    metrics["complete"] = True  # the job finished; `status` says whether it has a result
     for lg in loggers:
         _finish_logger(lg, metrics)
     # written last and atomically: an interrupted job leaves no metrics.json behind
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, run_dir / "metrics.json")
-    log.info(
-        "metrics: %s", json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)})
-    )
-
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, list | dict)}
+    log.info("metrics: %s", json.dumps(strict_json(shown)))
+    if status != "ok":
+        _OUTCOMES.append(status)
+        return None
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
+
+
+# settings that do not change a run's result: left out of the record compared before a finished
+# job is skipped or a checkpoint resumed (dotted prefixes)
+_NOT_SETTINGS = (
+    "hydra",
+    "paths",
+    "logger",
+    "callbacks",
+    "ckpt_path",
+    "skip_completed",
+    "optimized_metric",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.default_root_dir",
+    "trainer.log_every_n_steps",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.num_nodes",
+    "trainer.use_distributed_sampler",
+    "model.cache",
+    "data.cache",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "module.save_test_embeddings",
+)
+
+
+def _settings(cfg: DictConfig) -> dict:
+    """The resolved settings that define this run's result (plain containers)."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+
+    def keep(tree, prefix=""):
+        if not isinstance(tree, dict):
+            return tree
+        return {
+            k: keep(v, f"{prefix}{k}.")
+            for k, v in tree.items()
+            if f"{prefix}{k}" not in _NOT_SETTINGS
+        }
+
+    settings = keep(full)
+    data = settings.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = os.path.abspath(data["path"])  # the same folder however it was named
+    return settings
+
+
+def _check_ckpt_path(path) -> None:
+    if path is None or path == "last":
+        return
+    if "://" in str(path):
+        raise ValueError(
+            f"ckpt_path={path!r}: remote checkpoints are not loaded (a checkpoint file can carry "
+            "code); download it, check it, and pass its local path"
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path!r} is not a file (or use ckpt_path=last)")
+    import torch
+
+    try:  # read as data only (the fit reads it the same way); memory-mapped, so cheap
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # unpickling refused, or not a torch checkpoint at all
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"ckpt_path={path!r} was not loaded: a checkpoint is read as weights and plain state "
+            f"only, and this file is not one ({first})"
+        ) from None
+
+
+def _is_leader() -> bool:
+    """Rank 0 of a DDP run started by Lightning, SLURM or submitit (or a single process)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _join_submitit_tasks() -> None:
@@ -185,17 +322,6 @@ def _join_submitit_tasks() -> None:
 def _process_before_run(start: float) -> float:
     _STAGE["runs"] += 1
     return start - _PROCESS_START if _STAGE["runs"] == 1 else 0.0
-
-
-def _completed(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return metrics if metrics.get("complete") else None
 
 
 def _choices() -> dict:
@@ -275,6 +401,7 @@ def _user_error(err: BaseException) -> BaseException | None:
 
     user: tuple[type[BaseException], ...] = (
         ConfigError,
+        FolderBusyError,
         HubUnreachableError,
         MisconfigurationException,
         OmegaConfBaseException,
@@ -288,6 +415,21 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
+def _exit_code() -> int:
+    """0 when every job of this process has a result; otherwise one line and a non-zero code
+    (1: a run diverged, trained no step or never validated, recorded in its metrics.json;
+    75: jobs skipped because another process was writing their folders, re-run to check)."""
+    if not _OUTCOMES:
+        return 0
+    counts = {k: _OUTCOMES.count(k) for k in dict.fromkeys(_OUTCOMES)}
+    print(
+        "jobs without a result: " + ", ".join(f"{n} {k}" for k, n in counts.items()),
+        file=sys.stderr,
+    )
+    return 75 if set(counts) == {"busy"} else 1
+
+
 if __name__ == "__main__":
     sys.argv = normalise_argv(sys.argv)
     main()
+    sys.exit(_exit_code())

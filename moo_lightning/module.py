@@ -183,10 +183,14 @@ class MultiObjectiveModule(L.LightningModule):
         global_losses = all_reduce_mean(stacked.detach())
         fgrads = self.criterion_grads(global_losses)
         rows = list(stacked.unbind(0))
+        if fgrads is not None and not torch.isfinite(fgrads).all():
+            return self._bad_step("a non-finite criterion gradient")
         if self.combiner.needs_gram and self.gradient_scope == "all":
             results = self._exact_directions(rows, global_losses, groups, fgrads)
             if results is None:
                 return self._bad_step("non-finite gradients (Gram matrix)")
+            if not _finite_weights(results):
+                return self._bad_step("non-finite combiner weights")
         else:
             if not self.combiner.needs_gram:
                 results = [self.combiner(g, None, self.preference) for g in global_losses]
@@ -194,6 +198,8 @@ class MultiObjectiveModule(L.LightningModule):
                 results = self._scoped_weights(rows, global_losses, fgrads)
                 if results is None:
                     return self._bad_step("non-finite gradients (Gram matrix)")
+            if not _finite_weights(results):
+                return self._bad_step("non-finite combiner weights")
             # one ordinary backward of the weighted sum (DDP reduces it as usual)
             self.manual_backward(
                 sum((r.weights.to(row) * row).sum() for r, row in zip(results, rows))
@@ -223,14 +229,15 @@ class MultiObjectiveModule(L.LightningModule):
             all_reduce_grads(grads)
             member_grads.append(grads)
         results = []
-        for j, (grads, params) in enumerate(zip(member_grads, groups)):
+        for j, grads in enumerate(member_grads):
             K = gram_matrix(grads)
             if not torch.isfinite(K).all():
                 return None
             extra = {} if fgrads is None else {"criterion_grad": fgrads[j]}
-            res = self.combiner(global_losses[j], K, self.preference, **extra)
-            write_direction(grads, res.weights, params)
-            results.append(res)
+            results.append(self.combiner(global_losses[j], K, self.preference, **extra))
+        if _finite_weights(results):  # otherwise the caller skips the step
+            for grads, params, res in zip(member_grads, groups, results):
+                write_direction(grads, res.weights, params)
         return results
 
     def _scoped_weights(self, rows, global_losses, fgrads):
@@ -320,3 +327,7 @@ class MultiObjectiveModule(L.LightningModule):
         logs["train/combiner/fallbacks"] = float(self.fallbacks)
         logs["train/skipped_steps"] = float(self.skipped_steps)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
+
+
+def _finite_weights(results) -> bool:
+    return all(bool(torch.isfinite(r.weights).all()) for r in results)

@@ -16,11 +16,12 @@ def _warmup_steps(warmup: float, total_steps: float) -> int:
         raise ValueError(
             f"scheduler.warmup must be a fraction of the step budget in [0, 1). Found {warmup!r}"
         )
-    if not math.isfinite(total_steps) or total_steps < 1:
+    if not math.isfinite(total_steps) or total_steps < 0:
         raise ValueError(
             f"the schedule needs a finite step budget (trainer.max_steps > 0 or "
             f"trainer.max_epochs > 0). Found {total_steps}"
         )
+    # a budget of 0 steps builds a schedule that is never stepped (the run records no_steps)
     return round(warmup * total_steps)
 
 
@@ -30,7 +31,7 @@ def linear_warmup_decay(
     """Linear warmup over ``warmup`` × budget steps, then linear decay to 0 at the last step (the
     usual fine-tuning schedule; Mosbach et al. 2021, Zhang et al. 2021)."""
     warmup_steps = _warmup_steps(warmup, total_steps)
-    return get_linear_schedule_with_warmup(optimizer, warmup_steps, int(total_steps))
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, max(int(total_steps), 1))
 
 
 def constant(

@@ -32,19 +32,52 @@ def loss_name(run: dict) -> str:
     return f"CE+{run['combiner_used'].upper()}"
 
 
-def load_runs(sweep_dir: Path) -> list[dict]:
-    runs = []
+def _group_key(settings: dict) -> str:
+    """Everything that defines a run but its seed: runs are averaged only when this matches."""
+    rest = {k: v for k, v in settings.items() if k != "seed"}
+    if isinstance(rest.get("data"), dict):
+        rest["data"] = {k: v for k, v in rest["data"].items() if k != "seed"}
+    return json.dumps(rest, sort_keys=True, default=str)
+
+
+def load_runs(sweep_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The runs with a result, and (folder, why) for every metrics.json left out: unreadable,
+    incomplete, without a result (diverged, no steps, never validated), or a duplicate of a run
+    with the same settings and seed."""
+    runs, left_out, seen = [], [], {}
     for path in sorted(sweep_dir.rglob("metrics.json")):
-        m = json.loads(path.read_text())
-        if not m.get("complete") or "test/acc" not in m:
-            continue  # interrupted job, or not a text-classification run
-        cfg_path = path.parent / ".hydra" / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+        where = str(path.parent.relative_to(sweep_dir))
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            left_out.append((where, f"unreadable metrics.json ({type(err).__name__})"))
+            continue
+        if not isinstance(m, dict) or not m.get("complete"):
+            left_out.append((where, "incomplete (the job did not finish)"))
+            continue
+        status = m.get("status", "ok")
+        if status != "ok":
+            left_out.append((where, f"status {status}: {m.get('status_reason', '')}"))
+            continue
+        if "test/acc" not in m or "val/acc_best" not in m:
+            left_out.append((where, "no validation/test accuracy (not a text-classification run)"))
+            continue
+        cfg = m.get("settings")
+        if cfg is None:  # runs written before settings were recorded in metrics.json
+            cfg_path = path.parent / ".hydra" / "config.yaml"
+            cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+        identity = (m["task"], m.get("num_train"), loss_name(m), str(m.get("preference")))
+        key = (_group_key(cfg), identity, m["seed"])
+        if key in seen:
+            left_out.append((where, f"duplicate of {seen[key]} (same settings and seed)"))
+            continue
+        seen[key] = where
         objective = cfg.get("objective") or {}
         pref = m.get("preference") or []
+        losses = m.get("final_train_losses") or []
         runs.append(
             {
-                "dir": str(path.parent.relative_to(sweep_dir)),
+                "dir": where,
                 "task": m["task"],
                 "N": m.get("num_train"),
                 "loss": loss_name(m),
@@ -54,21 +87,23 @@ def load_runs(sweep_dir: Path) -> list[dict]:
                 "r1": round(pref[0], 6) if len(pref) == 2 else None,
                 "val_acc_best": m.get("val/acc_best"),
                 "test_acc": m.get("test/acc"),
-                "l1": (m.get("final_train_losses") or [None, None])[0],
-                "l2": (m.get("final_train_losses") or [None, None])[-1]
-                if len(m.get("final_train_losses") or []) == 2
-                else None,
+                "l1": losses[0] if len(losses) == 2 else None,
+                "l2": losses[1] if len(losses) == 2 else None,
+                "skipped_steps": m.get("skipped_steps"),
                 "wall_time_s": m.get("wall_time_s"),
                 "setup_s": (m.get("timing_s") or {}).get("setup"),
                 "fallbacks": m.get("combiner_fallbacks"),
                 "model": m.get("model"),
+                "group": _group_key(cfg),
             }
         )
-    return runs
+    return runs, left_out
 
 
 def hyper(run: dict) -> tuple:
-    return (run["temperature"], run["lam"], run["r1"])
+    """The swept hyperparameters shown in the table, then every other setting (runs that differ
+    in anything but the seed are never averaged together)."""
+    return (run["temperature"], run["lam"], run["r1"], run["group"])
 
 
 def choose(runs: list[dict]):
@@ -106,7 +141,7 @@ def paired_p(members: list[dict], baseline: list[dict]) -> float | None:
     return float(stats.ttest_rel(x, y).pvalue)
 
 
-def write_tables(chosen, incomplete, out: Path) -> None:
+def write_tables(chosen, incomplete, out: Path, left_out=()) -> None:
     tasks = sorted({k[0] for k in chosen})
     rows = sorted({(k[2], k[1]) for k in chosen}, key=lambda r: (r[1] or 0, r[0] != "CE", r[0]))
     csv_rows = []
@@ -152,6 +187,9 @@ def write_tables(chosen, incomplete, out: Path) -> None:
             lines.append(
                 f"- {task} N={n} {loss} τ={h[0]} λ={h[1]} r1={h[2]}: seeds {have} of {expected}"
             )
+    if left_out:
+        lines += ["", f"Runs left out ({len(left_out)}):", ""]
+        lines += [f"- {where}: {why}" for where, why in left_out]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     with open(out / "table.csv", "w", newline="") as f:
         fields = list(csv_rows[0]) if csv_rows else ["task"]
@@ -242,16 +280,16 @@ def main():
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    runs = load_runs(args.sweep_dir)
+    runs, left_out = load_runs(args.sweep_dir)
     if not runs:
         raise SystemExit(f"error: no complete text-classification runs under {args.sweep_dir}")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(runs[0]))
+        writer = csv.DictWriter(f, fieldnames=[k for k in runs[0] if k != "group"])
         writer.writeheader()
-        writer.writerows(runs)
+        writer.writerows({k: v for k, v in r.items() if k != "group"} for r in runs)
     chosen, incomplete = choose(runs)
-    write_tables(chosen, incomplete, args.out)
+    write_tables(chosen, incomplete, args.out, left_out)
     loss_space_figure(runs, args.out)
     has_tsne = tsne_figure(chosen, args.sweep_dir, args.out)
     print((args.out / "table.md").read_text())

@@ -80,3 +80,30 @@ def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
     chosen = {r["loss"]: r for r in csv.DictReader(open(out / "table.csv"))}
     assert float(chosen["CE+EPO"]["temperature"]) == 0.3
     assert (out / "loss_space.png").exists() and (out / "tsne.png").exists()
+
+
+def test_runs_without_a_result_duplicates_and_unreadable_files_are_left_out_and_listed(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        fake_run(sweep, f"ce_s{s}", "ce", "ls", s, 0.6, 0.6 + s / 100)
+    fake_run(sweep, "ce_s1_again", "ce", "ls", 1, 0.6, 0.99)  # same settings and seed
+    for name, status in (("diverged", "diverged"), ("zero", "no_steps")):
+        fake_run(sweep, name, "ce", "ls", 0, 0.9, 0.99)
+        m = json.loads((sweep / name / "metrics.json").read_text())
+        m.update(status=status, status_reason="why")
+        (sweep / name / "metrics.json").write_text(json.dumps(m))
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "metrics.json").write_text('{"complete": tr')
+    proc = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = (out / "table.md").read_text()
+    assert "| CE | 20 | 60.5 ± 0.7 (n=2) |" in table  # 0.99 entered nowhere
+    assert "- diverged: status diverged: why" in table
+    assert "- zero: status no_steps: why" in table
+    assert "- broken: unreadable metrics.json" in table
+    assert "duplicate of ce_s1" in table

@@ -1,0 +1,154 @@
+"""What a run leaves behind, made trustworthy: strict-JSON metrics written atomically under a
+unique temporary name, one writer per run folder, the settings that produced a result (compared
+key by key before a finished job is skipped or a checkpoint resumed), and a status that keeps
+diverged or unvalidated runs out of tables."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+
+# the statuses a finished job can have; only "ok" carries headline accuracies
+STATUSES = ("ok", "diverged", "no_steps", "no_validation")
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN/inf)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, value) -> None:
+    """Write strict JSON to a unique temporary file beside ``path`` and rename it into place:
+    readers see the old file or the new one, never half of one, even with concurrent writers."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(strict_json(value), f, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on a run folder (``.lock`` inside it), released when the
+    process ends however it ends (an OS file lock, not a marker file)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise FolderBusyError(
+                f"{self.path.parent} is being written by {holder}; wait for it or use "
+                "another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _leaves(tree, prefix: str = "") -> Iterator[tuple[str, object]]:
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix[:-1], tree
+
+
+def settings_differences(saved: dict, current: dict) -> list[str]:
+    """The settings (dotted keys present in both) whose values differ, as 'key: saved → now'.
+    Keys present on one side only (a setting added by a later version with its default) are not
+    differences."""
+    a, b = dict(_leaves(saved)), dict(_leaves(current))
+    return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+
+
+class SettingsGuard(L.Callback):
+    """Stores the settings that made a run in its checkpoints and refuses, with one line, to
+    resume from a checkpoint made with other settings (another combiner, model, data, ...)."""
+
+    def __init__(self, settings: dict, error: type[Exception] = ValueError):
+        self.settings = settings
+        self.error = error
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        checkpoint["run_settings"] = self.settings
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        saved = checkpoint.get("run_settings")
+        if saved is None:
+            raise self.error(
+                "ckpt_path: the checkpoint records no settings (not written by moo-lightning's "
+                "train.py), so it cannot be checked against this run; refusing to resume from it"
+            )
+        diff = settings_differences(saved, self.settings)
+        if diff:
+            raise self.error(
+                "ckpt_path: the checkpoint was made with other settings ("
+                + "; ".join(diff[:5])
+                + (f"; {len(diff) - 5} more" if len(diff) > 5 else "")
+                + "); resume with the settings that made it"
+            )
+
+
+def run_status(module: L.LightningModule, trainer: L.Trainer) -> tuple[str, str]:
+    """(status, why) of a finished fit: non-finite weights, no optimizer step, or (for modules
+    that validate) no validation mean there is no result to report."""
+    bad = [n for n, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        return "diverged", f"{len(bad)} parameter tensors hold NaN/inf (first: {bad[0]})"
+    trailing = getattr(module, "_consecutive_bad", 0)
+    if trailing:
+        return "diverged", (
+            f"the last {trailing} training steps had non-finite losses or gradients and were "
+            f"skipped ({getattr(module, 'skipped_steps', trailing)} skipped in all)"
+        )
+    if trainer.global_step == 0:
+        return "no_steps", "no optimizer step was taken (check the step/epoch budget)"
+    if hasattr(module, "val_history") and not module.val_history:
+        return "no_validation", (
+            "validation never ran (trainer.val_check_interval larger than the budget?)"
+        )
+    return "ok", ""
