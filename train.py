@@ -160,7 +160,6 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         "status": status,
         "choices": _choices(),
         "num_train": cfg.data.get("num_train"),
-        "combiner": type(combiner).__name__,
         "seed": cfg.seed,
         "preference": [float(v) for v in module.preference],
         "steps": trainer.global_step,
@@ -243,7 +242,11 @@ _NOT_SETTINGS = (
 
 def _settings(cfg: DictConfig) -> dict:
     """The resolved settings that define this run's result (plain containers)."""
-    full = OmegaConf.to_container(cfg, resolve=True)
+    top = [k for k in cfg if k not in _NOT_SETTINGS]  # hydra's own node is never resolved
+    full = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in top
+    }
 
     def keep(tree, prefix=""):
         if not isinstance(tree, dict):

@@ -31,8 +31,14 @@ class TextClassificationModule(MultiObjectiveModule):
         save_test_embeddings: bool = False,
         **kwargs,
     ):
-        if objective.num_objectives == 1:  # baselines: the combiner has nothing to combine
-            combiner, preference = LinearScalarization(), [1.0]
+        if objective.num_objectives == 1:  # baselines: nothing to combine
+            if not isinstance(combiner, LinearScalarization):
+                raise ValueError(
+                    f"objective {objective.name!r} has a single loss: combiner must be 'ls' "
+                    f"(what objective={objective.name} selects). Found combiner "
+                    f"{combiner.name!r}"
+                )
+            preference = [1.0]
         super().__init__(combiner, preference, num_objectives=objective.num_objectives, **kwargs)
         self.model = TextClassifier(backbone, num_labels, dropout)
         self.objective = objective
@@ -146,5 +152,5 @@ class TextClassificationModule(MultiObjectiveModule):
             "best_step": self._best_step(),
             "objective": self.objective.name,
             "model": self.backbone_name,
-            "combiner_used": self.combiner.name,
+            "combiner": self.combiner.name,
         }

@@ -32,7 +32,9 @@ def load_curves(sweep_dir: Path) -> pd.DataFrame:
         if not m.get("complete") or not m.get("val_history"):
             continue
         cfg = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
-        loss = LOSS.get(m["objective"], f"CE+{str(m.get('combiner_used', '')).upper()}")
+        loss = LOSS.get(
+            m["objective"], f"CE+{str(m.get('combiner_used') or m.get('combiner')).upper()}"
+        )
         for step, acc in m["val_history"]:
             rows.append(
                 {

@@ -29,7 +29,8 @@ def loss_name(run: dict) -> str:
     objective = run["objective"]
     if objective in LOSS_NAMES:
         return LOSS_NAMES[objective]
-    return f"CE+{run['combiner_used'].upper()}"
+    # one combiner name per run ("combiner"; runs written before that said "combiner_used")
+    return f"CE+{(run.get('combiner_used') or run['combiner']).upper()}"
 
 
 def _group_key(settings: dict) -> str:

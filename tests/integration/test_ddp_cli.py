@@ -87,7 +87,7 @@ def _compare(combiner: str, tmp_path: Path) -> None:
     acc, total = _test_accuracy_in_one_process(a)
     assert ddp["test/examples"] == one["test/examples"] == total  # each example counted once
     assert ddp["test/acc"] == pytest.approx(acc, abs=1e-6)  # float32 of the same fraction
-    assert ddp["combiner_used"] == combiner and ddp["val_history"][-1][0] == 4
+    assert ddp["combiner"] == combiner and ddp["val_history"][-1][0] == 4
 
 
 def test_ddp_command_line_matches_one_process_epo(tmp_path):

