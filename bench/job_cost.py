@@ -1,7 +1,7 @@
 """The fixed cost of a sweep job (imports, Hydra, encoder load, data reading and tokenising)
 against the work it exists for (training and testing), with and without the in-process caches.
 
-    python bench/job_cost.py [--data ../shared/data/glue_hf/sst2] [--jobs 3] [--epochs 10]
+    python bench/job_cost.py [--data ../shared/data/glue_hf/sst2] [--jobs 3] [--steps 50]
 
 Runs the same few-shot sweep twice, each as one `train.py -m` process with Hydra's basic
 launcher (all jobs share the process, as with a reused joblib worker): once with
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_sweep(out: Path, data: str, jobs: int, epochs: int, cache: bool, model: str) -> dict:
+def run_sweep(out: Path, data: str, jobs: int, steps: int, cache: bool, model: str) -> dict:
     if out.exists():
         shutil.rmtree(out)  # a complete metrics.json would make the job skip
     flag = "true" if cache else "false"
@@ -42,7 +42,8 @@ def run_sweep(out: Path, data: str, jobs: int, epochs: int, cache: bool, model: 
         "logger=none",
         f"data.path={data}",
         "data.num_train=20",
-        f"trainer.max_epochs={epochs}",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={min(25, steps)}",
         f"seed=range(0,{jobs})",
         f"model.cache={flag}",
         f"data.cache={flag}",
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(default_data))
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--jobs", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--out", default=str(ROOT / "outputs/bench/job_cost.json"))
     args = parser.parse_args()
     if args.jobs < 2:
@@ -97,7 +98,7 @@ def main() -> None:
         sys.exit(f"--data {args.data!r} is not a folder (GLUE SST-2 in the glue schema)")
     scratch = ROOT / "outputs/bench/job_cost"
     results = [
-        run_sweep(scratch / name, args.data, args.jobs, args.epochs, cache, args.model)
+        run_sweep(scratch / name, args.data, args.jobs, args.steps, cache, args.model)
         for name, cache in (("no_cache", False), ("cache", True))
     ]
     same = [a["results"] for a in results[0]["runs"]] == [b["results"] for b in results[1]["runs"]]
@@ -107,7 +108,7 @@ def main() -> None:
     )
 
     print(
-        f"{args.jobs} jobs of model={args.model}, SST-2 N=20, {args.epochs} epochs, one process "
+        f"{args.jobs} jobs of model={args.model}, SST-2 N=20, {args.steps} steps, one process "
         "(Hydra basic launcher)"
     )
     print(

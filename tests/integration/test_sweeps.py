@@ -51,7 +51,7 @@ def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
     paths[1].unlink()  # as if the second job had been killed
     again = _train(args, tmp_path)
     assert again.returncode == 0
-    assert "already holds a complete metrics.json" in again.stdout + again.stderr
+    assert "already holds this job's result" in again.stdout + again.stderr
     assert paths[0].stat().st_mtime_ns == stamp[0]  # untouched
     assert paths[1].exists()  # re-run
 

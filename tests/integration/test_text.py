@@ -131,7 +131,9 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
         assert cfg.hydra.sweeper.params["seed"].startswith("range(0,")
         assert "${now:" not in OmegaConf.to_yaml(cfg.hydra.sweep, resolve=False)
         return
-    if group in ("combiner", "objective", "trainer") and cfg.get(group) is not None:
+    if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    elif group in ("combiner", "objective", "trainer") and cfg.get(group) is not None:
         instantiate(cfg[group])
     elif group == "scheduler":
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)

@@ -86,6 +86,7 @@ def test_resuming_with_another_combiner_is_refused(glue, tmp_path):
     assert (run / "metrics.json").read_text() == before  # nothing lost
 
 
+@pytest.mark.slow
 def test_a_finished_job_is_not_overwritten_by_other_settings(glue, tmp_path):
     run = tmp_path / "run"
     assert _run(_cmd(glue, run)).returncode == 0
@@ -105,8 +106,8 @@ def test_a_finished_job_is_not_overwritten_by_other_settings(glue, tmp_path):
     ("extra", "status"),
     [
         (("optimizer.lr=1e10",), "diverged"),
-        (("trainer.max_steps=0",), "no_steps"),
-        (("trainer.val_check_interval=8",), "no_validation"),
+        pytest.param(("trainer.max_steps=0",), "no_steps", marks=pytest.mark.slow),
+        pytest.param(("trainer.val_check_interval=8",), "no_validation", marks=pytest.mark.slow),
     ],
 )
 def test_runs_without_a_result_are_recorded_as_such(glue, tmp_path, extra, status):
