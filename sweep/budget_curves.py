@@ -78,30 +78,30 @@ def summarise(curves: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figure(curves: pd.DataFrame, out: Path) -> None:
+def figure(df: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
+    """One panel per loss: each seed's curve (thin) and the seed mean (bold), per learning rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     losses = sorted(curves["loss"].unique())
-    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(losses), figsize=(5.5 * len(losses), 4), sharey=True)
     axes = [axes] if len(losses) == 1 else list(axes)
     for ax, loss in zip(axes, losses):
-        for lr, c in curves[curves["loss"] == loss].groupby("lr"):
+        for k, (lr, c) in enumerate(curves[curves["loss"] == loss].groupby("lr")):
             c = c.sort_values("step")
-            line = ax.plot(c["step"], c["mean"], marker="o", ms=3, label=f"lr {lr:g}")[0]
-            ax.fill_between(
-                c["step"],
-                c["mean"] - c["std"].fillna(0),
-                c["mean"] + c["std"].fillna(0),
-                color=line.get_color(),
-                alpha=0.15,
-            )
-        ax.set_title(f"{loss}: validation accuracy (mean ± std over seeds)")
+            color = f"C{k}"
+            runs = df[(df["loss"] == loss) & (df["lr"] == lr)]
+            for _, seed in runs.groupby("seed"):
+                seed = seed.sort_values("step")
+                ax.plot(seed["step"], seed["val_acc"], color=color, lw=0.7, alpha=0.35)
+            n = int(c["seeds"].min())
+            ax.plot(c["step"], c["mean"], color=color, lw=2, label=f"lr {lr:g} (mean of {n})")
+        ax.set_title(f"{loss}: validation accuracy (thin: seeds)")
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     axes[0].set_ylabel("validation accuracy")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -116,11 +116,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5, help="the learning rate to budget for")
     parser.add_argument("--interval", type=int, default=25, help="validation interval (steps)")
     args = parser.parse_args()
-    curves = mean_curves(load_curves(args.sweep_dir))
+    df = load_curves(args.sweep_dir)
+    curves = mean_curves(df)
     summary = summarise(curves, args.tolerance)
     args.out.mkdir(parents=True, exist_ok=True)
     curves.to_csv(args.out / "curves.csv", index=False)
-    figure(curves, args.out / "curves.png")
+    figure(df, curves, args.out / "curves.png")
     ce = summary[(summary["loss"] == "CE") & (summary["lr"] == args.lr)]
     lines = [
         f"Validation-only budget study ({args.sweep_dir}); plateau = first step within "
