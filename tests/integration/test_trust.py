@@ -13,10 +13,8 @@ from tests.integration.conftest import ROOT
 from tests.integration.test_text import write_glue
 
 
-def _cmd(glue, run_dir, *extra):
+def _tiny(glue):
     return [
-        sys.executable,
-        "train.py",
         "task=sst2",
         "model=tiny",
         f"data.path={glue}",
@@ -24,9 +22,11 @@ def _cmd(glue, run_dir, *extra):
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
         "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}",
-        *extra,
     ]
+
+
+def _cmd(glue, run_dir, *extra):
+    return [sys.executable, "train.py", *_tiny(glue), f"hydra.run.dir={run_dir}", *extra]
 
 
 def _run(cmd):
@@ -121,20 +121,8 @@ def test_runs_without_a_result_are_recorded_as_such(glue, tmp_path, extra, statu
 
 def test_two_copies_of_a_sweep_train_every_job_once(glue, tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        "train.py",
-        "-m",
-        "task=sst2",
-        "model=tiny",
-        f"data.path={glue}",
-        "logger=none",
-        "trainer.max_steps=4",
-        "trainer.val_check_interval=2",
-        "trainer.enable_progress_bar=false",
-        "seed=0,1,2,3",
-        f"hydra.sweep.dir={sweep}",
-    ]
+    cmd = [sys.executable, "train.py", "-m", *_tiny(glue), "seed=0,1,2,3"]
+    cmd.append(f"hydra.sweep.dir={sweep}")
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -50,6 +50,16 @@ def fake_run(
         )
 
 
+def _report(sweep: Path, out: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
     sweep, out = tmp_path / "sweep", tmp_path / "out"
     ce_test = [0.60, 0.62, 0.58]
@@ -63,13 +73,7 @@ def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
     (sweep / "interrupted").mkdir()
     (sweep / "interrupted" / "metrics.json.tmp").write_text("{")
 
-    proc = subprocess.run(
-        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _report(sweep, out)
     table = (out / "table.md").read_text()
     assert "| CE | 20 | 60.0 ± 2.0 (n=3) |" in table
     assert "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p=0.000) |" in table  # τ=0.3 chosen, not 0.99 test
@@ -94,13 +98,7 @@ def test_runs_without_a_result_duplicates_and_unreadable_files_are_left_out_and_
         (sweep / name / "metrics.json").write_text(json.dumps(m))
     (sweep / "broken").mkdir()
     (sweep / "broken" / "metrics.json").write_text('{"complete": tr')
-    proc = subprocess.run(
-        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _report(sweep, out)
     table = (out / "table.md").read_text()
     assert "| CE | 20 | 60.5 ± 0.7 (n=2) |" in table  # 0.99 entered nowhere
     assert "- diverged: status diverged: why" in table
