@@ -6,7 +6,6 @@ python train.py task=qnli combiner=epo -m seed=0-9
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,7 +26,6 @@ from moo_lightning.records import (  # noqa: E402
     read_json,
     run_status,
     settings_differences,
-    strict_json,
     write_json_atomic,
 )
 
@@ -204,8 +202,7 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         _finish_logger(lg, metrics)
     # written last and atomically: an interrupted job leaves no metrics.json behind
     write_json_atomic(run_dir / "metrics.json", metrics)
-    shown = {k: v for k, v in metrics.items() if not isinstance(v, list | dict)}
-    log.info("metrics: %s", json.dumps(strict_json(shown)))
+    log.info(_summary(run_dir, metrics))
     if status != "ok":
         _OUTCOMES.append(status)
         return None
@@ -238,6 +235,27 @@ _NOT_SETTINGS = (
     "data.eval_batch_size",
     "module.save_test_embeddings",
 )
+
+
+def _summary(run_dir: Path, m: dict) -> str:
+    """The block every run ends with: its folder, headline results and the time it took."""
+    heads = [
+        f"{k} {m[k]:.4g}"
+        for k in ("val/acc_best", "test/acc", "hv_ratio", "final_g")
+        if isinstance(m.get(k), float)
+    ]
+    if m.get("best_step") is not None and "val/acc_best" in m:
+        heads.append(f"best at step {m['best_step']}")
+    losses = m.get("final_losses") or m.get("final_train_losses")
+    if losses and not isinstance(losses[0], list):
+        heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
+    counts = f"{m.get('steps')} steps, {m.get('skipped_steps')} skipped"
+    lines = [
+        f"== {m['status']}: {run_dir}",
+        "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
+        f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json",
+    ]
+    return "\n".join(lines)
 
 
 def _settings(cfg: DictConfig) -> dict:

@@ -130,7 +130,7 @@ def test_two_copies_of_a_sweep_train_every_job_once(glue, tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     codes = [p.returncode for p in procs]
     logs = "".join(o + e for o, e in outs)
-    assert logs.count("metrics: ") == 4, logs[-3000:]  # every job trained exactly once
+    assert logs.count("== ok: ") == 4, logs[-3000:]  # every job trained exactly once
     assert set(codes) <= {0, 75}, logs[-3000:]  # 75: skipped folders the other copy was writing
     found = sorted(sweep.glob("*/metrics.json"))
     assert len(found) == 4 and all(_strict(p)["status"] == "ok" for p in found)
