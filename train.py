@@ -329,10 +329,12 @@ def _join_submitit_tasks() -> None:
     env = submitit.JobEnvironment()
     if env.num_tasks < 2:
         return
+    # every task derives the same port from the job id, below Linux's ephemeral range
+    # (32768-60999), where outgoing connections could already hold it
     os.environ.update(
         MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
         MASTER_PORT=os.environ.get(
-            "MASTER_PORT", str(20000 + zlib.crc32(str(env.job_id).encode()) % 20000)
+            "MASTER_PORT", str(10000 + zlib.crc32(str(env.job_id).encode()) % 20000)
         ),
         NODE_RANK=str(env.node),
         LOCAL_RANK=str(env.local_rank),
