@@ -6,6 +6,7 @@ python train.py task=qnli combiner=epo -m seed=0-9
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -56,13 +57,20 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.run_dir)
     settings = _settings(cfg)
     _check_ckpt_path(cfg.get("ckpt_path"))
-    if not _is_leader():  # DDP ranks > 0 follow rank 0, which holds the folder's lock
-        return _train(cfg, run_dir, settings, start)
+    # every DDP rank takes the same skip / refuse decision from the same files (a rank that
+    # went on alone would wait for the others forever); rank 0 also holds the folder's lock
+    lock = FolderLock(run_dir) if _is_leader() else contextlib.nullcontext()
     try:
-        with FolderLock(run_dir):
+        with lock:
             done = read_json(run_dir / "metrics.json")
             if done and done.get("complete") and cfg.get("ckpt_path") is None:
-                diff = settings_differences(done.get("settings") or {}, settings)
+                if "settings" not in done:
+                    raise ValueError(
+                        f"{run_dir} holds a finished job from an earlier version that recorded "
+                        "no settings, so it cannot be checked against this command; it is left "
+                        "as it is. Use another folder (hydra.run.dir / hydra.sweep.dir)"
+                    )
+                diff = settings_differences(done["settings"], settings)
                 if diff:
                     raise ValueError(
                         f"{run_dir} holds a finished job made with other settings ("
@@ -73,7 +81,12 @@ def run(cfg: DictConfig) -> float | None:
                     )
                 if cfg.get("skip_completed"):
                     # re-running a sweep completes only the jobs without a finished result
-                    log.info("%s already holds this job's result: skipping it", run_dir)
+                    status = done.get("status", "ok")
+                    log.info(
+                        "%s already holds this job's result (%s): skipping it", run_dir, status
+                    )
+                    if status != "ok":
+                        _OUTCOMES.append(status)
                     key = cfg.get("optimized_metric")
                     return done.get(key) if key else None
             return _train(cfg, run_dir, settings, start)
@@ -112,12 +125,13 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
     data_s = time.perf_counter() - data_start
     combiner = hydra.utils.instantiate(cfg.combiner)
     precision = str(cfg.trainer.get("precision", "32-true"))
-    if combiner.needs_gram and precision.startswith("16"):
+    if precision.startswith("16"):
         # checked here as well as in the module: on CPU Lightning silently turns 16-mixed into
         # bf16-mixed, so the module would never see what was asked for
         raise ValueError(
-            f"trainer.precision={precision} cannot be used with combiner {combiner.name!r}: its "
-            "hand-written gradients bypass the loss scaler. Use 32-true or bf16-mixed"
+            f"trainer.precision={precision} is not supported: the Gram combiners write .grad by "
+            "hand, bypassing the loss scaler, and the module skips non-finite steps itself, "
+            "which a loss scaler expects to do. Use 32-true or bf16-mixed"
         )
     module = hydra.utils.instantiate(
         cfg.module,
@@ -158,6 +172,7 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         "status": status,
         "choices": _choices(),
         "num_train": cfg.data.get("num_train"),
+        "combiner": combiner.name,  # the one that ran (single-objective losses: ls)
         "seed": cfg.seed,
         "preference": [float(v) for v in module.preference],
         "steps": trainer.global_step,
@@ -306,7 +321,8 @@ def _check_ckpt_path(path) -> None:
 
 def _is_leader() -> bool:
     """Rank 0 of a DDP run started by Lightning, SLURM or submitit (or a single process)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(os.environ.get(k, "0") == "0" for k in keys)
 
 
 def _is_multirun() -> bool:

@@ -111,11 +111,11 @@ class MultiObjectiveModule(L.LightningModule):
             if self.gradient_scope != "representation":
                 self.scope_parameters()
         precision = str(self.trainer.precision)
-        if self.combiner.needs_gram and precision.startswith("16"):
+        if precision.startswith("16"):
             raise ValueError(
-                f"trainer.precision={precision} cannot be used with combiner "
-                f"{self.combiner.name!r}: its hand-written gradients bypass the loss scaler. "
-                "Use 32-true or bf16-mixed"
+                f"trainer.precision={precision} is not supported: the Gram combiners' "
+                "hand-written gradients bypass the loss scaler, and non-finite steps are skipped "
+                "by the module, not the scaler. Use 32-true or bf16-mixed"
             )
 
     def configure_optimizers(self):
@@ -175,7 +175,10 @@ class MultiObjectiveModule(L.LightningModule):
             raise ValueError(
                 f"objectives returned {stacked.shape[0]} rows of losses for {len(groups)} members"
             )
-        if not torch.isfinite(stacked).all():
+        # decided on every rank's losses at once: ranks that disagreed about skipping would
+        # fall out of step in their collective calls
+        finite = all_reduce_mean(torch.isfinite(stacked.detach()).all().float().reshape(1))
+        if float(finite) < 1.0:
             return self._bad_step(f"non-finite losses {stacked.detach().cpu().tolist()}")
 
         # the combiner sees global quantities on every rank: losses averaged over ranks here,

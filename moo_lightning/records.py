@@ -36,6 +36,9 @@ def write_json_atomic(path: Path, value) -> None:
     readers see the old file or the new one, never half of one, even with concurrent writers."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary file would be (mkstemp makes it 0600)
         with os.fdopen(fd, "w") as f:
             json.dump(strict_json(value), f, indent=2, allow_nan=False)
         os.replace(tmp, path)
@@ -70,7 +73,13 @@ class FolderLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as err:
+            if not isinstance(err, BlockingIOError):  # a filesystem without locks (some NFS)
+                os.close(fd)
+                raise ValueError(
+                    f"{self.path.parent}: the filesystem refuses file locks ({err.strerror}); "
+                    "run jobs from a folder on a filesystem that supports flock"
+                ) from None
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise FolderBusyError(

@@ -127,15 +127,16 @@ class TextClassificationModule(MultiObjectiveModule):
         self.log("test/examples", self.test_count, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self):
-        if self._test_features and self.trainer.world_size > 1:
+        if self.save_test_embeddings and self.trainer.world_size > 1:  # same on every rank
             # each rank embedded its own share of the test set: rank 0 keeps them all
             import torch.distributed as dist
 
             shares = [None] * self.trainer.world_size
-            mine = (torch.cat(self._test_features), torch.cat(self._test_labels))
+            feats, labels = self._test_features, self._test_labels
+            mine = (torch.cat(feats), torch.cat(labels)) if feats else None
             dist.all_gather_object(shares, mine)
-            self._test_features = [f for f, _ in shares]
-            self._test_labels = [y for _, y in shares]
+            self._test_features = [sh[0] for sh in shares if sh is not None]
+            self._test_labels = [sh[1] for sh in shares if sh is not None]
 
     def export(self, run_dir) -> dict:
         if self._test_features:  # [CLS] features of the test set, for t-SNE figures

@@ -3,12 +3,13 @@ step budget and learning rate they support. Validation only: the study's runs ne
 
     python sweep/budget_curves.py multirun/budget_study --out reports/budget_study
 
-Reads every complete run's ``val_history`` (metrics.json) and writes OUT/curves.png (mean ± std
-over seeds, one panel per loss, one line per learning rate), OUT/curves.csv (the mean curves) and
-OUT/summary.md. The rule, fixed before the study ran: for each (loss, lr) the *plateau step* is
-the first validation step at which the seed-mean curve comes within ``--tolerance`` (default one
-accuracy point) of its maximum; the recommended budget is CE's plateau step at the chosen
-learning rate, rounded up to a multiple of the validation interval.
+Reads every complete run's ``val_history`` (metrics.json; runs without a result are left out)
+and writes OUT/curves.png (one panel per loss: each seed thin, the seed mean bold, per learning
+rate), OUT/curves.csv (the mean curves) and OUT/summary.md. The rule (written when only two CE
+curves had been seen, validation only): for each (loss, lr) the *plateau step* is the first
+validation step at which the seed-mean curve comes within ``--tolerance`` (default one accuracy
+point) of its maximum; the recommended budget is CE's plateau step at the chosen learning rate,
+rounded up to a multiple of the validation interval.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ def load_curves(sweep_dir: Path) -> pd.DataFrame:
     """One row per (run, validation): loss, lr, seed, step, val_acc."""
     rows = []
     for path in sorted(sweep_dir.rglob("metrics.json")):
-        m = json.loads(path.read_text())
-        if not m.get("complete") or not m.get("val_history"):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            print(f"left out (unreadable): {path}")
             continue
-        cfg = yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
+        if not m.get("complete") or m.get("status", "ok") != "ok" or not m.get("val_history"):
+            print(f"left out (no result): {path}")
+            continue
+        # the settings recorded with the result; older runs only have Hydra's copy
+        cfg = m.get("settings") or yaml.safe_load(
+            (path.parent / ".hydra" / "config.yaml").read_text()
+        )
         loss = LOSS.get(
             m["objective"], f"CE+{str(m.get('combiner_used') or m.get('combiner')).upper()}"
         )

@@ -29,7 +29,7 @@ def main():
         r1 = m["preference"][0]
         ray = np.abs(final - ray_point(r1)).max()
         end = min(np.abs(final - e).max() for e in ends)
-        rows.append((m["combiner"], r1, final, ray, end, m["final_g"], m["wall_time_s"]))
+        rows.append((m["combiner"].upper(), r1, final, ray, end, m["final_g"], m["wall_time_s"]))
     header = [
         "combiner",
         "r1",
