@@ -119,6 +119,12 @@ def test_the_readme_ddp_command_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["test/examples"] == 436 and m["val_history"][0][0] == 2
+    # the same command again: every rank sees the finished job and skips it (none waits for a
+    # rank 0 that is not coming)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already holds this job's result" in again.stdout + again.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text()) == m
 
 
 @pytest.mark.slow
@@ -148,3 +154,7 @@ def test_a_sweep_job_is_one_ddp_run_with_the_local_submitit_layout(tmp_path):
         assert json.loads(path.read_text())["test/examples"] == 436
     logs = "".join(p.read_text() for p in tmp_path.glob(".submitit/*/*_log.*"))
     assert logs.count("Starting with 2 processes") >= 2  # each job joined its 2 tasks
+    # re-run: both tasks of each job see the finished result and skip it together
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(json.loads(p.read_text())["test/examples"] == 436 for p in found)
