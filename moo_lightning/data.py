@@ -4,6 +4,7 @@ and test on a fixed half of the official validation split; batches hold ≥ 2 ex
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,20 +100,22 @@ def load_splits(task_name: str, path: str | None):
         kind = {"jsonl": "json"}.get(train.suffix[1:], train.suffix[1:])
         ds = datasets.load_dataset(kind, data_files={"train": str(train), "validation": str(val)})
         splits = ds["train"], ds["validation"]
+        names = train.name, val.name
     elif (folder / "train.tsv").is_file() and (folder / task.tsv_validation).is_file():
         splits = tuple(
             datasets.Dataset.from_dict(_read_tsv(folder / name, task))
             for name in ("train.tsv", task.tsv_validation)
         )
+        names = "train.tsv", task.tsv_validation
     else:
         raise FileNotFoundError(
             f"data.path {path!r} holds neither train.* and {task.validation}.* "
             f"(jsonl/json/parquet/csv, glue schema) nor train.tsv and {task.tsv_validation}"
         )
-    return tuple(_normalise_labels(s, task, folder) for s in splits)
+    return tuple(_normalise_labels(s, task, folder, n) for s, n in zip(splits, names))
 
 
-def _normalise_labels(ds, task: GlueTask, folder: Path):
+def _normalise_labels(ds, task: GlueTask, folder: Path, filename: str):
     missing = [c for c in (*task.text_fields, "label") if c not in ds.column_names]
     if missing:
         raise ValueError(
@@ -121,17 +124,34 @@ def _normalise_labels(ds, task: GlueTask, folder: Path):
         )
     names = {n: i for i, n in enumerate(task.label_names)}
 
-    def to_id(v):
-        if isinstance(v, str) and not v.lstrip("-").isdigit():
-            if v not in names:
-                raise ValueError(f"label {v!r} is not one of {list(task.label_names)}")
-            return names[v]
+    allowed = f"0..{task.num_labels - 1} or one of {list(task.label_names)}"
+
+    def to_id(v, row: int):
+        """Label ids, names, integer-valued floats (1.0) and booleans are accepted; anything
+        else is refused naming the file's row (1-based, data rows)."""
+        where = f"{folder / filename}, row {row + 1}"
+        if isinstance(v, str):
+            text = v.strip()
+            if text in names:
+                return names[text]
+            try:
+                v = float(text)
+            except ValueError:
+                raise ValueError(f"{where}: label {v!r} is not {allowed}") from None
+        if isinstance(v, bool):
+            v = int(v)
+        if not isinstance(v, int | float) or not math.isfinite(v) or float(v) != int(v):
+            raise ValueError(f"{where}: label {v!r} is not {allowed}")
         v = int(v)
         if not 0 <= v < task.num_labels:
-            raise ValueError(f"label {v} outside 0..{task.num_labels - 1}")
+            raise ValueError(f"{where}: label {v} is not {allowed}")
         return v
 
-    return ds.map(lambda b: {"label": [to_id(v) for v in b["label"]]}, batched=True)
+    return ds.map(
+        lambda b, idx: {"label": [to_id(v, i) for v, i in zip(b["label"], idx)]},
+        batched=True,
+        with_indices=True,
+    )
 
 
 def few_shot_indices(labels: np.ndarray, n: int, num_labels: int, seed: int, balanced: bool):
@@ -241,6 +261,24 @@ class GlueFewShot(L.LightningDataModule):
         super().__init__()
         self.task = _task(task)
         self.task_name = task
+        for key, value in (("balanced", balanced), ("cache", cache)):
+            if not isinstance(value, bool):
+                raise ValueError(f"data.{key} must be true or false. Found {value!r}")
+        for key, value, low in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("val_size", val_size, 1),
+            ("max_length", max_length, 2),  # room for the special tokens and one real one
+            ("num_workers", num_workers, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"data.{key} must be an integer >= {low}. Found {value!r}")
+        if num_train is not None and (
+            not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1
+        ):
+            raise ValueError(
+                f"data.num_train must be a positive integer or null (all). Found {num_train!r}"
+            )
         if batch_size < 2 * self.task.num_labels:
             raise ValueError(
                 f"data.batch_size={batch_size} is too small for two examples of each of "

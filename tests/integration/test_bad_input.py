@@ -21,7 +21,25 @@ def folders(tmp_path_factory):
     (labels / "validation.jsonl").write_text('{"sentence": "a", "label": 0}\n' * 4)
     empty = root / "empty"
     empty.mkdir()
-    return {"good": good, "cols": cols, "labels": labels, "empty": empty}
+    half = root / "half"  # floats: 1.0 is a label, 1.5 is not
+    half.mkdir()
+    rows = [0.0, 1.0, 1.5] + [0.0, 1.0] * 15
+    (half / "train.jsonl").write_text("".join(f'{{"sentence": "a", "label": {v}}}\n' for v in rows))
+    (half / "validation.jsonl").write_text('{"sentence": "a", "label": 0}\n' * 4)
+    wordy = root / "wordy"  # label names are accepted, other words are not
+    wordy.mkdir()
+    (wordy / "train.jsonl").write_text('{"sentence": "a", "label": "positive"}\n' * 30)
+    (wordy / "validation.jsonl").write_text(
+        '{"sentence": "a", "label": "negative"}\n{"sentence": "b", "label": "maybe"}\n'
+    )
+    return {
+        "good": good,
+        "cols": cols,
+        "labels": labels,
+        "empty": empty,
+        "half": half,
+        "wordy": wordy,
+    }
 
 
 TINY = ("task=sst2", "model=tiny", "logger=none", "trainer.max_steps=2")
@@ -48,7 +66,13 @@ CASES = [
     (("data.path=MISSING",), FileNotFoundError, "is not a folder"),
     (("data.path=EMPTY",), FileNotFoundError, "holds neither"),
     (("data.path=COLS",), ValueError, "missing ['sentence']"),
-    (("data.path=LABELS",), ValueError, "label 7 outside 0..1"),
+    (("data.path=LABELS",), ValueError, "train.jsonl, row 1: label 7 is not 0..1"),
+    (("data.path=HALF",), ValueError, "train.jsonl, row 3: label 1.5 is not 0..1"),
+    (("data.path=WORDY",), ValueError, "validation.jsonl, row 2: label 'maybe' is not 0..1"),
+    (("data.balanced=no",), ValueError, "data.balanced must be true or false. Found 'no'"),
+    (("data.max_length=1",), ValueError, "data.max_length must be an integer >= 2. Found 1"),
+    (("data.num_train=0",), ValueError, "data.num_train must be a positive integer or null"),
+    (("data.eval_batch_size=0",), ValueError, "data.eval_batch_size must be an integer >= 1"),
     (("data.task=cola",), ValueError, "data.task must be one of sst2, qnli, mnli. Found 'cola'"),
     (("+trainer.gradient_clip_val=1.0",), Exception, "gradient_clip_val"),
     (("+trainer.accumulate_grad_batches=2",), Exception, "accumulate_grad_batches"),
@@ -70,6 +94,8 @@ def test_bad_input_fails_before_training_with_a_clear_message(
         "EMPTY": str(folders["empty"]),
         "COLS": str(folders["cols"]),
         "LABELS": str(folders["labels"]),
+        "HALF": str(folders["half"]),
+        "WORDY": str(folders["wordy"]),
     }
     overrides = tuple(
         o.split("=")[0] + "=" + paths.get(o.split("=", 1)[1], o.split("=", 1)[1]) for o in overrides

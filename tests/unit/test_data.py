@@ -78,3 +78,16 @@ def test_ranks_share_every_global_batch_disjointly_and_balanced(n, classes, batc
 def test_too_many_ranks_for_the_batch_is_one_clear_error():
     with pytest.raises(ValueError, match="global batches of 4, fewer than the 5 ranks"):
         ClassBalancedBatchSampler(np.arange(8) % 2, 4, 0, num_replicas=5, rank=0)
+
+
+@pytest.mark.parametrize(("values", "text"), [((0.0, 1.0), "floats"), ((False, True), "bools")])
+def test_integer_valued_floats_and_booleans_are_labels(tmp_path, values, text):
+    import json
+
+    from moo_lightning.data import load_splits
+
+    for split in ("train", "validation"):
+        rows = [{"sentence": f"{text} {i}", "label": values[i % 2]} for i in range(6)]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, validation = load_splits("sst2", str(tmp_path))
+    assert train["label"] == validation["label"] == [0, 1, 0, 1, 0, 1]
