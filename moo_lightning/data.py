@@ -60,11 +60,24 @@ def _task(name: str) -> GlueTask:
 
 
 def _read_tsv(path: Path, task: GlueTask) -> dict[str, list]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        bad = err.object[err.start : err.start + 1]
+        raise ValueError(f"{path}: not UTF-8 text (byte {bad!r} at offset {err.start})") from None
     missing = [c for c in task.tsv_fields if rows and c not in rows[0]]
     if not rows or missing:
         raise ValueError(f"{path}: expected TSV columns {list(task.tsv_fields)}; missing {missing}")
+    for i, row in enumerate(rows):  # csv pads short rows with None and keeps extras under None
+        if None in row or any(v is None for v in row.values()):
+            count = sum(v is not None for k, v in row.items() if k is not None)
+            count += len(row.get(None) or [])
+            raise ValueError(
+                f"{path}, row {i + 1}: {count} fields "
+                f"where the header has {len(reader.fieldnames or [])} (a tab inside a text?)"
+            )
     *texts, label = task.tsv_fields
     out = {hf: [r[c] for r in rows] for hf, c in zip(task.text_fields, texts)}
     out["label"] = [r[label] for r in rows]
@@ -122,6 +135,21 @@ def _normalise_labels(ds, task: GlueTask, folder: Path, filename: str):
             f"data.path {str(folder)!r}: expected columns {[*task.text_fields, 'label']}; "
             f"missing {missing}"
         )
+    # a folder of another task (QNLI's question + sentence read as SST-2, say) is refused
+    others = {f for t in TASKS.values() for f in t.text_fields} - set(task.text_fields)
+    foreign = sorted(others & set(ds.column_names))
+    if foreign:
+        raise ValueError(
+            f"data.path {str(folder)!r}: {filename} has the text columns {foreign} of another "
+            f"task; this task reads {list(task.text_fields)}"
+        )
+    for field in task.text_fields:  # every text a non-empty string
+        for i, text in enumerate(ds[field]):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(
+                    f"{folder / filename}, row {i + 1}: {field} must be a non-empty text. "
+                    f"Found {text!r}"
+                )
     names = {n: i for i, n in enumerate(task.label_names)}
 
     allowed = f"0..{task.num_labels - 1} or one of {list(task.label_names)}"

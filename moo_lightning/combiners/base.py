@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -63,6 +64,16 @@ class Combiner(abc.ABC):
     needs_gram: bool = True
     #: Short name used in logs and diagnostics.
     name: str = "combiner"
+
+    @staticmethod
+    def check_number(key: str, value, low: float, strict: bool = False) -> float:
+        """A finite real ``value`` >= ``low`` (> ``low`` when ``strict``), else one clear error
+        naming ``combiner.<key>``."""
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < low or (strict and value == low):
+            bound = f"> {low}" if strict else f">= {low}"
+            raise ValueError(f"combiner.{key} must be a finite number {bound}. Found {value!r}")
+        return float(value)
 
     def __init__(self, on_failure: str = "raise"):
         if on_failure not in ("raise", "ls"):

@@ -123,9 +123,7 @@ class EPO(Combiner):
                 f"combiner.cvxpy_solver {cvxpy_solver!r} is not installed. "
                 f"Installed: {', '.join(installed)}"
             )
-        if eps < 0:
-            raise ValueError(f"combiner.eps must be >= 0. Found {eps}")
-        self.eps = float(eps)
+        self.eps = self.check_number("eps", eps, 0.0)
         self.descent = descent
         self.solver = solver
         self.cvxpy_solver = cvxpy_solver

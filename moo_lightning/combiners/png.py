@@ -179,10 +179,8 @@ class PNG(Combiner):
             )
         self.cvxpy_solver = cvxpy_solver
         self._programs: dict[int, _DualQP] = {}  # compiled once per m, not per-step state
-        if alpha <= 0:
-            raise ValueError(f"combiner.alpha must be > 0. Found {alpha}")
-        if e < 0:
-            raise ValueError(f"combiner.e must be >= 0. Found {e}")
+        alpha = self.check_number("alpha", alpha, 0.0, strict=True)
+        e = self.check_number("e", e, 0.0)
         if criterion is not None and not callable(criterion):
             raise ValueError(
                 f"combiner.criterion must be callable (losses, preference) -> scalar. "

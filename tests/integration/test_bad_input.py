@@ -32,7 +32,27 @@ def folders(tmp_path_factory):
     (wordy / "validation.jsonl").write_text(
         '{"sentence": "a", "label": "negative"}\n{"sentence": "b", "label": "maybe"}\n'
     )
+    ragged = root / "ragged"  # a TSV row with a stray tab
+    ragged.mkdir()
+    ok_rows = "".join(f"film {i}\t{i % 2}\n" for i in range(30))
+    (ragged / "train.tsv").write_text("sentence\tlabel\n" + ok_rows + "a\tgood\tfilm\t1\n")
+    (ragged / "dev.tsv").write_text("sentence\tlabel\n" + ok_rows)
+    latin = root / "latin"  # not UTF-8
+    latin.mkdir()
+    (latin / "train.tsv").write_bytes(("sentence\tlabel\n" + ok_rows).encode() + b"caf\xe9\t1\n")
+    (latin / "dev.tsv").write_text("sentence\tlabel\n" + ok_rows)
+    other = write_glue(root / "qnli_rows", "qnli")  # question + sentence read as SST-2
+    nulltext = root / "nulltext"
+    nulltext.mkdir()
+    lines = [f'{{"sentence": "film {i}", "label": {i % 2}}}\n' for i in range(30)]
+    lines[4] = '{"sentence": null, "label": 0}\n'
+    (nulltext / "train.jsonl").write_text("".join(lines))
+    (nulltext / "validation.jsonl").write_text('{"sentence": "a", "label": 0}\n' * 4)
     return {
+        "ragged": ragged,
+        "latin": latin,
+        "other": other,
+        "nulltext": nulltext,
         "good": good,
         "cols": cols,
         "labels": labels,
@@ -69,6 +89,12 @@ CASES = [
     (("data.path=LABELS",), ValueError, "train.jsonl, row 1: label 7 is not 0..1"),
     (("data.path=HALF",), ValueError, "train.jsonl, row 3: label 1.5 is not 0..1"),
     (("data.path=WORDY",), ValueError, "validation.jsonl, row 2: label 'maybe' is not 0..1"),
+    (("data.path=RAGGED",), ValueError, "train.tsv, row 31: 4 fields where the header has 2"),
+    (("data.path=LATIN",), ValueError, "train.tsv: not UTF-8 text (byte b'\\xe9'"),
+    (("data.path=OTHER",), ValueError, "has the text columns ['question'] of another task"),
+    (("data.path=NULLTEXT",), ValueError, "train.jsonl, row 5: sentence must be a non-empty"),
+    (("combiner=epo", "combiner.eps=nan"), ValueError, "combiner.eps must be a finite number"),
+    (("combiner=png", "combiner.alpha=inf"), ValueError, "combiner.alpha must be a finite number"),
     (("data.balanced=no",), ValueError, "data.balanced must be true or false. Found 'no'"),
     (("data.max_length=1",), ValueError, "data.max_length must be an integer >= 2. Found 1"),
     (("data.num_train=0",), ValueError, "data.num_train must be a positive integer or null"),
@@ -95,6 +121,10 @@ def test_bad_input_fails_before_training_with_a_clear_message(
         "COLS": str(folders["cols"]),
         "LABELS": str(folders["labels"]),
         "HALF": str(folders["half"]),
+        "RAGGED": str(folders["ragged"]),
+        "LATIN": str(folders["latin"]),
+        "OTHER": str(folders["other"]),
+        "NULLTEXT": str(folders["nulltext"]),
         "WORDY": str(folders["wordy"]),
     }
     overrides = tuple(

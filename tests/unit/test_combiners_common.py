@@ -125,7 +125,7 @@ def test_bad_constructor_values():
         EPO(descent="loose")
     with pytest.raises(ValueError, match="cvxpy_solver 'GLPK' is not installed"):
         EPO(cvxpy_solver="GLPK")
-    with pytest.raises(ValueError, match="alpha must be > 0"):
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
         PNG(alpha=0)
 
 
