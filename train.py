@@ -133,11 +133,18 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
             "hand, bypassing the loss scaler, and the module skips non-finite steps itself, "
             "which a loss scaler expects to do. Use 32-true or bf16-mixed"
         )
+    optimizer = hydra.utils.instantiate(cfg.optimizer)
+    try:  # the optimizer checks its settings (lr, betas, ...) only once built: build one now
+        import torch
+
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as err:
+        raise ValueError(f"optimizer: {err}") from None
     module = hydra.utils.instantiate(
         cfg.module,
         combiner=combiner,
         preference=preference,
-        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        optimizer=optimizer,
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **({} if backbone is None else {"backbone": backbone}),
     )

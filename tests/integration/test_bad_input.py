@@ -95,6 +95,7 @@ CASES = [
     (("data.path=NULLTEXT",), ValueError, "train.jsonl, row 5: sentence must be a non-empty"),
     (("combiner=epo", "combiner.eps=nan"), ValueError, "combiner.eps must be a finite number"),
     (("combiner=png", "combiner.alpha=inf"), ValueError, "combiner.alpha must be a finite number"),
+    (("optimizer.lr=-1e-5",), ValueError, "optimizer: Invalid learning rate: -1e-05"),
     (("data.balanced=no",), ValueError, "data.balanced must be true or false. Found 'no'"),
     (("data.max_length=1",), ValueError, "data.max_length must be an integer >= 2. Found 1"),
     (("data.num_train=0",), ValueError, "data.num_train must be a positive integer or null"),
