@@ -182,6 +182,17 @@ def write_tables(chosen, incomplete, out: Path, left_out=()) -> None:
         "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
         "mean ± std over seeds; p: paired t-test against CE on the same seeds.",
     ]
+    skipped = [
+        (m["dir"], m["skipped_steps"])
+        for _, _, members in chosen.values()
+        for m in members
+        if m.get("skipped_steps")
+    ]
+    lines.append(
+        f"Steps skipped for non-finite values in the runs above: {sum(n for _, n in skipped)}"
+        + (" (" + ", ".join(f"{d}: {n}" for d, n in skipped) + ")" if skipped else "")
+        + "."
+    )
     if incomplete:
         lines += ["", "Incomplete groups (left out of the table):", ""]
         for task, n, loss, h, have, expected in sorted(incomplete, key=str):

@@ -105,3 +105,4 @@ def test_runs_without_a_result_duplicates_and_unreadable_files_are_left_out_and_
     assert "- zero: status no_steps: why" in table
     assert "- broken: unreadable metrics.json" in table
     assert "duplicate of ce_s1" in table
+    assert "Steps skipped for non-finite values in the runs above: 0." in table
