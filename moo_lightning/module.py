@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from moo_lightning.combiners.base import Combiner, as_preference
 from moo_lightning.gradients import (
@@ -304,6 +305,9 @@ class MultiObjectiveModule(L.LightningModule):
         and validation cadence stay aligned with the batches seen."""
         self.skipped_steps += 1
         self._consecutive_bad += 1
+        rank_zero_warn(
+            f"step {self.global_step}: skipped, {why} ({self.skipped_steps} skipped so far)"
+        )
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self._optimizer_step(opt)
