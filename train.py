@@ -145,6 +145,8 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         combiner=combiner,
         preference=preference,
         optimizer=optimizer,
+        # the number of classes comes from the data (the task), not a second copy in the config
+        **({"num_labels": data.num_labels} if hasattr(data, "num_labels") else {}),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **({} if backbone is None else {"backbone": backbone}),
     )

@@ -105,6 +105,7 @@ def bare_job(overrides: list[str], run_dir: Path) -> dict:
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler),
         backbone=backbone,
+        num_labels=data.num_labels,
     )
     model, objective, combiner = module.model, module.objective, module.combiner
     params = [p for p in model.parameters() if p.requires_grad]

@@ -149,7 +149,7 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
             cfg.module,
             combiner=instantiate(cfg.combiner),
             preference=cfg.preference,
-            **({"backbone": backbone} if backbone else {}),
+            **({"backbone": backbone, "num_labels": data.num_labels} if backbone else {}),
         )
         assert data is not None and module is not None
 
