@@ -63,7 +63,9 @@ def run(cfg: DictConfig) -> float | None:
     try:
         with lock:
             done = read_json(run_dir / "metrics.json")
-            if done and done.get("complete") and cfg.get("ckpt_path") is None:
+            # skip_completed=false asks for a re-run: the folder's result is then replaced
+            finished = done and done.get("complete") and cfg.get("ckpt_path") is None
+            if finished and cfg.get("skip_completed"):
                 if "settings" not in done:
                     raise ValueError(
                         f"{run_dir} holds a finished job from an earlier version that recorded "
@@ -79,16 +81,13 @@ def run(cfg: DictConfig) -> float | None:
                         "is. Use another folder (hydra.run.dir / hydra.sweep.dir) for these "
                         "settings"
                     )
-                if cfg.get("skip_completed"):
-                    # re-running a sweep completes only the jobs without a finished result
-                    status = done.get("status", "ok")
-                    log.info(
-                        "%s already holds this job's result (%s): skipping it", run_dir, status
-                    )
-                    if status != "ok":
-                        _OUTCOMES.append(status)
-                    key = cfg.get("optimized_metric")
-                    return done.get(key) if key else None
+                # re-running a sweep completes only the jobs without a finished result
+                status = done.get("status", "ok")
+                log.info("%s already holds this job's result (%s): skipping it", run_dir, status)
+                if status != "ok":
+                    _OUTCOMES.append(status)
+                key = cfg.get("optimized_metric")
+                return done.get(key) if key else None
             return _train(cfg, run_dir, settings, start)
     except FolderBusyError as err:
         if not _is_multirun():

@@ -137,3 +137,12 @@ def test_two_copies_of_a_sweep_train_every_job_once(glue, tmp_path):
     assert not list(sweep.rglob("*.tmp"))
     for code, (out, err) in zip(codes, outs):
         assert (code == 75) == ("being written by" in out + err)
+
+
+@pytest.mark.slow
+def test_asking_for_a_rerun_replaces_a_finished_result(glue, tmp_path):
+    run = tmp_path / "run"
+    assert _run(_cmd(glue, run)).returncode == 0
+    proc = _run(_cmd(glue, run, "optimizer.lr=1e-3", "skip_completed=false"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _strict(run / "metrics.json")["settings"]["optimizer"]["lr"] == 1e-3
