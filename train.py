@@ -24,6 +24,7 @@ from moo_lightning.records import (  # noqa: E402
     FolderBusyError,
     FolderLock,
     SettingsGuard,
+    describe_differences,
     read_json,
     run_status,
     settings_differences,
@@ -75,11 +76,10 @@ def run(cfg: DictConfig) -> float | None:
                 diff = settings_differences(done["settings"], settings)
                 if diff:
                     raise ValueError(
-                        f"{run_dir} holds a finished job made with other settings ("
-                        + "; ".join(diff[:5])
-                        + "); its metrics.json, which records those settings, is left as it "
-                        "is. Use another folder (hydra.run.dir / hydra.sweep.dir) for these "
-                        "settings"
+                        f"{run_dir} holds a finished job made with other settings "
+                        f"({describe_differences(diff)}); its metrics.json, which records those "
+                        "settings, is left as it is. Use another folder (hydra.run.dir / "
+                        "hydra.sweep.dir) for these settings"
                     )
                 # re-running a sweep completes only the jobs without a finished result
                 status = done.get("status", "ok")

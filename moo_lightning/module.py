@@ -189,21 +189,18 @@ class MultiObjectiveModule(L.LightningModule):
         rows = list(stacked.unbind(0))
         if fgrads is not None and not torch.isfinite(fgrads).all():
             return self._bad_step("a non-finite criterion gradient")
-        if self.combiner.needs_gram and self.gradient_scope == "all":
+        exact = self.combiner.needs_gram and self.gradient_scope == "all"
+        if exact:
             results = self._exact_directions(rows, global_losses, groups, fgrads)
-            if results is None:
-                return self._bad_step("non-finite gradients (Gram matrix)")
-            if not _finite_weights(results):
-                return self._bad_step("non-finite combiner weights")
+        elif not self.combiner.needs_gram:
+            results = [self.combiner(g, None, self.preference) for g in global_losses]
         else:
-            if not self.combiner.needs_gram:
-                results = [self.combiner(g, None, self.preference) for g in global_losses]
-            else:
-                results = self._scoped_weights(rows, global_losses, fgrads)
-                if results is None:
-                    return self._bad_step("non-finite gradients (Gram matrix)")
-            if not _finite_weights(results):
-                return self._bad_step("non-finite combiner weights")
+            results = self._scoped_weights(rows, global_losses, fgrads)
+        if results is None:
+            return self._bad_step("non-finite gradients (Gram matrix)")
+        if not _finite_weights(results):
+            return self._bad_step("non-finite combiner weights")
+        if not exact:
             # one ordinary backward of the weighted sum (DDP reduces it as usual)
             self.manual_backward(
                 sum((r.weights.to(row) * row).sum() for r, row in zip(results, rows))

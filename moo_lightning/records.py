@@ -106,6 +106,12 @@ def _leaves(tree, prefix: str = "") -> Iterator[tuple[str, object]]:
         yield prefix[:-1], tree
 
 
+def describe_differences(diff: list[str], most: int = 5) -> str:
+    """The first ``most`` differences of ``settings_differences``, and how many more."""
+    more = f"; {len(diff) - most} more" if len(diff) > most else ""
+    return "; ".join(diff[:most]) + more
+
+
 def settings_differences(saved: dict, current: dict) -> list[str]:
     """The settings (dotted keys present in both) whose values differ, as 'key: saved → now'.
     Keys present on one side only (a setting added by a later version with its default) are not
@@ -135,10 +141,8 @@ class SettingsGuard(L.Callback):
         diff = settings_differences(saved, self.settings)
         if diff:
             raise self.error(
-                "ckpt_path: the checkpoint was made with other settings ("
-                + "; ".join(diff[:5])
-                + (f"; {len(diff) - 5} more" if len(diff) > 5 else "")
-                + "); resume with the settings that made it"
+                f"ckpt_path: the checkpoint was made with other settings "
+                f"({describe_differences(diff)}); resume with the settings that made it"
             )
 
 

@@ -30,28 +30,37 @@ def _budget(total_steps) -> int:
     return max(int(total_steps), 1)
 
 
-class LinearWarmupDecay:
-    """Linear warmup over ``warmup`` × budget steps, then linear decay to 0 at the last step (the
-    usual fine-tuning schedule; Mosbach et al. 2021, Zhang et al. 2021)."""
+class _WarmupSchedule:
+    """A schedule shape with a linear warmup over ``warmup`` × the budget; subclasses build the
+    scheduler from (optimizer, warmup steps, budget)."""
 
-    def __init__(self, warmup: float = 0.1):
-        self.warmup = _check_warmup(warmup)
+    default_warmup = 0.0
+
+    def __init__(self, warmup: float | None = None):
+        self.warmup = _check_warmup(self.default_warmup if warmup is None else warmup)
 
     def __call__(
         self, optimizer: torch.optim.Optimizer, total_steps
     ) -> torch.optim.lr_scheduler.LRScheduler:
         total = _budget(total_steps)
-        return get_linear_schedule_with_warmup(optimizer, round(self.warmup * total), total)
+        return self._build(optimizer, round(self.warmup * total), total)
+
+    def _build(self, optimizer, warmup_steps: int, total: int):
+        raise NotImplementedError
 
 
-class Constant:
+class LinearWarmupDecay(_WarmupSchedule):
+    """Linear warmup over ``warmup`` × budget steps (default 10%), then linear decay to 0 at the
+    last step (the usual fine-tuning schedule; Mosbach et al. 2021, Zhang et al. 2021)."""
+
+    default_warmup = 0.1
+
+    def _build(self, optimizer, warmup_steps, total):
+        return get_linear_schedule_with_warmup(optimizer, warmup_steps, total)
+
+
+class Constant(_WarmupSchedule):
     """The optimizer's learning rate throughout (after an optional linear warmup)."""
 
-    def __init__(self, warmup: float = 0.0):
-        self.warmup = _check_warmup(warmup)
-
-    def __call__(
-        self, optimizer: torch.optim.Optimizer, total_steps
-    ) -> torch.optim.lr_scheduler.LRScheduler:
-        total = _budget(total_steps)
-        return get_constant_schedule_with_warmup(optimizer, round(self.warmup * total))
+    def _build(self, optimizer, warmup_steps, total):
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
