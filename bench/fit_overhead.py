@@ -95,7 +95,7 @@ def bare_job(overrides: list[str], run_dir: Path) -> dict:
 
     cfg = compose(overrides, run_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    backbone = hydra.utils.instantiate(cfg.model)
+    backbone = hydra.utils.instantiate(cfg.encoder)
     data = hydra.utils.instantiate(cfg.data, tokenizer=backbone.tokenizer)
     data.setup("fit")
     module = hydra.utils.instantiate(
@@ -107,7 +107,7 @@ def bare_job(overrides: list[str], run_dir: Path) -> dict:
         backbone=backbone,
         num_labels=data.num_labels,
     )
-    model, objective, combiner = module.model, module.objective, module.combiner
+    model, objective, combiner = module.classifier, module.objective, module.combiner
     params = [p for p in model.parameters() if p.requires_grad]
     max_steps, interval = int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval)
     opt = module.optimizer_factory(params)
@@ -177,7 +177,7 @@ def main() -> None:
         sys.exit(f"--data {args.data!r} is not a folder (GLUE SST-2 in the glue schema)")
     overrides = [
         "task=sst2",
-        f"model={args.model}",
+        f"encoder={args.model}",
         f"combiner={args.combiner}",
         f"data.path={args.data}",
         "logger=none",

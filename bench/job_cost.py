@@ -5,7 +5,7 @@ against the work it exists for (training and testing), with and without the in-p
 
 Runs the same few-shot sweep twice, each as one `train.py -m` process with Hydra's basic
 launcher (all jobs share the process, as with a reused joblib worker): once with
-`model.cache=false data.cache=false`, once with the caches on. Each job's `metrics.json` holds
+`encoder.cache=false data.cache=false`, once with the caches on. Each job's `metrics.json` holds
 its timings (`timing_s`); the process's wall time is measured here. Prints one table and writes
 `outputs/bench/job_cost.json`; every figure comes from this one invocation.
 
@@ -45,7 +45,7 @@ def run_sweep(out: Path, data: str, jobs: int, steps: int, cache: bool, model: s
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={min(25, steps)}",
         f"seed=range(0,{jobs})",
-        f"model.cache={flag}",
+        f"encoder.cache={flag}",
         f"data.cache={flag}",
         f"hydra.sweep.dir={out}",
     ]

@@ -58,16 +58,16 @@ def run_one(model: str, combiner: str, scope: str, steps: int, batch: int, lengt
     import torch
 
     from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization
-    from moo_lightning.models import Backbone
-    from moo_lightning.objectives import MOOContrastive
-    from moo_lightning.text import TextClassificationModule
+    from moo_lightning.tasks.glue.encoders import Backbone
+    from moo_lightning.tasks.glue.module import TextClassificationModule
+    from moo_lightning.tasks.glue.objectives import MOOContrastive
 
     torch.manual_seed(0)
     backbone = Backbone(model)
     comb = {"ls": LinearScalarization, "mgda": MGDA, "epo": EPO, "png": PNG}[combiner]()
     top = [
-        "model.head",
-        f"model.encoder.encoder.layer.{backbone.encoder.config.num_hidden_layers - 1}",
+        "classifier.head",
+        f"classifier.encoder.encoder.layer.{backbone.encoder.config.num_hidden_layers - 1}",
     ]
     module = TextClassificationModule(
         backbone,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moo_lightning.toy import front_point, ray_point
+from moo_lightning.tasks.toy import front_point, ray_point
 
 
 def main():

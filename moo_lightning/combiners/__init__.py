@@ -1,16 +1,17 @@
 """Gradient combiners: (losses, Gram, preference) -> weights of the update direction d = Gᵀw."""
 
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
-from moo_lightning.combiners.epo import EPO
-from moo_lightning.combiners.linear import LinearScalarization
-from moo_lightning.combiners.mgda import MGDA, min_norm_weights
-from moo_lightning.combiners.png import (
-    PNG,
+from moo_lightning.combiners.criteria import (
     ComplexCosine,
     NonUniformity,
     WeightedDistance,
     energy_distance,
+    negative_hypervolume,
 )
+from moo_lightning.combiners.epo import EPO
+from moo_lightning.combiners.ls import LinearScalarization
+from moo_lightning.combiners.mgda import MGDA, min_norm_weights
+from moo_lightning.combiners.png import PNG
 
 __all__ = [
     "EPO",
@@ -25,5 +26,6 @@ __all__ = [
     "WeightedDistance",
     "as_preference",
     "energy_distance",
+    "negative_hypervolume",
     "min_norm_weights",
 ]

@@ -9,7 +9,7 @@ import torch
 
 from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization
 from moo_lightning.module import MultiObjectiveModule
-from moo_lightning.objectives import MOOContrastive
+from moo_lightning.tasks.glue.objectives import MOOContrastive
 
 COMBINERS = {"ls": LinearScalarization, "mgda": MGDA, "epo": EPO, "png": PNG}
 
@@ -105,7 +105,7 @@ def gather_worker(rank: int, world: int, port: int, out_dir: str):
 
     import torch.distributed as dist
 
-    from moo_lightning.objectives import gather_global_batch
+    from moo_lightning.tasks.glue.objectives import gather_global_batch
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)

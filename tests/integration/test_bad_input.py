@@ -62,13 +62,13 @@ def folders(tmp_path_factory):
     }
 
 
-TINY = ("task=sst2", "model=tiny", "logger=none", "trainer.max_steps=2")
+TINY = ("task=sst2", "encoder=tiny", "logger=none", "trainer.max_steps=2")
 CASES = [
     # (overrides, exception, message fragment)
     (("task=cola",), (MissingConfigException, ConfigCompositionException), "task"),
     (("combiner=adam",), (MissingConfigException, ConfigCompositionException), "combiner"),
     (("objective=focal",), (MissingConfigException, ConfigCompositionException), "objective"),
-    (("model=bert_huge",), (MissingConfigException, ConfigCompositionException), "model"),
+    (("encoder=bert_huge",), (MissingConfigException, ConfigCompositionException), "model"),
     (("preference=[0.2,0.3,0.5]",), ValueError, "one entry per objective (2). Found 3"),
     (("preference=[-0.5,1.5]",), ValueError, "must be finite and > 0"),
     (("preference=[0,0]",), ValueError, "must be finite and > 0"),
@@ -79,7 +79,7 @@ CASES = [
     (("objective.global_batch=maybe",), ValueError, "objective.global_batch must be true or false"),
     (("objective=ce", "combiner=epo"), ValueError, "single loss: combiner must be 'ls'"),
     (("scheduler.warmup=1.5",), ValueError, "scheduler.warmup must be a fraction"),
-    (("model.pooling=max",), ValueError, "model.pooling must be one of cls, mean"),
+    (("encoder.pooling=max",), ValueError, "encoder.pooling must be one of cls, mean"),
     (("data.num_train=100000",), ValueError, "data.num_train=100000 exceeds"),
     (("data.num_train=3",), ValueError, "data.num_train=3 is too small"),
     (("data.batch_size=3",), ValueError, "data.batch_size=3 is too small"),
@@ -149,7 +149,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(
 def test_errors_raised_during_training_keep_their_traceback(run_train, folders, monkeypatch):
     # a ValueError from a bug in training code is not bad input: train.py must not shorten it
     import train
-    from moo_lightning.text import TextClassificationModule
+    from moo_lightning.tasks.glue.module import TextClassificationModule
 
     def broken(self, batch):
         raise ValueError("a bug in the training step, not a setting")

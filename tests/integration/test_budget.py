@@ -9,7 +9,7 @@ from tests.integration.test_text import write_glue
 def _steps(glue, *extra):
     return (
         "task=sst2",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={glue}",
         "logger=none",
         "data.num_train=20",  # batch 16: two batches per epoch

@@ -4,10 +4,10 @@ get exactly what a fresh load would give."""
 import pytest
 import torch
 
-from moo_lightning import data as data_mod
-from moo_lightning import models
-from moo_lightning.data import GlueFewShot
-from moo_lightning.models import Backbone, tiny_roberta
+from moo_lightning.tasks.glue import data as data_mod
+from moo_lightning.tasks.glue import encoders as models
+from moo_lightning.tasks.glue.data import GlueFewShot
+from moo_lightning.tasks.glue.encoders import Backbone, tiny_roberta
 from tests.integration.test_text import write_glue
 
 

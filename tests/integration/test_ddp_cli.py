@@ -1,5 +1,5 @@
 """DDP from the command line: train.py itself with trainer=ddp on 2 CPU processes (gloo), real
-SST-2 rows, model=tiny. One metrics.json; the final weights equal a 1-process run over the same
+SST-2 rows, encoder=tiny. One metrics.json; the final weights equal a 1-process run over the same
 global batches; the reported test accuracy is that of the final weights on the whole test half."""
 
 import json
@@ -21,7 +21,7 @@ def _train(run_dir: Path, combiner: str, *trainer: str) -> dict:
         sys.executable,
         "train.py",
         "task=sst2",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={SST2}",
         "data.num_train=32",  # two global batches of 16 per epoch: 8 + 8 per rank
         f"combiner={combiner}",
@@ -54,8 +54,8 @@ def _weights(run_dir: Path) -> dict:
 
 def _test_accuracy_in_one_process(state_dict: dict) -> tuple[float, int]:
     """The final weights evaluated on the whole test half by a plain loop in this process."""
-    from moo_lightning.data import GlueFewShot
-    from moo_lightning.models import Backbone, TextClassifier
+    from moo_lightning.tasks.glue.data import GlueFewShot
+    from moo_lightning.tasks.glue.encoders import Backbone, TextClassifier
 
     torch.manual_seed(0)
     backbone = Backbone("tiny", dropout=0.0)
@@ -107,7 +107,7 @@ def test_the_readme_ddp_command_runs(tmp_path):
     # the README's command as written, plus what a CPU test machine without the hub needs
     offline = [
         "trainer.accelerator=cpu",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={SST2}",
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
@@ -135,7 +135,7 @@ def test_a_sweep_job_is_one_ddp_run_with_the_local_submitit_layout(tmp_path):
         "-m",
         "hydra/launcher=local_ddp",
         "task=sst2",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={SST2}",
         "trainer=ddp",
         "trainer.devices=2",

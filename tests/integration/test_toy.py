@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from moo_lightning.combiners import ComplexCosine, WeightedDistance
-from moo_lightning.toy import front_point, minimise_on_front, ray_point
+from moo_lightning.tasks.toy import front_point, minimise_on_front, ray_point
 
 PREFS = [0.2, 0.4, 0.6, 0.8]
 ENDS = [front_point(1.0), front_point(-1.0)]

@@ -16,7 +16,7 @@ from tests.integration.test_text import write_glue
 def _tiny(glue):
     return [
         "task=sst2",
-        "model=tiny",
+        "encoder=tiny",
         f"data.path={glue}",
         "logger=none",
         "trainer.max_steps=4",

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from moo_lightning.data import ClassBalancedBatchSampler, few_shot_indices
+from moo_lightning.tasks.glue.data import ClassBalancedBatchSampler, few_shot_indices
 
 
 def test_few_shot_sampling_is_balanced_seeded_and_validated():
@@ -84,7 +84,7 @@ def test_too_many_ranks_for_the_batch_is_one_clear_error():
 def test_integer_valued_floats_and_booleans_are_labels(tmp_path, values, text):
     import json
 
-    from moo_lightning.data import load_splits
+    from moo_lightning.tasks.glue.data import load_splits
 
     for split in ("train", "validation"):
         rows = [{"sentence": f"{text} {i}", "label": values[i % 2]} for i in range(6)]

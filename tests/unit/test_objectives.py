@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from moo_lightning.objectives import (
+from moo_lightning.tasks.glue.objectives import (
     CrossEntropySCL,
     MOOContrastive,
     pos_neg_losses,
@@ -97,7 +97,7 @@ def test_gunel_scl_matches_a_loop():
 
 def test_contrastive_terms_move_the_encoder():
     """λ = 1 removes CE: whatever gradient reaches the encoder comes from ℓ_pos / ℓ_neg / SCL."""
-    from moo_lightning.models import Backbone, TextClassifier
+    from moo_lightning.tasks.glue.encoders import Backbone, TextClassifier
 
     backbone = Backbone("tiny")
     model = TextClassifier(backbone, num_labels=2)
@@ -119,7 +119,7 @@ def test_contrastive_terms_move_the_encoder():
 
 
 def test_classifier_starts_in_train_mode_even_from_pretrained():
-    from moo_lightning.models import Backbone, TextClassifier
+    from moo_lightning.tasks.glue.encoders import Backbone, TextClassifier
 
     backbone = Backbone("tiny")
     backbone.encoder.eval()  # as from_pretrained returns it
@@ -128,7 +128,7 @@ def test_classifier_starts_in_train_mode_even_from_pretrained():
 
 
 def test_global_batch_is_the_local_batch_without_ddp():
-    from moo_lightning.objectives import gather_global_batch
+    from moo_lightning.tasks.glue.objectives import gather_global_batch
 
     z, labels = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
     z_all, y_all = gather_global_batch(z, labels)

@@ -4,13 +4,9 @@ import pytest
 import torch
 
 from moo_lightning.combiners import PNG, ComplexCosine, NonUniformity, WeightedDistance
+from moo_lightning.combiners.criteria import criterion_gradient, negative_hypervolume
 from moo_lightning.combiners.epo import non_uniformity
-from moo_lightning.combiners.png import (
-    _DualQP,
-    box_qp_two,
-    criterion_gradient,
-    negative_hypervolume,
-)
+from moo_lightning.combiners.png import _DualQP, box_qp_two
 from tests.unit.grams import random_gram
 
 

@@ -1,9 +1,9 @@
-"""model.pooling: the first token, or the mean over real tokens (padding masked out)."""
+"""encoder.pooling: the first token, or the mean over real tokens (padding masked out)."""
 
 import pytest
 import torch
 
-from moo_lightning.models import Backbone, TextClassifier, pool
+from moo_lightning.tasks.glue.encoders import Backbone, TextClassifier, pool
 
 
 def test_mean_pooling_ignores_padded_positions():
@@ -37,5 +37,5 @@ def test_features_of_a_sentence_do_not_depend_on_the_padding_added_for_others(po
 
 
 def test_unknown_pooling_names_the_key_and_the_choices():
-    with pytest.raises(ValueError, match="model.pooling must be one of cls, mean. Found 'max'"):
+    with pytest.raises(ValueError, match="encoder.pooling must be one of cls, mean. Found 'max'"):
         Backbone("tiny", pooling="max")

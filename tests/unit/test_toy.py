@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from moo_lightning import toy
+from moo_lightning.tasks import toy
 
 
 def test_front_endpoints_and_independence_of_n():
@@ -44,7 +44,7 @@ def test_igd_plus_zero_on_the_front():
 def test_minimise_on_front_takes_criteria_that_cannot_be_vectorised():
     import torch
 
-    from moo_lightning.toy import front_point, minimise_on_front
+    from moo_lightning.tasks.toy import front_point, minimise_on_front
 
     def branchy(loss, r):  # Python branching on a value: vmap refuses it
         return (loss[0] - 0.5) ** 2 if float(loss[0]) > 0.2 else torch.tensor(9.0)

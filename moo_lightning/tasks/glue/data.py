@@ -97,7 +97,7 @@ def load_splits(task_name: str, path: str | None):
 
     task = _task(task_name)
     if path is None:
-        from moo_lightning.models import OFFLINE_HINT, HubUnreachableError, hub_reachable
+        from moo_lightning.hub import OFFLINE_HINT, HubUnreachableError, hub_reachable
 
         if not hub_reachable():
             raise HubUnreachableError(

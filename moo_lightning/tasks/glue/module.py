@@ -10,8 +10,8 @@ from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from moo_lightning.combiners import LinearScalarization
-from moo_lightning.models import Backbone, TextClassifier
 from moo_lightning.module import MultiObjectiveModule
+from moo_lightning.tasks.glue.encoders import Backbone, TextClassifier
 
 
 class TextClassificationModule(MultiObjectiveModule):
@@ -40,7 +40,7 @@ class TextClassificationModule(MultiObjectiveModule):
                 )
             preference = [1.0]
         super().__init__(combiner, preference, num_objectives=objective.num_objectives, **kwargs)
-        self.model = TextClassifier(backbone, num_labels, dropout)
+        self.classifier = TextClassifier(backbone, num_labels, dropout)
         self.objective = objective
         self.backbone_name = backbone.name
         self.val_acc = MulticlassAccuracy(num_labels, average="micro")
@@ -57,7 +57,7 @@ class TextClassificationModule(MultiObjectiveModule):
         self.final_train_losses: list[float] | None = None
 
     def objectives(self, batch) -> torch.Tensor:
-        logits, features = self.model(batch["input_ids"], batch["attention_mask"])
+        logits, features = self.classifier(batch["input_ids"], batch["attention_mask"])
         self._representation = features  # for gradient_scope='representation'
         return self.objective(logits, features, batch["labels"])
 
@@ -72,7 +72,7 @@ class TextClassificationModule(MultiObjectiveModule):
         self._epoch_losses = []
 
     def validation_step(self, batch, batch_idx):
-        logits, _ = self.model(batch["input_ids"], batch["attention_mask"])
+        logits, _ = self.classifier(batch["input_ids"], batch["attention_mask"])
         self.val_acc.update(logits.argmax(-1), batch["labels"])
 
     def on_validation_epoch_end(self):
@@ -82,7 +82,7 @@ class TextClassificationModule(MultiObjectiveModule):
             return
         if self._best_state is None or acc > self.val_best.compute():
             self._best_state = copy.deepcopy(
-                {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                {k: v.detach().cpu() for k, v in self.classifier.state_dict().items()}
             )
         self.val_best.update(acc)
         self.val_history.append((int(self.global_step), float(acc)))
@@ -113,10 +113,10 @@ class TextClassificationModule(MultiObjectiveModule):
 
     def on_test_start(self):
         if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+            self.classifier.load_state_dict(self._best_state)
 
     def test_step(self, batch, batch_idx):
-        logits, features = self.model(batch["input_ids"], batch["attention_mask"])
+        logits, features = self.classifier(batch["input_ids"], batch["attention_mask"])
         if self.save_test_embeddings:
             self._test_features.append(features.detach().float().cpu())
             self._test_labels.append(batch["labels"].cpu())
@@ -152,6 +152,6 @@ class TextClassificationModule(MultiObjectiveModule):
             "val_history": [list(h) for h in self.val_history],
             "best_step": self._best_step(),
             "objective": self.objective.name,
-            "model": self.backbone_name,
+            "encoder": self.backbone_name,
             "combiner": self.combiner.name,
         }

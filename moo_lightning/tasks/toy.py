@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from moo_lightning.combiners.base import Combiner, as_preference
+from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.combiners.mgda import min_norm_weights
-from moo_lightning.combiners.png import energy_distance, negative_hypervolume
 from moo_lightning.gradients import gram_matrix, objective_grads
 from moo_lightning.module import MultiObjectiveModule
 

@@ -1,0 +1,1 @@
+"""Tasks: each benchmark family in its own room, built on the generic core."""
