@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import time
-import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _PROCESS_START = time.perf_counter()
@@ -20,75 +20,66 @@ _PROCESS_START = time.perf_counter()
 import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from moo_lightning.launch import is_leader, join_submitit_tasks  # noqa: E402
 from moo_lightning.records import (  # noqa: E402
     FolderBusyError,
     FolderLock,
     SettingsGuard,
+    check_checkpoint,
     describe_differences,
     read_json,
     run_status,
     settings_differences,
+    summary_block,
     write_json_atomic,
 )
 
 log = logging.getLogger("moo_lightning")
-# per process: jobs run so far, and whether the current job has reached trainer.fit (from then
-# on only errors that say they are bad settings are shortened to one line; others keep their
-# traceback)
-_STAGE = {"runs": 0, "training": False}
 # jobs of this process that ended without a result (a status other than "ok", or a folder another
 # process was writing): the process's exit code says so after a sweep
 _OUTCOMES: list[str] = []
+# jobs this process has run (the first one's timing includes the imports and Hydra's set-up)
+_JOBS: list[Path] = []
 
 
-def _instantiate_all(cfg: DictConfig, section: str) -> list:
-    group = cfg.get(section)
-    if not group:
-        return []
-    return [hydra.utils.instantiate(c) for c in group.values() if c is not None]
+class BadSetting(ValueError):
+    """A setting, file or data problem found while building a job: reported in one line."""
+
+
+@dataclass
+class Job:
+    """Everything one run is built from, and when each part was ready."""
+
+    cfg: DictConfig
+    run_dir: Path
+    settings: dict
+    encoder: object
+    data: object
+    combiner: object
+    module: object
+    trainer: object
+    loggers: list
+    timing: dict = field(default_factory=dict)
 
 
 def run(cfg: DictConfig) -> float | None:
-    """One job: check the run folder (lock, finished job with the same settings), build data,
-    combiner, module, callbacks, loggers and trainer; fit; record the run's status; test the
-    best-by-validation weights when the run has a result; write metrics.json."""
+    """One job: check the run folder (lock; a finished job with the same settings is skipped),
+    build, fit and test, record. Returns the optimised metric for Hydra's sweepers."""
     start = time.perf_counter()
-    _STAGE["training"] = False
-    _join_submitit_tasks()
+    join_submitit_tasks()
     run_dir = Path(cfg.paths.run_dir)
     settings = _settings(cfg)
-    _check_ckpt_path(cfg.get("ckpt_path"))
     # every DDP rank takes the same skip / refuse decision from the same files (a rank that
     # went on alone would wait for the others forever); rank 0 also holds the folder's lock
-    lock = FolderLock(run_dir) if _is_leader() else contextlib.nullcontext()
+    lock = FolderLock(run_dir) if is_leader() else contextlib.nullcontext()
     try:
         with lock:
-            done = read_json(run_dir / "metrics.json")
-            # skip_completed=false asks for a re-run: the folder's result is then replaced
-            finished = done and done.get("complete") and cfg.get("ckpt_path") is None
-            if finished and cfg.get("skip_completed"):
-                if "settings" not in done:
-                    raise ValueError(
-                        f"{run_dir} holds a finished job from an earlier version that recorded "
-                        "no settings, so it cannot be checked against this command; it is left "
-                        "as it is. Use another folder (hydra.run.dir / hydra.sweep.dir)"
-                    )
-                diff = settings_differences(done["settings"], settings)
-                if diff:
-                    raise ValueError(
-                        f"{run_dir} holds a finished job made with other settings "
-                        f"({describe_differences(diff)}); its metrics.json, which records those "
-                        "settings, is left as it is. Use another folder (hydra.run.dir / "
-                        "hydra.sweep.dir) for these settings"
-                    )
-                # re-running a sweep completes only the jobs without a finished result
-                status = done.get("status", "ok")
-                log.info("%s already holds this job's result (%s): skipping it", run_dir, status)
-                if status != "ok":
-                    _OUTCOMES.append(status)
-                key = cfg.get("optimized_metric")
-                return done.get(key) if key else None
-            return _train(cfg, run_dir, settings, start)
+            done = _finished_result(cfg, run_dir, settings)
+            if done is not None:
+                return _skip(cfg, run_dir, done)
+            job = build(cfg, run_dir, settings, start)
+            metrics = fit_and_test(job)
+            return record(job, metrics, start)
     except FolderBusyError as err:
         if not _is_multirun():
             raise
@@ -97,32 +88,76 @@ def run(cfg: DictConfig) -> float | None:
         return None
 
 
-def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> float | None:
+def _finished_result(cfg: DictConfig, run_dir: Path, settings: dict) -> dict | None:
+    """The folder's finished result when this job may be skipped; None when it must run.
+    A finished result made with other settings is refused (never overwritten) unless
+    ``skip_completed=false`` asks for a re-run."""
+    done = read_json(run_dir / "metrics.json")
+    finished = done and done.get("complete") and cfg.get("ckpt_path") is None
+    if not (finished and cfg.get("skip_completed")):
+        return None
+    if "settings" not in done:
+        raise BadSetting(
+            f"{run_dir} holds a finished job from an earlier version that recorded no settings, "
+            "so it cannot be checked against this command; it is left as it is. Use another "
+            "folder (hydra.run.dir / hydra.sweep.dir)"
+        )
+    diff = settings_differences(done["settings"], settings)
+    if diff:
+        raise BadSetting(
+            f"{run_dir} holds a finished job made with other settings "
+            f"({describe_differences(diff)}); its metrics.json, which records those settings, is "
+            "left as it is. Use another folder (hydra.run.dir / hydra.sweep.dir) for these "
+            "settings"
+        )
+    return done
+
+
+def _skip(cfg: DictConfig, run_dir: Path, done: dict) -> float | None:
+    # re-running a sweep completes only the jobs without a finished result
+    status = done.get("status", "ok")
+    log.info("%s already holds this job's result (%s): skipping it", run_dir, status)
+    if status != "ok":
+        _OUTCOMES.append(status)
+    key = cfg.get("optimized_metric")
+    return done.get(key) if key else None
+
+
+def build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
+    """Every part of the run from the config, in order (encoder, data, combiner, optimizer,
+    module, callbacks, loggers, trainer). Everything that fails here is a setting, a file or
+    the data the user gave: it becomes one line (BadSetting), never a traceback."""
+    try:
+        return _build(cfg, run_dir, settings, start)
+    except Exception as err:
+        cause = _user_error(err, building=True)
+        if cause is None:
+            raise
+        raise BadSetting(str(cause)) from err
+
+
+def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     import lightning as L
+    import torch
 
-    from moo_lightning.module import ConfigError, NonFiniteError
+    from moo_lightning.module import ConfigError, InformsData, InformsModule
 
+    check_checkpoint(cfg.get("ckpt_path"))
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
-    preference = (
-        OmegaConf.to_object(cfg.preference)
-        if OmegaConf.is_config(cfg.preference)
-        else cfg.preference
-    )
-    # text tasks share one encoder + tokenizer between the data (tokenising) and the module
-    backbone = hydra.utils.instantiate(cfg.encoder) if cfg.get("encoder") else None
-    model_s = time.perf_counter() - start
-    shared = {} if backbone is None else {"tokenizer": backbone.tokenizer}
-    data = hydra.utils.instantiate(cfg.data, **shared)
+    timing = {}
+    # text tasks share one encoder between the data (its tokenizer) and the module
+    encoder = hydra.utils.instantiate(cfg.encoder) if cfg.get("encoder") else None
+    timing["encoder"] = time.perf_counter() - start
+    data_kwargs = encoder.data_arguments() if isinstance(encoder, InformsData) else {}
+    data = hydra.utils.instantiate(cfg.data, **data_kwargs)
     data_start = time.perf_counter()
     if isinstance(data, L.LightningDataModule):
         # read, sample and tokenise now (fit would do it too): a job's fixed cost is then timed
         # apart from training, and bad data fails before the trainer exists. Every DDP rank
-        # runs this; the data are small (few-shot) or cached by the datasets library.
+        # runs this; the data are small (few-shot) or cached.
         data.setup("fit")
-    data_s = time.perf_counter() - data_start
-    combiner = hydra.utils.instantiate(cfg.combiner)
+    timing["data"] = time.perf_counter() - data_start
     precision = str(cfg.trainer.get("precision", "32-true"))
     if precision.startswith("16"):
         # checked here as well as in the module: on CPU Lightning silently turns 16-mixed into
@@ -132,55 +167,64 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
             "hand, bypassing the loss scaler, and the module skips non-finite steps itself, "
             "which a loss scaler expects to do. Use 32-true or bf16-mixed"
         )
+    combiner = hydra.utils.instantiate(cfg.combiner)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     try:  # the optimizer checks its settings (lr, betas, ...) only once built: build one now
-        import torch
-
         optimizer([torch.nn.Parameter(torch.zeros(1))])
     except ValueError as err:
         raise ValueError(f"optimizer: {err}") from None
+    module_kwargs = {}
+    for part in (encoder, data):
+        if isinstance(part, InformsModule):
+            module_kwargs.update(part.module_arguments())
+    preference = cfg.preference
     module = hydra.utils.instantiate(
         cfg.module,
         combiner=combiner,
-        preference=preference,
+        preference=OmegaConf.to_object(preference)
+        if OmegaConf.is_config(preference)
+        else preference,
         optimizer=optimizer,
-        # the number of classes comes from the data (the task), not a second copy in the config
-        **({"num_labels": data.num_labels} if hasattr(data, "num_labels") else {}),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        **({} if backbone is None else {"backbone": backbone}),
+        **module_kwargs,
     )
-    setup_s = time.perf_counter() - start
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     loggers = _instantiate_all(cfg, "logger")
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
-    )
-    if loggers:
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    timing["setup"] = time.perf_counter() - start  # everything before fit: a job's fixed cost
+    return Job(cfg, run_dir, settings, encoder, data, combiner, module, trainer, loggers, timing)
+
+
+def fit_and_test(job: Job) -> dict:
+    """Fit; the run's status (ok, diverged, no_steps, no_validation); the best-by-validation
+    weights tested when the run has a result. Errors here keep their traceback unless they say
+    they are bad settings."""
+    from moo_lightning.module import NonFiniteError
+
+    cfg, trainer, module, data = job.cfg, job.trainer, job.module, job.data
+    if job.loggers:
         flat = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
         resolved = OmegaConf.to_container(
-            OmegaConf.create(flat | {"paths": {"run_dir": str(run_dir)}}), resolve=True
+            OmegaConf.create(flat | {"paths": {"run_dir": str(job.run_dir)}}), resolve=True
         )
-        for lg in loggers:
+        for lg in job.loggers:
             lg.log_hyperparams(resolved)
-
     fit_start = time.perf_counter()
-    _STAGE["training"] = True
     stopped = None
     try:
         # weights_only: a checkpoint is read as tensors and plain containers, never as code
         trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except NonFiniteError as err:  # recorded as the run's status, not a crash
         stopped = str(err)
-    fit_s = time.perf_counter() - fit_start
+    job.timing["fit"] = time.perf_counter() - fit_start
     status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
-
     metrics: dict = {
         "task": cfg.task_name,
         "status": status,
         "choices": _choices(),
         "num_train": cfg.data.get("num_train"),
-        "combiner": combiner.name,  # the one that ran (single-objective losses: ls)
+        "combiner": job.combiner.name,  # the one that ran (single-objective losses: ls)
         "seed": cfg.seed,
         "preference": [float(v) for v in module.preference],
         "steps": trainer.global_step,
@@ -192,7 +236,7 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         metrics.update(
             {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         )
-        if cfg.get("test") and hasattr(data, "test_dataloader"):
+        if cfg.get("test"):
             # the module restores its best-validation weights itself (memory and checkpoints)
             results = trainer.test(module, datamodule=data, verbose=False)
             metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
@@ -200,37 +244,47 @@ def _train(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> floa
         # no headline accuracy: a diverged or unvalidated run must not enter a table
         metrics["status_reason"] = why
         log.error("run %s: %s (recorded in metrics.json)", status, why)
-    if not trainer.is_global_zero:
+    job.timing["test"] = time.perf_counter() - test_start
+    return metrics
+
+
+def record(job: Job, metrics: dict, start: float) -> float | None:
+    """The module's exports, timings, settings and status into metrics.json (rank 0, written
+    last and atomically), the loggers' summaries, and the end-of-run block on the console."""
+    if not job.trainer.is_global_zero:
         # DDP: every rank trained and evaluated (metrics are synchronised); one writes
         return None
-    if hasattr(module, "export"):
-        metrics.update(module.export(run_dir))
+    metrics.update(job.module.export(job.run_dir))
+    _JOBS.append(job.run_dir)
     metrics["timing_s"] = {
-        "setup": setup_s,  # everything before the trainer: the fixed cost of a job
-        "encoder": model_s,  # encoder + tokenizer (a deep copy when cached in this process)
-        "data": data_s,  # read, sample, tokenise (validation/test reused when cached)
-        "fit": fit_s,
-        "test": time.perf_counter() - test_start,
+        **job.timing,
         # imports and Hydra's set-up before the first job of a process; 0 for later jobs
-        "process_before_run": _process_before_run(start),
+        "process_before_run": start - _PROCESS_START if len(_JOBS) == 1 else 0.0,
     }
     metrics["cache_hits"] = {
-        "encoder": bool(getattr(backbone, "cache_hit", False)),
-        "data": bool(getattr(data, "cache_hit", False)),
+        "encoder": bool(getattr(job.encoder, "cache_hit", False)),
+        "data": bool(getattr(job.data, "cache_hit", False)),
     }
     metrics["wall_time_s"] = time.perf_counter() - start
-    metrics["settings"] = settings  # what produced this result, compared before any skip
+    metrics["settings"] = job.settings  # what produced this result, compared before any skip
     metrics["complete"] = True  # the job finished; `status` says whether it has a result
-    for lg in loggers:
+    for lg in job.loggers:
         _finish_logger(lg, metrics)
     # written last and atomically: an interrupted job leaves no metrics.json behind
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    log.info(_summary(run_dir, metrics))
-    if status != "ok":
-        _OUTCOMES.append(status)
+    write_json_atomic(job.run_dir / "metrics.json", metrics)
+    log.info(summary_block(job.run_dir, metrics))
+    if metrics["status"] != "ok":
+        _OUTCOMES.append(metrics["status"])
         return None
-    key = cfg.get("optimized_metric")
+    key = job.cfg.get("optimized_metric")
     return metrics.get(key) if key else None
+
+
+def _instantiate_all(cfg: DictConfig, section: str) -> list:
+    group = cfg.get(section)
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if c is not None]
 
 
 # settings that do not change a run's result: left out of the record compared before a finished
@@ -260,27 +314,6 @@ _NOT_SETTINGS = (
 )
 
 
-def _summary(run_dir: Path, m: dict) -> str:
-    """The block every run ends with: its folder, headline results and the time it took."""
-    heads = [
-        f"{k} {m[k]:.4g}"
-        for k in ("val/acc_best", "test/acc", "hv_ratio", "final_g")
-        if isinstance(m.get(k), float)
-    ]
-    if m.get("best_step") is not None and "val/acc_best" in m:
-        heads.append(f"best at step {m['best_step']}")
-    losses = m.get("final_losses") or m.get("final_train_losses")
-    if losses and not isinstance(losses[0], list):
-        heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
-    counts = f"{m.get('steps')} steps, {m.get('skipped_steps')} skipped"
-    lines = [
-        f"== {m['status']}: {run_dir}",
-        "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
-        f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json",
-    ]
-    return "\n".join(lines)
-
-
 def _settings(cfg: DictConfig) -> dict:
     """The resolved settings that define this run's result (plain containers)."""
     top = [k for k in cfg if k not in _NOT_SETTINGS]  # hydra's own node is never resolved
@@ -305,70 +338,11 @@ def _settings(cfg: DictConfig) -> dict:
     return settings
 
 
-def _check_ckpt_path(path) -> None:
-    if path is None or path == "last":
-        return
-    if "://" in str(path):
-        raise ValueError(
-            f"ckpt_path={path!r}: remote checkpoints are not loaded (a checkpoint file can carry "
-            "code); download it, check it, and pass its local path"
-        )
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"ckpt_path={path!r} is not a file (or use ckpt_path=last)")
-    import torch
-
-    try:  # read as data only (the fit reads it the same way); memory-mapped, so cheap
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # unpickling refused, or not a torch checkpoint at all
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"ckpt_path={path!r} was not loaded: a checkpoint is read as weights and plain state "
-            f"only, and this file is not one ({first})"
-        ) from None
-
-
-def _is_leader() -> bool:
-    """Rank 0 of a DDP run started by Lightning, SLURM or submitit (or a single process)."""
-    keys = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-    return all(os.environ.get(k, "0") == "0" for k in keys)
-
-
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _join_submitit_tasks() -> None:
-    """A sweep job launched by submitit with several tasks (hydra/launcher=slurm_ddp or
-    local_ddp) is one DDP run: each task is a rank. On SLURM Lightning reads the rank layout
-    itself; submitit's local executor sets no such variables, so they are derived here from
-    submitit's job environment (Lightning then uses the processes it finds instead of starting
-    its own)."""
-    if "SUBMITIT_LOCAL_JOB_ID" not in os.environ:  # SLURM, or no submitit at all
-        return
-    import submitit
-
-    env = submitit.JobEnvironment()
-    if env.num_tasks < 2:
-        return
-    # every task derives the same port from the job id, below Linux's ephemeral range
-    # (32768-60999), where outgoing connections could already hold it
-    os.environ.update(
-        MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
-        MASTER_PORT=os.environ.get(
-            "MASTER_PORT", str(10000 + zlib.crc32(str(env.job_id).encode()) % 20000)
-        ),
-        NODE_RANK=str(env.node),
-        LOCAL_RANK=str(env.local_rank),
-        WORLD_SIZE=str(env.num_tasks),
-    )
-
-
-def _process_before_run(start: float) -> float:
-    _STAGE["runs"] += 1
-    return start - _PROCESS_START if _STAGE["runs"] == 1 else 0.0
 
 
 def _choices() -> dict:
@@ -435,11 +409,11 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(f"error: {user_error}")
 
 
-def _user_error(err: BaseException) -> BaseException | None:
+def _user_error(err: BaseException, building: bool = False) -> BaseException | None:
     """The bad-input or no-network error inside ``err``'s cause chain (Hydra wraps errors raised
-    while instantiating), or None for a genuine failure that deserves its traceback. Before
-    training every ValueError / FileNotFoundError is a setting or a file the user gave; once
-    ``trainer.fit`` has started only errors that declare themselves bad settings are."""
+    while instantiating), or None for a genuine failure that deserves its traceback. While a
+    job is built every ValueError / FileNotFoundError is a setting or a file the user gave;
+    once it trains only errors that declare themselves bad settings are."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -447,15 +421,18 @@ def _user_error(err: BaseException) -> BaseException | None:
     from moo_lightning.module import ConfigError
 
     user: tuple[type[BaseException], ...] = (
+        BadSetting,
         ConfigError,
         FolderBusyError,
         HubUnreachableError,
         MisconfigurationException,
         OmegaConfBaseException,
     )
-    if not _STAGE["training"]:
+    if building:
         user += (ValueError, FileNotFoundError)
     while err is not None:
+        if isinstance(err, BadSetting):  # the build's own error, as the user's input raised it
+            return _user_error(err.__cause__, building=True) or err
         if isinstance(err, user):
             return err
         err = err.__cause__

@@ -89,3 +89,31 @@ def write_direction(
         for i in range(1, len(grads)):
             d.add_(grads[i][k], alpha=w[i])
         p.grad = d.to(p.dtype)
+
+
+# --- ensembles whose members are stacked along dim 0 of every parameter ---------------------
+
+
+def member_gram_matrices(grads: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Per-member Gram matrices (N, m, m) in float64 on the CPU, from per-objective gradients of
+    stacked parameters (every tensor (N, ...), member n's gradient in slice n)."""
+    m, n = len(grads), grads[0][0].shape[0]
+    K = torch.zeros(n, m, m, dtype=torch.float64, device=grads[0][0].device)
+    for k in range(len(grads[0])):
+        G = torch.stack([g[k].reshape(n, -1) for g in grads], dim=1).double()  # (N, m, P)
+        K += G @ G.transpose(1, 2)
+    return K.cpu()
+
+
+def write_member_directions(
+    grads: list[list[torch.Tensor]], weights: torch.Tensor, params: Sequence[torch.Tensor]
+) -> None:
+    """Set p.grad[n] = Σ_i w_ni ∇_p ℓ_ni for every stacked parameter p (N, ...) and member n:
+    each member moves along its own combination of its own gradients."""
+    for k, p in enumerate(params):
+        shape = (p.shape[0],) + (1,) * (p.dim() - 1)
+        w = weights.to(device=p.device, dtype=grads[0][k].dtype)
+        d = grads[0][k].mul_(w[:, 0].view(shape))
+        for i in range(1, len(grads)):
+            d.add_(grads[i][k] * w[:, i].view(shape))
+        p.grad = d.to(p.dtype)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from moo_lightning.combiners.base import Combiner, as_preference
+from moo_lightning.combiners.base import Combined, Combiner, as_preference
 from moo_lightning.gradients import (
     all_reduce_grads,
     all_reduce_gram,
@@ -21,6 +23,68 @@ from moo_lightning.gradients import (
 )
 
 OptimizerFactory = Callable[[Sequence[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+@runtime_checkable
+class InformsModule(Protocol):
+    """A part built before the module (the data, an encoder) that gives the module's
+    constructor what it needs from it: the number of classes, the encoder itself."""
+
+    def module_arguments(self) -> dict: ...
+
+
+@runtime_checkable
+class InformsData(Protocol):
+    """A part built before the data (an encoder) that gives the data module's constructor what
+    it needs from it: the tokenizer."""
+
+    def data_arguments(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class GradientScope:
+    """Which gradients the combiner's Gram matrix is built from.
+
+    ``all``: every trainable parameter (exact; the direction is Gᵀw). ``representation``: the
+    shared features of the batch (MGDA-UB, Sener & Koltun 2018), then one weighted backward.
+    A list of parameter-name prefixes: those parameters only, then one weighted backward.
+    Parsed when the module is built; the parameters are found once, at fit start."""
+
+    kind: str  # "all" | "representation" | "parameters"
+    prefixes: tuple[str, ...] = ()
+    parameters: tuple[torch.nn.Parameter, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str | Sequence[str]) -> GradientScope:
+        if isinstance(spec, str):
+            if spec not in ("all", "representation"):
+                raise ValueError(
+                    f"gradient_scope must be 'all', 'representation' or a list of parameter-name "
+                    f"prefixes. Found {spec!r}"
+                )
+            return cls(spec)
+        prefixes = tuple(str(p) for p in spec)
+        if not prefixes:
+            raise ValueError("gradient_scope: an empty list of parameter-name prefixes")
+        return cls("parameters", prefixes)
+
+    @property
+    def exact(self) -> bool:
+        return self.kind == "all"
+
+    def resolve(self, module: torch.nn.Module) -> GradientScope:
+        """This scope with its parameters found in ``module`` (prefix lists only)."""
+        if self.kind != "parameters":
+            return self
+        named = list(module.named_parameters())
+        params = tuple(p for n, p in named if p.requires_grad and n.startswith(self.prefixes))
+        if not params:
+            tops = sorted({n.split(".")[0] for n, _ in named})
+            raise ConfigError(
+                f"gradient_scope {list(self.prefixes)} matches no trainable parameter; names "
+                f"start with: {', '.join(tops)}"
+            )
+        return GradientScope(self.kind, self.prefixes, params)
 
 
 class NonFiniteError(RuntimeError):
@@ -34,18 +98,16 @@ class ConfigError(ValueError):
 
 
 class MultiObjectiveModule(L.LightningModule):
-    """Base module with manual optimisation. Subclasses implement ``objectives(batch)`` returning
-    the loss vector (m,) — or (N, m) for an ensemble of N members, each with its own parameters
-    (``member_parameters``) and its own combiner solve.
+    """One model trained on a loss vector with manual optimisation. Subclasses implement
+    ``objectives(batch) -> losses (m,)``; ``training_step`` takes one step from them.
 
-    Each step (``gradient_scope='all'``, exact): per-objective gradients by autograd over the
-    trainable parameters, averaged over DDP ranks, Gram matrix K = GGᵀ, combiner weights w,
-    ``.grad`` = Gᵀw, optional gradient-norm clipping, optimizer and scheduler step. A combiner that
-    needs no Gram (LS) takes one ordinary backward of Σ w_i ℓ_i instead. With
-    ``gradient_scope='representation'`` (MGDA-UB style) or a list of parameter-name prefixes, K
-    comes from the gradients w.r.t. that scope only, followed by one weighted backward. Steps
-    with non-finite losses or gradients are skipped and counted; ``max_bad_steps`` consecutive
-    ones stop the run.
+    One step (scope ``all``, exact): per-objective gradients by autograd over the trainable
+    parameters, averaged over DDP ranks, Gram matrix K = GGᵀ, combiner weights w, ``.grad`` =
+    Gᵀw, optional gradient-norm clipping, one optimizer and one scheduler step. A combiner that
+    needs no Gram (LS) takes one ordinary backward of Σ w_i ℓ_i instead; other scopes
+    (:class:`GradientScope`) build K from fewer gradients, then take that weighted backward.
+    Steps with non-finite losses, gradients or weights are skipped and counted;
+    ``max_bad_steps`` consecutive ones stop the run. Ensembles: :mod:`moo_lightning.ensemble`.
     """
 
     def __init__(
@@ -71,17 +133,7 @@ class MultiObjectiveModule(L.LightningModule):
         if max_bad_steps < 1:
             raise ValueError(f"max_bad_steps must be >= 1. Found {max_bad_steps}")
         self.max_bad_steps = max_bad_steps
-        if isinstance(gradient_scope, str):
-            if gradient_scope not in ("all", "representation"):
-                raise ValueError(
-                    f"gradient_scope must be 'all', 'representation' or a list of parameter-name "
-                    f"prefixes. Found {gradient_scope!r}"
-                )
-        else:
-            gradient_scope = [str(p) for p in gradient_scope]
-            if not gradient_scope:
-                raise ValueError("gradient_scope: an empty list of parameter-name prefixes")
-        self.gradient_scope = gradient_scope
+        self.scope = GradientScope.parse(gradient_scope)
         self._base_seed: int | None = None
         self.fallbacks = 0
         self.skipped_steps = 0
@@ -92,25 +144,27 @@ class MultiObjectiveModule(L.LightningModule):
     def objectives(self, batch) -> torch.Tensor:
         raise NotImplementedError
 
-    def member_parameters(self) -> list[list[torch.nn.Parameter]]:
-        """Parameter groups, one per ensemble member (a single model: one group)."""
-        return [[p for p in self.parameters() if p.requires_grad]]
+    def representation(self) -> torch.Tensor:
+        """The shared representation of the current batch (B, d), for gradient_scope
+        'representation'. Subclasses set ``self._representation`` in ``objectives``."""
+        feats = getattr(self, "_representation", None)
+        if feats is None:
+            raise ConfigError(
+                f"gradient_scope='representation' needs a module that exposes its features; "
+                f"{type(self).__name__} does not"
+            )
+        return feats
 
-    def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
-        """∂F/∂ℓ per member (N, m) for criteria that couple members (energy ensembles)."""
-        return None
+    def export(self, run_dir) -> dict:
+        """Entries for the run's metrics.json (and files in ``run_dir``) once fit and test are
+        done; on rank 0 only."""
+        return {}
 
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_fit_start(self):
         self._base_seed = torch.initial_seed()  # the run's seed (seed_everything), before reseeding
-        if self.gradient_scope != "all":  # wrong scopes fail before the first step
-            if len(self.member_parameters()) != 1:
-                raise ConfigError(
-                    "gradient_scope other than 'all' supports single models, not ensembles"
-                )
-            if self.gradient_scope != "representation":
-                self.scope_parameters()
+        self.scope = self.scope.resolve(self)  # a wrong scope fails before the first step
         precision = str(self.trainer.precision)
         if precision.startswith("16"):
             raise ValueError(
@@ -119,22 +173,22 @@ class MultiObjectiveModule(L.LightningModule):
                 "by the module, not the scaler. Use 32-true or bf16-mixed"
             )
 
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self):
-        params = [p for group in self.member_parameters() for p in group]
-        opt = self.optimizer_factory(params)
+        opt = self.optimizer_factory(self.trainable_parameters())
         if self.scheduler_factory is None:
             return opt
         # the budget in optimizer steps, from max_steps or max_epochs × batches per epoch
         total = self.trainer.estimated_stepping_batches
         sched = self.scheduler_factory(opt, total_steps=total)
-        # stepped by multi_objective_step once per optimizer step; Lightning only saves and
-        # restores its state (manual optimisation)
+        # stepped by the module once per optimizer step; Lightning only saves and restores its
+        # state (manual optimisation)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def training_step(self, batch, batch_idx):
-        losses = self.objectives(batch)
-        self.multi_objective_step(losses)
-        return None
+        self.multi_objective_step(self.objectives(batch))
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["moo_counters"] = {
@@ -165,51 +219,85 @@ class MultiObjectiveModule(L.LightningModule):
 
     # --- the step -------------------------------------------------------------------------------
 
-    def multi_objective_step(self, losses: torch.Tensor) -> list | None:
-        """One optimizer step from the loss vector (m,) or (N, m). Returns the combiner results
-        (one per member), or None when the step was skipped."""
+    def multi_objective_step(self, losses: torch.Tensor) -> Combined | None:
+        """One optimizer step from the loss vector (m,). Returns the combiner's result, or None
+        when the step was skipped."""
+        if losses.dim() != 1:
+            raise ValueError(
+                f"objectives must return a loss vector (m,). Found shape {tuple(losses.shape)} "
+                "(ensembles: moo_lightning.ensemble.EnsembleModule)"
+            )
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
-        stacked = losses if losses.dim() == 2 else losses.unsqueeze(0)
-        groups = self.member_parameters()
-        if stacked.shape[0] != len(groups):
-            raise ValueError(
-                f"objectives returned {stacked.shape[0]} rows of losses for {len(groups)} members"
-            )
-        # decided on every rank's losses at once: ranks that disagreed about skipping would
-        # fall out of step in their collective calls
-        finite = all_reduce_mean(torch.isfinite(stacked.detach()).all().float().reshape(1))
+        global_losses = self._global_losses(losses)
+        if global_losses is None:
+            return self._bad_step(f"non-finite losses {losses.detach().cpu().tolist()}")
+        result = self.write_gradients(losses, global_losses, self.preference)
+        if isinstance(result, str):
+            return self._bad_step(result)
+        self._finish_step(opt, global_losses[None], [result])
+        return result
+
+    def _global_losses(self, losses: torch.Tensor) -> torch.Tensor | None:
+        """The losses averaged over DDP ranks, or None when any rank's are not finite (decided
+        on every rank's losses at once: ranks that disagreed about skipping would fall out of
+        step in their collective calls)."""
+        finite = all_reduce_mean(torch.isfinite(losses.detach()).all().float().reshape(1))
         if float(finite) < 1.0:
-            return self._bad_step(f"non-finite losses {stacked.detach().cpu().tolist()}")
+            return None
+        return all_reduce_mean(losses.detach())
 
-        # the combiner sees global quantities on every rank: losses averaged over ranks here,
-        # gradients / Gram reduced below, so all ranks solve the same problem
-        global_losses = all_reduce_mean(stacked.detach())
-        fgrads = self.criterion_grads(global_losses)
-        rows = list(stacked.unbind(0))
-        if fgrads is not None and not torch.isfinite(fgrads).all():
-            return self._bad_step("a non-finite criterion gradient")
-        exact = self.combiner.needs_gram and self.gradient_scope == "all"
-        if exact:
-            results = self._exact_directions(rows, global_losses, groups, fgrads)
-        elif not self.combiner.needs_gram:
-            results = [self.combiner(g, None, self.preference) for g in global_losses]
+    def write_gradients(
+        self,
+        losses: torch.Tensor,
+        global_losses: torch.Tensor,
+        preference,
+        criterion_grad: torch.Tensor | None = None,
+    ) -> Combined | str:
+        """The per-model primitive of a step: combiner weights from ``global_losses`` (m,) (and
+        the Gram of the scope's gradients), and ``.grad`` of the trainable parameters set to the
+        combined direction. Returns the result, or why the step must be skipped."""
+        params = self.trainable_parameters()
+        if self.combiner.needs_gram and self.scope.exact:
+            grads = objective_grads(losses, params)
+            all_reduce_grads(grads)  # the combiner sees the global batch's gradients
+            K = gram_matrix(grads)
+            if not torch.isfinite(K).all():
+                return "non-finite gradients (Gram matrix)"
+            result = self.combiner(global_losses, K, preference, criterion_grad)
+            if not torch.isfinite(result.weights).all():
+                return "non-finite combiner weights"
+            write_direction(grads, result.weights, params)
+            return result
+        if self.combiner.needs_gram:
+            K = self._scoped_gram(losses)
+            if not torch.isfinite(K).all():
+                return "non-finite gradients (Gram matrix)"
+            result = self.combiner(global_losses, K, preference, criterion_grad)
         else:
-            results = self._scoped_weights(rows, global_losses, fgrads)
-        if results is None:
-            return self._bad_step("non-finite gradients (Gram matrix)")
-        if not _finite_weights(results):
-            return self._bad_step("non-finite combiner weights")
-        if not exact:
-            # one ordinary backward of the weighted sum (DDP reduces it as usual)
-            self.manual_backward(
-                sum((r.weights.to(row) * row).sum() for r, row in zip(results, rows))
-            )
-            if not all(
-                torch.isfinite(p.grad).all() for g in groups for p in g if p.grad is not None
-            ):
-                return self._bad_step("non-finite gradients")
+            result = self.combiner(global_losses, None, preference, criterion_grad)
+        if not torch.isfinite(result.weights).all():
+            return "non-finite combiner weights"
+        # one ordinary backward of the weighted sum (DDP reduces it as usual)
+        self.manual_backward((result.weights.to(losses) * losses).sum())
+        if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+            return "non-finite gradients"
+        return result
 
+    def _scoped_gram(self, losses: torch.Tensor) -> torch.Tensor:
+        """K from the gradients w.r.t. the scope only (cheap: the backward stops there); the
+        graph is kept for the weighted backward that follows."""
+        if self.scope.kind == "representation":
+            grads = objective_grads(losses, [self.representation()], keep_graph=True)
+            K = gram_matrix(grads)
+            all_reduce_gram(K)  # features differ per rank: K of the global batch = Σ_r K_r / R²
+            return K
+        grads = objective_grads(losses, list(self.scope.parameters), keep_graph=True)
+        all_reduce_grads(grads)
+        return gram_matrix(grads)
+
+    def _finish_step(self, opt, global_losses: torch.Tensor, results: list[Combined]) -> None:
+        """Clip, step optimizer and schedule, count and log a step that was taken."""
         self._consecutive_bad = 0
         if self.gradient_clip_val is not None:
             self.clip_gradients(
@@ -218,73 +306,6 @@ class MultiObjectiveModule(L.LightningModule):
         self._optimizer_step(opt)
         self.fallbacks += sum(r.fallback for r in results)
         self._log_step(global_losses, results)
-        return results
-
-    def _exact_directions(self, rows, global_losses, groups, fgrads):
-        """Scope 'all': per-objective gradients over every trainable parameter (averaged over
-        DDP ranks), Gram, weights, and .grad = Gᵀw. None when the Gram is not finite."""
-        member_grads = []
-        last = len(groups) - 1
-        for j, (row, params) in enumerate(zip(rows, groups)):
-            grads = objective_grads(row, params, keep_graph=j < last)
-            all_reduce_grads(grads)
-            member_grads.append(grads)
-        results = []
-        for j, grads in enumerate(member_grads):
-            K = gram_matrix(grads)
-            if not torch.isfinite(K).all():
-                return None
-            extra = {} if fgrads is None else {"criterion_grad": fgrads[j]}
-            results.append(self.combiner(global_losses[j], K, self.preference, **extra))
-        if _finite_weights(results):  # otherwise the caller skips the step
-            for grads, params, res in zip(member_grads, groups, results):
-                write_direction(grads, res.weights, params)
-        return results
-
-    def _scoped_weights(self, rows, global_losses, fgrads):
-        """Scopes 'representation' and parameter subsets: the Gram matrix from gradients w.r.t.
-        the scope only (cheap: the backward stops there), weights from the combiner; the caller
-        then takes one weighted backward over all parameters."""
-        (row,) = rows  # single models only: checked in on_fit_start
-        if self.gradient_scope == "representation":
-            feats = self.representation()
-            grads = objective_grads(row, [feats], keep_graph=True)
-            K = gram_matrix(grads)
-            all_reduce_gram(K)  # features differ per rank: K of the global batch = Σ_r K_r / R²
-        else:
-            params = self.scope_parameters()
-            grads = objective_grads(row, params, keep_graph=True)
-            all_reduce_grads(grads)
-            K = gram_matrix(grads)
-        if not torch.isfinite(K).all():
-            return None
-        extra = {} if fgrads is None else {"criterion_grad": fgrads[0]}
-        return [self.combiner(global_losses[0], K, self.preference, **extra)]
-
-    def representation(self) -> torch.Tensor:
-        """The shared representation of the current batch (B, d), for gradient_scope
-        'representation'. Subclasses set ``self._representation`` in ``objectives``."""
-        feats = getattr(self, "_representation", None)
-        if feats is None:
-            raise ConfigError(
-                f"gradient_scope='representation' needs a module that exposes its features; "
-                f"{type(self).__name__} does not"
-            )
-        return feats
-
-    def scope_parameters(self) -> list[torch.nn.Parameter]:
-        """Trainable parameters whose names start with one of ``gradient_scope``'s prefixes."""
-        prefixes = tuple(self.gradient_scope)
-        params = [
-            p for n, p in self.named_parameters() if p.requires_grad and n.startswith(prefixes)
-        ]
-        if not params:
-            tops = sorted({n.split(".")[0] for n, _ in self.named_parameters()})
-            raise ConfigError(
-                f"gradient_scope {list(prefixes)} matches no trainable parameter; names start "
-                f"with: {', '.join(tops)}"
-            )
-        return params
 
     def _optimizer_step(self, opt) -> None:
         """One optimizer step and one scheduler step: the budget (``trainer.max_steps``, which
@@ -331,7 +352,3 @@ class MultiObjectiveModule(L.LightningModule):
         logs["train/combiner/fallbacks"] = float(self.fallbacks)
         logs["train/skipped_steps"] = float(self.skipped_steps)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
-
-
-def _finite_weights(results) -> bool:
-    return all(bool(torch.isfinite(r.weights).all()) for r in results)

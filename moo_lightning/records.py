@@ -165,3 +165,46 @@ def run_status(module: L.LightningModule, trainer: L.Trainer) -> tuple[str, str]
             "validation never ran (trainer.val_check_interval larger than the budget?)"
         )
     return "ok", ""
+
+
+def check_checkpoint(path) -> None:
+    """Refuse a remote checkpoint, a missing file, or a file that is not weights and plain
+    state (read with weights_only, the way the fit reads it)."""
+    if path is None or path == "last":
+        return
+    if "://" in str(path):
+        raise ValueError(
+            f"ckpt_path={path!r}: remote checkpoints are not loaded (a checkpoint file can carry "
+            "code); download it, check it, and pass its local path"
+        )
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ckpt_path={path!r} is not a file (or use ckpt_path=last)")
+    try:  # read as data only (the fit reads it the same way); memory-mapped, so cheap
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # unpickling refused, or not a torch checkpoint at all
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"ckpt_path={path!r} was not loaded: a checkpoint is read as weights and plain state "
+            f"only, and this file is not one ({first})"
+        ) from None
+
+
+def summary_block(run_dir: Path, m: dict) -> str:
+    """The block every run ends with: its folder, headline results and the time it took."""
+    heads = [
+        f"{k} {m[k]:.4g}"
+        for k in ("val/acc_best", "test/acc", "hv_ratio", "final_g")
+        if isinstance(m.get(k), float)
+    ]
+    if m.get("best_step") is not None and "val/acc_best" in m:
+        heads.append(f"best at step {m['best_step']}")
+    losses = m.get("final_losses") or m.get("final_train_losses")
+    if losses and not isinstance(losses[0], list):
+        heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
+    counts = f"{m.get('steps')} steps, {m.get('skipped_steps')} skipped"
+    lines = [
+        f"== {m['status']}: {run_dir}",
+        "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
+        f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json",
+    ]
+    return "\n".join(lines)

@@ -62,6 +62,9 @@ class Combiner(abc.ABC):
     #: False for combiners whose weights do not depend on the gradients (LS): the module then
     #: takes one ordinary backward of the weighted sum instead of building per-objective grads.
     needs_gram: bool = True
+    #: True for combiners that steer by an outside criterion's gradient ∂F/∂ℓ (PNG): only they
+    #: accept ``criterion_grad``; passing it to another combiner is an error, never dropped.
+    uses_criterion_grad: bool = False
     #: Short name used in logs and diagnostics.
     name: str = "combiner"
 
@@ -88,12 +91,21 @@ class Combiner(abc.ABC):
         losses: torch.Tensor,
         gram: torch.Tensor | None,
         preference,
-        **extra,
+        criterion_grad: torch.Tensor | None = None,
     ) -> Combined:
         l_np = self._check_losses(losses)
         m = l_np.size
         r = as_preference(preference, m)
         K = self._check_gram(gram, m) if self.needs_gram else None
+        extra = {}
+        if criterion_grad is not None:
+            if not self.uses_criterion_grad:
+                raise ValueError(
+                    f"combiner {self.name!r} does not steer by a criterion: it cannot use the "
+                    "criterion gradient it was given (ensemble criteria such as the energy "
+                    "distance need combiner=png)"
+                )
+            extra["criterion_grad"] = self._check_criterion_grad(criterion_grad, m)
         start = time.perf_counter()
         try:
             w, diag = self._combine(l_np, K, r, **extra)
@@ -114,8 +126,17 @@ class Combiner(abc.ABC):
 
     @abc.abstractmethod
     def _combine(
-        self, losses: np.ndarray, gram: np.ndarray | None, preference: np.ndarray, **extra
+        self, losses: np.ndarray, gram: np.ndarray | None, preference: np.ndarray
     ) -> tuple[np.ndarray, dict[str, float]]: ...
+
+    @staticmethod
+    def _check_criterion_grad(grad, m: int) -> np.ndarray:
+        arr = torch.as_tensor(grad).detach().to("cpu", torch.float64).numpy()
+        if arr.shape != (m,):
+            raise ValueError(f"criterion_grad must be a vector ({m},). Found shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"criterion_grad must be finite. Found {_fmt(arr)}")
+        return arr
 
     @staticmethod
     def _check_losses(losses) -> np.ndarray:

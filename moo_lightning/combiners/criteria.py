@@ -1,4 +1,4 @@
-"""Criteria F(ℓ; r) that PNG (Ye & Liu 2022, seed 002) minimises inside the Pareto set: functions of
+"""Criteria F(ℓ; r) that PNG (Ye & Liu 2022) minimises inside the Pareto set: functions of
 one loss vector (m,), and the ensemble criteria that couple N members' loss vectors (N, m)."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class WeightedDistance:
 
 
 class ComplexCosine:
-    """F = −cos(π(ℓ1 − t1)/2) + (cos(π(ℓ2 − t2)) + 1)², two objectives (seed 002 §7.1)."""
+    """F = −cos(π(ℓ1 − t1)/2) + (cos(π(ℓ2 − t2)) + 1)², two objectives (Ye & Liu 2022, §7.1)."""
 
     def __init__(self, target: list[float] | None = None):
         self.target = None if target is None else torch.as_tensor(target, dtype=torch.float64)
@@ -50,7 +50,8 @@ class ComplexCosine:
 
 
 def energy_distance(losses: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Energy of an ensemble's loss vectors L (N, m): Σ_{i≠j} ‖ℓ_i − ℓ_j‖⁻² (seed 002 eqs 5–6)."""
+    """Energy of an ensemble's loss vectors L (N, m): Σ_{i≠j} ‖ℓ_i − ℓ_j‖⁻²
+    (Ye & Liu 2022, eqs 5–6)."""
     diff = losses[:, None, :] - losses[None, :, :]
     sq = (diff**2).sum(-1)
     off = ~torch.eye(losses.shape[0], dtype=torch.bool, device=losses.device)

@@ -1,4 +1,4 @@
-"""Exact Pareto Optimal search (Mahapatra & Rajan 2020; ALGORITHMS.md §4)."""
+"""Exact Pareto Optimal search (Mahapatra & Rajan, ICML 2020)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class EPO(Combiner):
     """EPO search: preference r (m,), losses ℓ > 0 (m,), Gram K (m, m) -> w ∈ Δ (m,).
 
     Balance mode (μ > eps) maximises wᵀKa subject to the per-objective constraints of
-    ALGORITHMS.md §4.3; descent mode maximises 1ᵀKw subject to Kw ≥ 0 and, when
+    Mahapatra & Rajan 2020, §4.3; descent mode maximises 1ᵀKw subject to Kw ≥ 0 and, when
     ``descent='restricted'``, wᵀc ≥ min(max c, 0). ``solver='cvxpy'`` solves the LPs with
     ``cvxpy_solver`` (an installed one: CLARABEL by default); ``solver='exact'`` uses the exact
     segment solver (m = 2 only); ``solver='auto'`` picks exact for m = 2, cvxpy otherwise.
@@ -134,7 +134,7 @@ class EPO(Combiner):
             self._programs[m] = _EPOPrograms(m, self.descent == "restricted", self.cvxpy_solver)
         return self._programs[m]
 
-    def _combine(self, losses, gram, preference, **extra):
+    def _combine(self, losses, gram, preference):
         m = losses.size
         clamped = float(np.sum(losses <= 0))
         losses = np.maximum(losses, 1e-12)  # EPO's log needs ℓ > 0; counted in diagnostics

@@ -1,4 +1,4 @@
-"""Linear scalarisation (ALGORITHMS.md §2)."""
+"""Linear scalarisation (the weighted sum Σ r_i ℓ_i of the preference)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,6 @@ class LinearScalarization(Combiner):
     needs_gram = False
     name = "ls"
 
-    def _combine(self, losses, gram, preference, **extra):
+    def _combine(self, losses, gram, preference):
         w = preference / preference.sum()
         return w, {}

@@ -1,4 +1,5 @@
-"""MGDA: the min-norm point of the convex hull of the gradients (ALGORITHMS.md §3)."""
+"""MGDA: the min-norm point of the convex hull of the gradients (Désidéri 2012; Sener & Koltun,
+NeurIPS 2018)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,6 @@ class MGDA(Combiner):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
 
-    def _combine(self, losses, gram, preference, **extra):
+    def _combine(self, losses, gram, preference):
         w, value, iters, converged = min_norm_weights(gram, self.tol, self.max_iter)
         return w, {"g": value, "iterations": float(iters), "converged": float(converged)}

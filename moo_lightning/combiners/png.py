@@ -6,7 +6,6 @@ import time
 
 import cvxpy as cp
 import numpy as np
-import torch
 
 from moo_lightning.combiners.base import Combiner, SolverError, normalised_gram
 from moo_lightning.combiners.criteria import Criterion, NonUniformity, criterion_gradient
@@ -73,6 +72,7 @@ class PNG(Combiner):
     solved exactly for m ≤ 2 and with cvxpy (``cvxpy_solver``, compiled once) beyond."""
 
     name = "png"
+    uses_criterion_grad = True
 
     def __init__(
         self,
@@ -101,15 +101,13 @@ class PNG(Combiner):
         self.alpha = float(alpha)
         self.e = float(e)
 
-    def _combine(self, losses, gram, preference, criterion_grad=None, **extra):
+    def _combine(self, losses, gram, preference, criterion_grad=None):
         m = losses.size
         diag: dict[str, float] = {}
         if criterion_grad is None:
             diag["F"], f = criterion_gradient(self.criterion, losses, preference)
-        else:
-            f = np.asarray(torch.as_tensor(criterion_grad).detach().cpu(), dtype=np.float64)
-            if f.shape != (m,):
-                raise ValueError(f"criterion_grad must have shape ({m},). Found {f.shape}")
+        else:  # checked (shape, finite) by the base class
+            f = criterion_grad
         start = time.perf_counter()
         _, g, _, _ = min_norm_weights(gram)
         # g below round-off of the Gram's scale is a Pareto-stationary point, not a constraint

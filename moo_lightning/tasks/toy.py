@@ -1,4 +1,4 @@
-"""The synthetic two-objective problem (Lin et al. 2019; ALGORITHMS.md §6): its exact Pareto
+"""The synthetic two-objective problem (Lin et al., NeurIPS 2019, §5): its exact Pareto
 front, quality indicators, Lightning modules (single model and PNG energy ensemble) and plots.
 
 ℓ1(θ) = 1 − exp(−‖θ − η‖²), ℓ2(θ) = 1 − exp(−‖θ + η‖²), η = n^{-1/2}·1. The Pareto set is
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from moo_lightning.combiners.base import Combiner, as_preference
 from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.combiners.mgda import min_norm_weights
+from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.gradients import gram_matrix, objective_grads
 from moo_lightning.module import MultiObjectiveModule
 
@@ -123,7 +124,22 @@ class ToySteps(L.LightningDataModule):
         return DataLoader(torch.zeros(self.steps), batch_size=1)
 
 
-class ToyModule(MultiObjectiveModule):
+class _Trajectory:
+    """The loss trajectory (one row per step) a toy run records for its figure, saved in and
+    restored from checkpoints."""
+
+    trajectory: list[np.ndarray]
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["toy_trajectory"] = [torch.from_numpy(t) for t in self.trajectory]
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        self.trajectory = [t.numpy() for t in checkpoint.get("toy_trajectory", [])]
+
+
+class ToyModule(_Trajectory, MultiObjectiveModule):
     """θ ∈ ℝⁿ on the synthetic problem; records the loss trajectory for the figure."""
 
     def __init__(
@@ -148,14 +164,6 @@ class ToyModule(MultiObjectiveModule):
             raise ValueError(f"module.start must have n={n} entries. Found {theta0.shape}")
         self.theta = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
         self.trajectory: list[np.ndarray] = []
-
-    def on_save_checkpoint(self, checkpoint):
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["toy_trajectory"] = [torch.from_numpy(t) for t in self.trajectory]
-
-    def on_load_checkpoint(self, checkpoint):
-        super().on_load_checkpoint(checkpoint)
-        self.trajectory = [t.numpy() for t in checkpoint.get("toy_trajectory", [])]
 
     def objectives(self, batch) -> torch.Tensor:
         losses = _toy_losses(self.theta)
@@ -188,11 +196,12 @@ class ToyModule(MultiObjectiveModule):
         return f"{self.combiner.name.upper()}, preference ({r})"
 
 
-class ToyEnsembleModule(ToyModule):
-    """N models θ_1..θ_N trained jointly by PNG on the energy distance of their loss vectors
-    (seed 002 eqs 5–6): each member's ∂F/∂ℓ depends on the others' current losses, and each
-    member takes its own PNG step. ``start='clustered'`` puts all members near the default start;
-    ``start='extremes'`` splits them between the two LS solutions (θ = ±η).
+class ToyEnsembleModule(_Trajectory, EnsembleModule):
+    """N models θ_1..θ_N (one (N, n) parameter) trained jointly by PNG on the energy distance of
+    their loss vectors (Ye & Liu 2022, eqs 5–6): each member's ∂F/∂ℓ depends on the others'
+    current losses, and each member takes its own PNG step. ``start='clustered'`` puts all
+    members near the default start; ``start='extremes'`` splits them between the two LS
+    solutions (θ = ±η).
 
     ``criterion='energy'`` is the paper's energy distance; ``criterion='hypervolume'`` descends
     −HV of the members' losses (reference point (1, 1)) instead. On this front the energy's
@@ -220,8 +229,12 @@ class ToyEnsembleModule(ToyModule):
             )
         if start not in ("clustered", "extremes"):
             raise ValueError(f"module.start must be 'clustered' or 'extremes'. Found {start!r}")
-        super().__init__(combiner, preference, n=n, start="default", **kwargs)
-        del self.theta
+        if not combiner.uses_criterion_grad:
+            raise ValueError(
+                f"the {criterion} ensemble steers every member by the criterion's gradient: "
+                f"combiner must be one that uses it (png). Found combiner {combiner.name!r}"
+            )
+        super().__init__(combiner, preference, members=members, num_objectives=2, **kwargs)
         rng = np.random.default_rng(seed)
         eta = np.full(n, n**-0.5)
         if start == "clustered":
@@ -229,18 +242,14 @@ class ToyEnsembleModule(ToyModule):
         else:
             centres = np.array([eta if j % 2 == 0 else -eta for j in range(members)])
         theta0 = centres + spread * rng.standard_normal((members, n)) / np.sqrt(n)
-        self.thetas = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.tensor(t, dtype=torch.float64)) for t in theta0]
-        )
+        self.thetas = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
+        self.trajectory: list[np.ndarray] = []
         self.start = start
         self.criterion = criterion
         self.bound_criterion_grad = bound_criterion_grad
 
-    def member_parameters(self):
-        return [[p] for p in self.thetas]
-
     def objectives(self, batch) -> torch.Tensor:
-        losses = _toy_losses(torch.stack(list(self.thetas)))
+        losses = _toy_losses(self.thetas)
         self.trajectory.append(losses.detach().cpu().numpy().copy())
         return losses
 
@@ -256,7 +265,7 @@ class ToyEnsembleModule(ToyModule):
 
     def final_losses(self) -> np.ndarray:
         with torch.no_grad():
-            return _toy_losses(torch.stack(list(self.thetas))).cpu().numpy()
+            return _toy_losses(self.thetas).cpu().numpy()
 
     def export(self, run_dir: Path) -> dict:
         final = self.final_losses()
@@ -279,9 +288,6 @@ class ToyEnsembleModule(ToyModule):
             "reference_point": list(REFERENCE_POINT),
             "steps": len(self.trajectory),
         }
-
-    def _title(self) -> str:
-        return "PNG energy ensemble"
 
 
 def plot_trajectories(trajectories: np.ndarray, path: Path, title: str) -> None:

@@ -26,7 +26,7 @@ def _train(run_dir: Path, combiner: str, *trainer: str) -> dict:
         "data.num_train=32",  # two global batches of 16 per epoch: 8 + 8 per rank
         f"combiner={combiner}",
         "objective.global_batch=true",  # contrastive terms over both ranks' rows
-        "model.dropout=0",
+        "encoder.dropout=0",
         "module.dropout=0",  # no randomness that depends on how rows are split
         # AdamW moves each weight by about lr per step whatever the gradient's scale, so float
         # rounding in near-zero gradient entries (sums in another order over 8 + 8 rows than over

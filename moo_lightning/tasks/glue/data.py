@@ -1,5 +1,6 @@
-"""GLUE few-shot data (seed 000 protocol): train on N sampled examples, validate on 500 examples
-and test on a fixed half of the official validation split; batches hold ≥ 2 examples per class."""
+"""GLUE few-shot data (the seed paper's protocol): train on N sampled examples, validate on 500
+examples and test on a fixed half of the official validation split; batches hold ≥ 2 examples
+per class."""
 
 from __future__ import annotations
 
@@ -326,6 +327,10 @@ class GlueFewShot(L.LightningDataModule):
     @property
     def num_labels(self) -> int:
         return self.task.num_labels
+
+    def module_arguments(self) -> dict:
+        # the number of classes comes from the task, not a second copy in the config
+        return {"num_labels": self.num_labels}
 
     def prepare_data(self) -> None:
         self.setup()

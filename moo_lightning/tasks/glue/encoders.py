@@ -110,6 +110,12 @@ class Backbone:
     def hidden_size(self) -> int:
         return self.encoder.config.hidden_size
 
+    def data_arguments(self) -> dict:
+        return {"tokenizer": self.tokenizer}  # the data are tokenised with the encoder's own
+
+    def module_arguments(self) -> dict:
+        return {"backbone": self}
+
 
 class ClassificationHead(nn.Module):
     """RoBERTa-style head: dropout → dense → tanh → dropout → projection, on the first token."""

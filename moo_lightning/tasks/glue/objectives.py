@@ -1,5 +1,6 @@
-"""Supervised contrastive objectives (ALGORITHMS.md §1): ℓ_pos / ℓ_neg split for multi-objective
-training, Gunel et al.'s SCL, and the objective choices that return a loss vector."""
+"""Supervised contrastive objectives: the ℓ_pos / ℓ_neg split of the seed paper for multi-objective
+training, the SCL loss of Gunel et al. (ICLR 2021), and the objective choices that return a loss
+vector."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def _class_average(per_anchor: torch.Tensor, labels: torch.Tensor, valid: torch.
 def pos_neg_losses(
     z: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ℓ_pos and ℓ_neg of a batch (seed 000 eqs 2–3 with the ∓1/τ shifts of ALGORITHMS.md §1).
+    """ℓ_pos and ℓ_neg of a batch (the seed paper's eqs 2–3, shifted by ∓1/τ so that both
+    objectives are ≥ 0).
 
     z (B, d) embeddings (ℓ2-normalised here), labels (B,) ints, τ > 0. Both losses are ≥ 0,
     averaged per class and then over classes. Raises ValueError for a batch in which no class has
@@ -143,7 +145,7 @@ class _WeightedContrastive:
 
 
 class MOOContrastive(_WeightedContrastive):
-    """Two objectives: ℓ1 = λℓ_pos + (1−λ)CE, ℓ2 = λℓ_neg + (1−λ)CE (seed 000 eqs 4–5)."""
+    """Two objectives: ℓ1 = λℓ_pos + (1−λ)CE, ℓ2 = λℓ_neg + (1−λ)CE (the seed paper's eqs 4–5)."""
 
     num_objectives = 2
     name = "moo"

@@ -1,0 +1,145 @@
+"""Ensembles of N models trained together, each by its own combiner solve: Pareto-set methods
+(one preference per member) and criteria that couple the members (PNG on the energy distance of
+their loss vectors, Ye & Liu 2022 eqs 5–6)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from moo_lightning.combiners.base import Combined, as_preference
+from moo_lightning.gradients import (
+    all_reduce_grads,
+    member_gram_matrices,
+    objective_grads,
+    write_member_directions,
+)
+from moo_lightning.module import ConfigError, MultiObjectiveModule
+
+
+def spread_preferences(members: int, m: int = 2) -> np.ndarray:
+    """``members`` two-objective preferences spread evenly over the quarter circle (as in the
+    Pareto-MTL and EPO experiments), strictly inside it, normalised to the simplex: (N, 2)."""
+    if m != 2:
+        raise ValueError(f"spread preferences are defined for 2 objectives. Found m = {m}")
+    angles = (np.arange(members) + 0.5) * (np.pi / 2) / members
+    rays = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return rays / rays.sum(1, keepdims=True)
+
+
+class EnsembleModule(MultiObjectiveModule):
+    """N members whose parameters are stacked along dim 0 of every trainable parameter (member n
+    is slice n; a vmapped network, or a (N, d) tensor). Subclasses implement ``objectives(batch)
+    -> losses (N, m)``, member n's losses depending on slice n only.
+
+    One step: m backward passes in all, whatever N — the gradient of Σ_n ℓ_ni w.r.t. the stacked
+    parameters holds every member's ∇ℓ_ni in its own slice — then one Gram matrix and one combiner
+    solve per member (with its own preference and, for coupling criteria, its own ∂F/∂ℓ_n from
+    ``criterion_grads``), each member's slice of ``.grad`` set to its own direction, and one
+    optimizer step for all. Gram-free combiners (LS) take one backward of Σ_n Σ_i w_ni ℓ_ni.
+
+    ``preferences``: one row per member (N, m); ``'spread'`` spreads them over the quarter
+    circle (two objectives); ``None`` gives every member ``preference``."""
+
+    def __init__(
+        self,
+        combiner,
+        preference,
+        members: int,
+        preferences: str | Sequence[Sequence[float]] | None = None,
+        num_objectives: int | None = None,
+        **kwargs,
+    ):
+        if int(members) < 1:
+            raise ValueError(f"module.members must be >= 1. Found {members}")
+        super().__init__(combiner, preference, num_objectives=num_objectives, **kwargs)
+        if not self.scope.exact:
+            raise ValueError(
+                "gradient_scope other than 'all' supports single models, not ensembles"
+            )
+        self.members = int(members)
+        m = self.preference.size
+        if preferences is None:
+            rows = np.repeat(self.preference[None], self.members, axis=0)
+        elif isinstance(preferences, str):
+            if preferences != "spread":
+                raise ValueError(
+                    f"module.preferences must be 'spread', null or one row per member. "
+                    f"Found {preferences!r}"
+                )
+            rows = spread_preferences(self.members, m)
+        else:
+            rows = np.asarray([as_preference(r, m) for r in preferences])
+            if rows.shape != (self.members, m):
+                raise ValueError(
+                    f"module.preferences must have one row of {m} entries per member "
+                    f"({self.members}). Found shape {rows.shape}"
+                )
+        self.member_preferences = rows
+
+    def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
+        """∂F/∂ℓ (N, m) of a criterion coupling the members' losses (N, m); None: no coupling."""
+        return None
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        for name, p in self.named_parameters():
+            if p.requires_grad and (p.dim() == 0 or p.shape[0] != self.members):
+                raise ConfigError(
+                    f"{type(self).__name__}: every trainable parameter must stack the "
+                    f"{self.members} members along dim 0; {name} has shape {tuple(p.shape)}"
+                )
+
+    def multi_objective_step(self, losses: torch.Tensor) -> list[Combined] | None:
+        if losses.dim() != 2 or losses.shape[0] != self.members:
+            raise ValueError(
+                f"objectives must return losses (members={self.members}, m). Found shape "
+                f"{tuple(losses.shape)}"
+            )
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        global_losses = self._global_losses(losses)
+        if global_losses is None:
+            return self._bad_step(f"non-finite losses {losses.detach().cpu().tolist()}")
+        fgrads = self.criterion_grads(global_losses)
+        if fgrads is not None and not torch.isfinite(fgrads).all():
+            return self._bad_step("a non-finite criterion gradient")
+        results = self.write_member_gradients(losses, global_losses, fgrads)
+        if isinstance(results, str):
+            return self._bad_step(results)
+        self._finish_step(opt, global_losses, results)
+        return results
+
+    def write_member_gradients(self, losses, global_losses, fgrads) -> list[Combined] | str:
+        """Every member's weights and its slice of ``.grad``; or why the step must be skipped."""
+        params = self.trainable_parameters()
+        prefs = self.member_preferences
+        extra = [None if fgrads is None else fgrads[n] for n in range(self.members)]
+        if not self.combiner.needs_gram:
+            results = [
+                self.combiner(global_losses[n], None, prefs[n], extra[n])
+                for n in range(self.members)
+            ]
+            W = torch.stack([r.weights for r in results]).to(losses)
+            if not torch.isfinite(W).all():
+                return "non-finite combiner weights"
+            self.manual_backward((W * losses).sum())
+            if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                return "non-finite gradients"
+            return results
+        # members are independent: ∇ of Σ_n ℓ_ni gives each member's ∇ℓ_ni in its own slice
+        grads = objective_grads(losses.sum(0), params)
+        all_reduce_grads(grads)
+        K = member_gram_matrices(grads)
+        if not torch.isfinite(K).all():
+            return "non-finite gradients (Gram matrix)"
+        results = [
+            self.combiner(global_losses[n], K[n], prefs[n], extra[n]) for n in range(self.members)
+        ]
+        W = torch.stack([r.weights for r in results])
+        if not torch.isfinite(W).all():
+            return "non-finite combiner weights"
+        write_member_directions(grads, W, params)
+        return results
