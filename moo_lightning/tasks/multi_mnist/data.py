@@ -1,0 +1,439 @@
+"""Multi-MNIST data (Sener & Koltun 2018; Lin et al. 2019): two MNIST digits overlaid on one
+36×36 canvas, one 10-way task per digit. Batches: ``{"images": (B, 1, 36, 36) float32 in [0, 1],
+"labels": (B, 2) int64}``, labels[:, 0] the top-left digit A, labels[:, 1] the bottom-right B."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+DIGIT = 28  # MNIST digits are 28 × 28
+CANVAS = 36
+OFFSET_B = 6  # digit A covers rows/cols 0..27, digit B rows/cols 6..33
+UBYTE = 0x08  # IDX type code of unsigned bytes, the only type MNIST uses
+IMAGES_MAGIC = (UBYTE << 8) | 3  # 2051
+LABELS_MAGIC = (UBYTE << 8) | 1  # 2049
+SPLITS = ("t10k", "train")
+TEST_SPLIT_NOTE = "built from the MNIST test split"
+TRAIN_SPLIT_NOTE = "built from the MNIST training split (train/val) and test split (test)"
+# Fixed by default so every training seed of a sweep sees the same composites: the run seed
+# then varies only the initialisation and the batch order.
+COMPOSITION_SEED = 20180
+PATH_HINT = (
+    "data.path must be a folder holding the MNIST IDX files <split>-images-idx3-ubyte and "
+    "<split>-labels-idx1-ubyte, <split> = t10k or train, plain or .gz (also found under "
+    "MNIST/raw/, as torchvision lays them out). Offline, the test split is at "
+    "../shared/data/mnist (train_split=t10k); "
+    "with a network, `torchvision.datasets.MNIST(root, download=True)` writes both splits "
+    "to root/MNIST/raw (then data.path=root and train_split=train)."
+)
+# The composites of the last (files, sizes, seed) built by this process: a sweep's later jobs
+# (other combiners, other run seeds) reuse them instead of reading and composing again.
+_COMPOSED: dict[tuple, tuple] = {}
+
+
+# --- IDX files ------------------------------------------------------------------------------------
+
+
+def _file_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as err:
+        raise OSError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not path.name.endswith(".gz"):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: not a complete gzip file ({err})") from None
+
+
+def read_idx(path, ndim: int, kind: str = "data") -> np.ndarray:
+    """An IDX file (plain or .gz) of unsigned bytes with ``ndim`` dimensions, as a uint8 array of
+    the shape its header declares; any other magic number or a size that disagrees with the
+    header is refused naming the file."""
+    path = Path(path)
+    data = _file_bytes(path)
+    expected = (UBYTE << 8) | ndim
+    want = f"expected IDX {kind} (magic number {expected}: unsigned bytes, {ndim}-dimensional)"
+    if len(data) < 4:
+        raise ValueError(f"{path}: {len(data)} bytes, too short for an IDX header; {want}")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected:
+        raise ValueError(f"{path}: magic number {magic} (0x{magic:08x}); {want}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(
+            f"{path}: truncated header ({len(data)} bytes where {ndim} dimensions need "
+            f"{header}); {want}"
+        )
+    dims = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
+    size, body = math.prod(dims), len(data) - header
+    if body != size:
+        what = "truncated" if body < size else "longer than declared"
+        raise ValueError(
+            f"{path}: {what}: the header declares shape {dims}, {size:,} bytes of data; "
+            f"the file holds {body:,}"
+        )
+    return np.frombuffer(data, np.uint8, count=size, offset=header).reshape(dims).copy()
+
+
+def write_idx(path, array) -> None:
+    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in .gz)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8 or array.ndim < 1:
+        raise ValueError(f"write_idx: a uint8 array of >= 1 dimension. Found {array.dtype}")
+    head = bytes([0, 0, UBYTE, array.ndim])
+    head += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = head + array.tobytes()
+    path = Path(path)
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+
+
+def read_images(path) -> np.ndarray:
+    """MNIST images (n, 28, 28) uint8 from an ``*-images-idx3-ubyte[.gz]`` file."""
+    images = read_idx(path, 3, "images")
+    if images.shape[1:] != (DIGIT, DIGIT):
+        raise ValueError(
+            f"{path}: images of {images.shape[1]}×{images.shape[2]} pixels; expected "
+            f"{DIGIT}×{DIGIT} MNIST digits"
+        )
+    return images
+
+
+def read_labels(path) -> np.ndarray:
+    """MNIST labels (n,) uint8 in 0..9 from an ``*-labels-idx1-ubyte[.gz]`` file."""
+    labels = read_idx(path, 1, "labels")
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise ValueError(
+            f"{path}: label {labels[bad[0]]} at index {bad[0]} ({bad.size} such); "
+            f"expected digit labels 0..9"
+        )
+    return labels
+
+
+def find_idx(folder, split: str, kind: str) -> Path:
+    """The ``{split}-{kind}-idx?-ubyte`` file in ``folder`` (or folder/MNIST/raw), plain
+    preferred over .gz (torchvision keeps both)."""
+    folder = Path(folder)
+    suffix = "idx3-ubyte" if kind == "images" else "idx1-ubyte"
+    names = (f"{split}-{kind}-{suffix}", f"{split}-{kind}.{suffix}")  # both spellings circulate
+    for where in (folder, folder / "MNIST" / "raw"):
+        for name in names:
+            for candidate in (where / name, where / f"{name}.gz"):
+                if candidate.is_file():
+                    return candidate
+    raise FileNotFoundError(
+        f"{folder}: no {names[0]}[.gz] (looked there and in MNIST/raw/). {PATH_HINT}"
+    )
+
+
+def read_mnist(folder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One MNIST split ('t10k' or 'train') from a folder: images (n, 28, 28) uint8 and labels
+    (n,) uint8, one label per image."""
+    image_path, label_path = find_idx(folder, split, "images"), find_idx(folder, split, "labels")
+    images, labels = read_images(image_path), read_labels(label_path)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{image_path} holds {len(images):,} images but {label_path} holds "
+            f"{len(labels):,} labels; expected one label per image"
+        )
+    return images, labels
+
+
+# --- composition ----------------------------------------------------------------------------------
+
+
+def compose(
+    images: np.ndarray, labels: np.ndarray, pairs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Canvases (n, 36, 36) uint8 and labels (n, 2) int64 for digit pairs (n, 2) of indices:
+    digit A = images[pairs[:, 0]] at rows/cols 0–27, B = images[pairs[:, 1]] at 6–33, the
+    pixelwise maximum where they overlap (ink over ink stays the brighter stroke)."""
+    pairs = np.asarray(pairs)
+    canvas = np.zeros((len(pairs), CANVAS, CANVAS), np.uint8)
+    canvas[:, :DIGIT, :DIGIT] = images[pairs[:, 0]]
+    window = canvas[:, OFFSET_B : OFFSET_B + DIGIT, OFFSET_B : OFFSET_B + DIGIT]
+    np.maximum(window, images[pairs[:, 1]], out=window)  # a view: writes into canvas
+    return canvas, labels[pairs].astype(np.int64)
+
+
+def sample_pairs(num_digits: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n ordered pairs (n, 2) of distinct indices in 0..num_digits−1, uniform over all such
+    pairs: B is A shifted by 1..num_digits−1 (mod num_digits), so B ≠ A without rejection.
+    The two digits' classes may coincide, which keeps the tasks' labels independent."""
+    if num_digits < 2:
+        raise ValueError(f"pairs of distinct digits need >= 2 digits. Found {num_digits}")
+    first = rng.integers(0, num_digits, n)
+    second = (first + rng.integers(1, num_digits, n)) % num_digits
+    return np.stack([first, second], axis=1)
+
+
+def split_sources(
+    num_digits: int, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted index sets (train source, test source) of the digits; the test source
+    holds round(test_fraction · num_digits) of them."""
+    num_test = round(test_fraction * num_digits)
+    perm = rng.permutation(num_digits)
+    return np.sort(perm[num_test:]), np.sort(perm[:num_test])
+
+
+@dataclass(frozen=True, eq=False)  # eq: tensors do not compare to one bool
+class Composites(Dataset):
+    """Composite images (n, 36, 36) uint8, labels (n, 2) int64 and, for provenance, digits
+    (n, 2): the indices of digits A and B in the IDX file they were read from. Indexing with an
+    int or a list of ints returns ``{"images": (…, 1, 36, 36) float32 in [0, 1], "labels"}``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    digits: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, idx):
+        # stored as uint8 (a quarter of float32's memory); converted one batch at a time
+        x = self.images[idx].unsqueeze(-3).to(torch.float32).div_(255.0)
+        return {"images": x, "labels": self.labels[idx]}
+
+
+def build_splits(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    test_fraction: float = 0.2,
+    seed: int = COMPOSITION_SEED,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+) -> dict[str, Composites]:
+    """Train / val / test composites. Without ``test_images`` the digits are first split (with
+    ``seed``) into disjoint train and test sources; with them (the official MNIST splits) the
+    given arrays are the two sources. Composites pair digits of one source only, so no digit is
+    in both a training and a test image; val is carved from the training composites (its digits
+    are training digits, its pairs fresh draws)."""
+    # independent streams: the split, the training and the test composites; so num_test does
+    # not change the training images, nor num_train the test images
+    split_rng, train_rng, test_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    if test_images is None:
+        train_src, test_src = split_sources(len(images), test_fraction, split_rng)
+        test_images, test_labels = images, labels
+        where = f"test_fraction={test_fraction} of {len(images):,} digits"
+    else:
+        train_src, test_src = np.arange(len(images)), np.arange(len(test_images))
+        where = "the given files"
+    out = {}
+    for name, src, pool, pool_labels, n, rng in (
+        ("train", train_src, images, labels, num_train + num_val, train_rng),
+        ("test", test_src, test_images, test_labels, num_test, test_rng),
+    ):
+        if len(src) < 2:
+            raise ValueError(
+                f"{where} leaves {len(src)} digit(s) in the {name} source; composites of two "
+                f"distinct digits need >= 2"
+            )
+        digits = src[sample_pairs(len(src), n, rng)]
+        canvas, pair_labels = compose(pool, pool_labels, digits)
+        out[name] = Composites(torch.from_numpy(canvas), torch.from_numpy(pair_labels), digits)
+    train = out["train"]
+    out["train"], out["val"] = (
+        Composites(train.images[a:b], train.labels[a:b], train.digits[a:b])
+        for a, b in ((0, num_train), (num_train, num_train + num_val))
+    )
+    return {k: out[k] for k in ("train", "val", "test")}
+
+
+# --- loaders --------------------------------------------------------------------------------------
+
+
+class IndexBatches:
+    """Lists of indices, one batch at a time, for rank ``rank`` of ``world``.
+
+    Shuffled (``seed`` given): each epoch a permutation drawn from (seed, epoch) is cut into
+    ceil(n / batch_size) global batches of near-equal size (no runt last batch whose noisy
+    gradient would weigh as much as a full one's); each rank takes its strided share, so any
+    number of ranks takes the same steps over the same data. In order (``seed`` None): the
+    rank's strided share of 0..n−1 in batches of ``batch_size``, every example exactly once."""
+
+    def __init__(self, n: int, batch_size: int, seed: int | None, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.epoch = rank, world, 0
+        if seed is not None:
+            self.num_batches = max(1, -(-n // batch_size))
+            if n // self.num_batches < world:
+                raise ValueError(
+                    f"batches of {n // self.num_batches} from {n} examples cannot be shared "
+                    f"by {world} ranks"
+                )
+        else:
+            self.num_batches = -(-len(range(rank, n, world)) // batch_size)
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        if self.seed is None:
+            mine = np.arange(self.rank, self.n, self.world)
+            for start in range(0, len(mine), self.batch_size):
+                yield mine[start : start + self.batch_size].tolist()
+            return
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        for batch in np.array_split(perm, self.num_batches):
+            yield batch[self.rank :: self.world].tolist()
+
+
+class MultiMNIST(L.LightningDataModule):
+    """Multi-MNIST composites from MNIST IDX files (Sener & Koltun 2018; Lin et al. 2019).
+
+    path: folder with the IDX files (required; nothing is downloaded). train_split='t10k': the
+    10,000 test digits are split with ``seed`` into disjoint train / test sources
+    (``test_fraction`` to test) and ``source_note`` records that results are "built from the
+    MNIST test split"; train_split='train': the training file is the train source and the test
+    file the test source (``test_fraction`` unused). num_train / num_val / num_test composites
+    (val carved from training composites); seed fixes the composition, so it is the same for
+    every run seed. Batches: images (B, 1, 36, 36) float32 in [0, 1], labels (B, 2) int64.
+
+    Default sizes (for the offline stand-in, 8,000 train-source and 2,000 test-source digits):
+    20,000 training composites use each source digit 5 times (2.5 as A, 2.5 as B) in pairs that
+    are almost all distinct (8,000 · 7,999 ordered pairs), which covers both positions of every
+    digit; more would mostly re-pair the same 8,000 digit shapes while slowing every epoch of a
+    CPU sweep. 2,000 validation composites give a standard error of about 0.7 points at 90%
+    accuracy, enough to pick checkpoints; 10,000 test
+    composites show each test digit about 5 times in each position (evaluation is forward
+    only, so the extra pairings cost little and average out the pairing noise)."""
+
+    num_tasks = 2
+    num_classes = 10
+
+    def __init__(
+        self,
+        path: str | None = None,
+        num_train: int = 20_000,
+        num_val: int = 2_000,
+        num_test: int = 10_000,
+        test_fraction: float = 0.2,
+        batch_size: int = 256,
+        eval_batch_size: int = 1_000,
+        seed: int = COMPOSITION_SEED,
+        train_split: str = "t10k",
+        cache: bool = True,
+    ):
+        super().__init__()
+        if path is None:
+            raise ValueError(PATH_HINT)
+        for key, value, low in (
+            ("num_train", num_train, 1),
+            ("num_val", num_val, 1),
+            ("num_test", num_test, 1),
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("seed", seed, 0),  # numpy seeds are non-negative
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"data.{key} must be an integer >= {low}. Found {value!r}")
+        if isinstance(test_fraction, bool) or not (
+            isinstance(test_fraction, int | float) and 0 < test_fraction < 1
+        ):
+            raise ValueError(f"data.test_fraction must be in (0, 1). Found {test_fraction!r}")
+        if train_split not in SPLITS:
+            raise ValueError(
+                f"data.train_split must be one of {', '.join(SPLITS)}. Found {train_split!r}"
+            )
+        if not isinstance(cache, bool):
+            raise ValueError(f"data.cache must be true or false. Found {cache!r}")
+        self.path = str(path)
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.test_fraction = float(test_fraction)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.train_split, self.cache = seed, train_split, cache
+        self.source_note = TEST_SPLIT_NOTE if train_split == "t10k" else TRAIN_SPLIT_NOTE
+        self.splits: dict[str, Composites] | None = None
+        self.cache_hit = False
+
+    def _files(self) -> list[Path]:
+        folder = Path(self.path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data.path {self.path!r} is not a folder. {PATH_HINT}")
+        splits = ("t10k",) if self.train_split == "t10k" else ("train", "t10k")
+        return [find_idx(folder, s, kind) for s in splits for kind in ("images", "labels")]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        files = self._files()
+        stamp = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        key = (
+            stamp,
+            self.train_split,
+            self.test_fraction,
+            self.seed,
+            self.num_train,
+            self.num_val,
+            self.num_test,
+        )
+        if self.cache and key in _COMPOSED:
+            self.splits = _COMPOSED[key]
+            self.cache_hit = True
+            return
+        extra = {}
+        if self.train_split == "train":
+            images, labels = read_mnist(self.path, "train")
+            extra = dict(zip(("test_images", "test_labels"), read_mnist(self.path, "t10k")))
+        else:
+            images, labels = read_mnist(self.path, "t10k")
+        self.splits = build_splits(
+            images,
+            labels,
+            self.num_train,
+            self.num_val,
+            self.num_test,
+            self.test_fraction,
+            self.seed,
+            **extra,
+        )
+        if self.cache:
+            _COMPOSED.clear()  # one entry: a sweep shares one composition
+            _COMPOSED[key] = self.splits
+
+    def _ranks(self) -> tuple[int, int]:
+        """(rank, world size) of the attached trainer; the loaders shard themselves (the
+        trainer presets set use_distributed_sampler=false)."""
+        trainer = getattr(self, "trainer", None)
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def train_dataloader(self):
+        # the shuffling seed comes from torch's default generator: seed_everything(run seed)
+        # fixes the batch order, which is the same on every rank (same seed, same draws)
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        rank, world = self._ranks()
+        batches = IndexBatches(len(self.splits["train"]), self.batch_size, seed, rank, world)
+        return DataLoader(self.splits["train"], sampler=batches, batch_size=None)
+
+    def _eval_loader(self, split: str):
+        rank, world = self._ranks()
+        batches = IndexBatches(len(self.splits[split]), self.eval_batch_size, None, rank, world)
+        return DataLoader(self.splits[split], sampler=batches, batch_size=None)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
