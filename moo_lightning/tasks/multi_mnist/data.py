@@ -368,6 +368,9 @@ class MultiMNIST(L.LightningDataModule):
         self.splits: dict[str, Composites] | None = None
         self.cache_hit = False
 
+    def module_arguments(self) -> dict:
+        return {"source_note": self.source_note}  # every result says what its digits were
+
     def _files(self) -> list[Path]:
         folder = Path(self.path)
         if not folder.is_dir():
