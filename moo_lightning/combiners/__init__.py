@@ -12,6 +12,7 @@ from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.png import PNG
+from moo_lightning.combiners.stch import SmoothTchebycheff
 
 __all__ = [
     "EPO",
@@ -22,6 +23,7 @@ __all__ = [
     "ComplexCosine",
     "LinearScalarization",
     "NonUniformity",
+    "SmoothTchebycheff",
     "SolverError",
     "WeightedDistance",
     "as_preference",

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization, SolverError
+from moo_lightning.combiners import (
+    EPO,
+    MGDA,
+    PNG,
+    LinearScalarization,
+    SmoothTchebycheff,
+    SolverError,
+)
 from tests.unit.grams import degenerate_grams, random_gram, random_problem
 
 COMBINERS = {
@@ -13,8 +20,9 @@ COMBINERS = {
     "epo_cvxpy": lambda: EPO(solver="cvxpy"),
     "epo_exact": lambda: EPO(solver="exact"),
     "png": lambda: PNG(e=0.0),
+    "stch": SmoothTchebycheff,
 }
-SIMPLEX = {"ls", "mgda", "epo_cvxpy", "epo_exact"}
+SIMPLEX = {"ls", "mgda", "epo_cvxpy", "epo_exact"}  # STCH: Σw = Σ r̂·softmax, in [min r̂, max r̂]
 
 
 def call(comb, losses, K, pref):
@@ -50,7 +58,7 @@ def effect(name, w, K):
     return K @ w if name == "png" else w
 
 
-@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png"])
+@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png", "stch"])
 def test_permutation_equivariance(name):
     rng = np.random.default_rng(1)
     comb = COMBINERS[name]()
@@ -88,7 +96,7 @@ def test_degenerate_grams(name, kind):
         assert abs(float(res.weights.sum()) - 1) < 1e-6
 
 
-@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png"])
+@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png", "stch"])
 def test_single_objective(name):
     res = COMBINERS[name]()(torch.tensor([0.5]), torch.tensor([[2.0]]), [1.0])
     assert res.weights.shape == (1,) and torch.isfinite(res.weights).all()
@@ -127,6 +135,8 @@ def test_bad_constructor_values():
         EPO(cvxpy_solver="GLPK")
     with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
         PNG(alpha=0)
+    with pytest.raises(ValueError, match="mu must be a finite number > 0"):
+        SmoothTchebycheff(mu=0)
 
 
 class _Failing(MGDA):
