@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from moo_lightning.combiners.base import Combined, Combiner, as_preference
+from moo_lightning.errors import ConfigError
 from moo_lightning.gradients import (
     all_reduce_grads,
     all_reduce_gram,
@@ -89,12 +90,6 @@ class GradientScope:
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a NaN/inf loss or gradient."""
-
-
-class ConfigError(ValueError):
-    """A wrong setting that can only be detected once training has been set up (the module's
-    parameters or features are needed): reported by train.py as one line, like the bad input
-    caught before training, while other errors raised during training keep their traceback."""
 
 
 class MultiObjectiveModule(L.LightningModule):

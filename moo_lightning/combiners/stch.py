@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from moo_lightning.combiners.base import Combiner, _fmt
+from moo_lightning.errors import ConfigError
 
 # μ is measured in the units of the weighted terms r_i(ℓ_i − z_i), with r on the simplex. This
 # project's objectives are O(0.1–1) (toy losses in [0, 1), cross-entropy-like text losses), so the
@@ -65,15 +66,13 @@ class SmoothTchebycheff(Combiner):
             )
         return [float(v) for v in values]
 
-    def _combine(self, losses, gram, preference, **extra):
+    def _combine(self, losses, gram, preference):
         m = losses.size
         if self.ideal is None:
             z = np.zeros(m)
         elif len(self.ideal) != m:
             # m is first known here; ConfigError (a ValueError) lets train.py report it as one
-            # line although training has started. Imported here: the module imports combiners.
-            from moo_lightning.module import ConfigError
-
+            # line although training has started
             raise ConfigError(
                 f"combiner.ideal must have one entry per objective ({m}). "
                 f"Found {len(self.ideal)} entries: {_fmt(np.asarray(self.ideal))}"
