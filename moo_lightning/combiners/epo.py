@@ -134,6 +134,14 @@ class EPO(Combiner):
             self._programs[m] = _EPOPrograms(m, self.descent == "restricted", self.cvxpy_solver)
         return self._programs[m]
 
+    def _exact_descent(self, gram: np.ndarray, c: np.ndarray) -> np.ndarray | None:
+        """The descent LP for m = 2, solved exactly on the segment."""
+        rows, rhs = [gram], [np.zeros(2)]
+        if self.descent == "restricted":
+            rows.append(c[None, :])
+            rhs.append(np.array([min(float(c.max()), 0.0)]))
+        return solve_lp_on_segment(gram.sum(axis=0), np.vstack(rows), np.concatenate(rhs))
+
     def _combine(self, losses, gram, preference):
         m = losses.size
         clamped = float(np.sum(losses <= 0))
@@ -159,16 +167,13 @@ class EPO(Combiner):
                 f"combiner.solver='exact' supports m = 2 objectives only. Found m = {m}"
             )
 
+        retried = False
         if exact:
             start = time.perf_counter()
             if balance:
                 w = solve_lp_on_segment(c, A, rhs)
             else:
-                rows, rhs_d = [gram], [np.zeros(m)]
-                if self.descent == "restricted":
-                    rows.append(c[None, :])
-                    rhs_d.append(np.array([min(float(c.max()), 0.0)]))
-                w = solve_lp_on_segment(gram.sum(axis=0), np.vstack(rows), np.concatenate(rhs_d))
+                w = self._exact_descent(gram, c)
             status = "optimal" if w is not None else "infeasible"
             solve_ms = 1e3 * (time.perf_counter() - start)
         else:
@@ -188,6 +193,17 @@ class EPO(Combiner):
                 status = f"error ({err})"
             solve_ms = 1e3 * (time.perf_counter() - start)  # the whole cvxpy call
             w = prog.w.value if status in _ACCEPTED else None
+            if w is None and m == 2:
+                # the interior-point solver can fail on a near-degenerate LP (seen with CLARABEL
+                # in descent mode at μ ≈ 1e-9): for two objectives the same LP has an exact
+                # solution, used instead and counted in the diagnostics
+                exact = True
+                if balance:
+                    w = solve_lp_on_segment(c, A, rhs)
+                else:
+                    w = self._exact_descent(gram, c)
+                status = f"{status}; solved exactly" if w is not None else status
+                retried = True
         if w is None:
             mode = "balance" if balance else "descent"
             raise SolverError(f"EPO {mode} LP returned status {status!r} (mu={mu:.3g})")
@@ -199,6 +215,7 @@ class EPO(Combiner):
             "solve_ms": solve_ms,
             "exact_solver": float(exact),
             "inaccurate": float(status == cp.OPTIMAL_INACCURATE),
+            "cvxpy_failed_solved_exactly": float(retried),
         }
         if clamped:
             diag["nonpositive_losses"] = clamped

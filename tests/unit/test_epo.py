@@ -123,8 +123,8 @@ def test_nonpositive_losses_are_counted_not_hidden():
     assert torch.isfinite(res.weights).all()
 
 
-def _break_solver(monkeypatch, epo):
-    prog = epo.programs(2)
+def _break_solver(monkeypatch, epo, m=3):
+    prog = epo.programs(m)
 
     def solve(**kwargs):
         prog.balance._status = cp.INFEASIBLE
@@ -133,18 +133,30 @@ def _break_solver(monkeypatch, epo):
 
 
 def test_solver_failure_follows_policy(monkeypatch):
-    losses, pref, K = np.array([1.0, 1.0]), [0.3, 0.7], np.eye(2)  # balance mode
+    losses, pref, K = np.array([1.0, 1.0, 1.0]), [0.2, 0.3, 0.5], np.eye(3)  # balance mode
     lenient = EPO(solver="cvxpy", on_failure="ls")
     _break_solver(monkeypatch, lenient)
     with pytest.warns(RuntimeWarning, match="falling back"):
         res = run(lenient, losses, K, pref)
     assert res.fallback
-    np.testing.assert_allclose(res.weights.numpy(), [0.3, 0.7])
+    np.testing.assert_allclose(res.weights.numpy(), [0.2, 0.3, 0.5])
 
     strict = EPO(solver="cvxpy", on_failure="raise")
     _break_solver(monkeypatch, strict)
     with pytest.raises(SolverError, match="status 'infeasible'"):
         run(strict, losses, K, pref)
+
+
+def test_a_failed_cvxpy_solve_of_two_objectives_is_solved_exactly_and_counted(monkeypatch):
+    # CLARABEL once failed on a near-degenerate LP in a Multi-MNIST run: for m = 2 the same LP
+    # has an exact solution, so the step goes on with it (no fallback to the preference)
+    losses, pref, K = np.array([1.0, 1.0]), [0.3, 0.7], np.array([[2.0, 0.5], [0.5, 1.0]])
+    epo = EPO(solver="cvxpy", on_failure="raise")
+    _break_solver(monkeypatch, epo, m=2)
+    res = run(epo, losses, K, pref)
+    exact = run(EPO(solver="exact"), losses, K, pref)
+    assert not res.fallback and res.diagnostics["cvxpy_failed_solved_exactly"] == 1.0
+    np.testing.assert_allclose(res.weights.numpy(), exact.weights.numpy())
 
 
 def test_first_solve_of_a_fresh_combiner_equals_a_cached_solve():
