@@ -67,6 +67,17 @@ class Combiner(abc.ABC):
     uses_criterion_grad: bool = False
     #: Short name used in logs and diagnostics.
     name: str = "combiner"
+    #: Promises the shared property tests check for every combiner in conf/combiner/:
+    #: weights on the simplex (w ≥ 0, Σw = 1); weights unique for a full-rank Gram (PNG's dual
+    #: is unique only up to K's null space, so its effect Kw is compared instead); weights
+    #: unchanged when every gradient is scaled by the same factor.
+    weights_on_simplex: bool = True
+    unique_weights: bool = True
+    gram_scale_invariant: bool = True
+
+    def supports(self, m: int) -> bool:
+        """Whether this combiner (with its settings) handles ``m`` objectives."""
+        return True
 
     @staticmethod
     def check_number(key: str, value, low: float, strict: bool = False) -> float:

@@ -134,6 +134,9 @@ class EPO(Combiner):
             self._programs[m] = _EPOPrograms(m, self.descent == "restricted", self.cvxpy_solver)
         return self._programs[m]
 
+    def supports(self, m: int) -> bool:
+        return self.solver != "exact" or m == 2
+
     def _exact_descent(self, gram: np.ndarray, c: np.ndarray) -> np.ndarray | None:
         """The descent LP for m = 2, solved exactly on the segment."""
         rows, rhs = [gram], [np.zeros(2)]

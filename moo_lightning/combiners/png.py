@@ -73,6 +73,12 @@ class PNG(Combiner):
 
     name = "png"
     uses_criterion_grad = True
+    weights_on_simplex = False  # λ ≥ 0 scales a direction, it is no convex combination
+    unique_weights = False
+
+    @property
+    def gram_scale_invariant(self) -> bool:
+        return self.e == 0.0  # the threshold e compares g(θ) with an absolute number
 
     def __init__(
         self,

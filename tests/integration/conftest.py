@@ -1,13 +1,11 @@
 import json
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-ROOT = Path(__file__).resolve().parents[2]
-CONF = str(ROOT / "conf")
+from tests.helpers import CONF
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from moo_lightning.combiners import EPO, MGDA, PNG, LinearScalarization
 from moo_lightning.module import MultiObjectiveModule
 from moo_lightning.tasks.glue.objectives import MOOContrastive
-
-COMBINERS = {"ls": LinearScalarization, "mgda": MGDA, "epo": EPO, "png": PNG}
+from tests.helpers import build_combiner
 
 
 class TwoHeads(MultiObjectiveModule):
@@ -20,7 +18,7 @@ class TwoHeads(MultiObjectiveModule):
 
     def __init__(self, combiner: str, out_dir: str, scope="all", contrastive=None):
         super().__init__(
-            COMBINERS[combiner](),
+            build_combiner(combiner),
             [0.3, 0.7],
             optimizer=functools.partial(torch.optim.SGD, lr=0.05),
             gradient_scope=scope,

@@ -4,7 +4,7 @@ allowed (the subprocess tests in test_text.py check that train.py prints it as o
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from tests.integration.test_text import write_glue
+from tests.helpers import write_glue
 
 
 @pytest.fixture(scope="module")

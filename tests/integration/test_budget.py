@@ -3,7 +3,7 @@ validation's step recorded, and a resumed run that restores the learning-rate sc
 
 import torch
 
-from tests.integration.test_text import write_glue
+from tests.helpers import write_glue
 
 
 def _steps(glue, *extra):

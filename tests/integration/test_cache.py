@@ -8,7 +8,7 @@ from moo_lightning.tasks.glue import data as data_mod
 from moo_lightning.tasks.glue import encoders as models
 from moo_lightning.tasks.glue.data import GlueFewShot
 from moo_lightning.tasks.glue.encoders import Backbone, tiny_roberta
-from tests.integration.test_text import write_glue
+from tests.helpers import write_glue
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.conftest import ROOT
+from tests.helpers import ROOT
 
 SST2 = ROOT.parent / "shared" / "data" / "glue_hf" / "sst2"
 pytestmark = pytest.mark.skipif(not SST2.is_dir(), reason="needs ../shared/data/glue_hf/sst2")

@@ -56,6 +56,36 @@ def test_each_set_method_trains_five_members_and_records_the_set(run_train, digi
     assert len({tuple(np.round(row, 6)) for row in losses}) == 5
 
 
+def test_every_experiment_runs_as_one_fast_dev_run_sweep(digits, tmp_path):
+    """`-m experiment=glob(*) debug=fast`: every preset composes, builds and takes a step."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"MNIST_DIR": str(digits), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "smoke"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=glob(*)",
+            "debug=fast",
+            f"hydra.sweep.dir={out}",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    done = sorted(p.parent.name for p in out.glob("*/metrics.json"))
+    assert done == [f"debug=fast,experiment={e}" for e in experiments]
+
+
 def test_a_criterion_needs_a_combiner_that_steers_by_it(run_train, digits):
     from train import _user_error
 

@@ -11,8 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.integration.conftest import ROOT
-from tests.integration.test_text import write_glue
+from tests.helpers import ROOT, write_glue
 
 
 def _cmd(data, run_dir, *extra):

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import ROOT
-from tests.integration.test_text import write_glue
+from tests.helpers import ROOT, write_glue
 
 
 def _train(args, tmp_path, env=None, timeout=900):

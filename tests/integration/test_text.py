@@ -13,29 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.integration.conftest import CONF, ROOT
-
-WORDS = "good great fine bad poor dull film plot actor scene story the a was is very not".split()
-
-
-def write_glue(folder: Path, task: str, n_train: int = 60, n_val: int = 40) -> Path:
-    import random
-
-    rnd = random.Random(0)
-    fields = {
-        "sst2": ["sentence"],
-        "qnli": ["question", "sentence"],
-        "mnli": ["premise", "hypothesis"],
-    }[task]
-    classes = 3 if task == "mnli" else 2
-    val_name = "validation_matched" if task == "mnli" else "validation"
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), (val_name, n_val)):
-        with open(folder / f"{split}.jsonl", "w") as f:
-            for i in range(n):
-                row = {k: " ".join(rnd.choices(WORDS, k=6)) for k in fields}
-                f.write(json.dumps(row | {"label": i % classes, "idx": i}) + "\n")
-    return folder
+from tests.helpers import CONF, ROOT, combiner_names, write_glue
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +33,7 @@ def fast(task, glue_dir, *extra):
     )
 
 
-@pytest.mark.parametrize("combiner", ["ls", "mgda", "epo", "png"])
+@pytest.mark.parametrize("combiner", combiner_names())
 def test_fast_dev_run_moo_with_every_combiner(run_train, glue_dir, combiner):
     m = run_train(*fast("sst2", glue_dir, "objective=moo", f"combiner={combiner}"))
     assert m["objective"] == "moo" and m["combiner"] == combiner

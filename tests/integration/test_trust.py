@@ -9,8 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.integration.conftest import ROOT
-from tests.integration.test_text import write_glue
+from tests.helpers import ROOT, write_glue
 
 
 def _tiny(glue):

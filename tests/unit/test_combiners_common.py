@@ -12,93 +12,104 @@ from moo_lightning.combiners import (
     SmoothTchebycheff,
     SolverError,
 )
-from tests.unit.grams import degenerate_grams, random_gram, random_problem
+from tests.helpers import (
+    build_combiner,
+    combiner_cases,
+    combiner_names,
+    degenerate_grams,
+    random_gram,
+    random_problem,
+)
 
-COMBINERS = {
-    "ls": LinearScalarization,
-    "mgda": MGDA,
-    "epo_cvxpy": lambda: EPO(solver="cvxpy"),
-    "epo_exact": lambda: EPO(solver="exact"),
-    "png": lambda: PNG(e=0.0),
-    "stch": SmoothTchebycheff,
-}
-SIMPLEX = {"ls", "mgda", "epo_cvxpy", "epo_exact"}  # STCH: Σw = Σ r̂·softmax, in [min r̂, max r̂]
+CASES = combiner_cases()  # every conf/combiner/*.yaml (+ variants): a new combiner joins here
 
 
 def call(comb, losses, K, pref):
     return comb(torch.as_tensor(losses), torch.as_tensor(K), pref)
 
 
-@pytest.mark.parametrize("name", COMBINERS)
+def test_every_combiner_config_is_covered():
+    assert {c.partition("[")[0] for c in CASES} == set(combiner_names())
+    assert {"ls", "mgda", "epo", "png", "stch"} <= set(combiner_names())
+
+
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("m", [2, 3, 5])
-def test_shape_finite_simplex(name, m):
-    if name == "epo_exact" and m != 2:
-        pytest.skip("exact EPO solver is for two objectives")
+def test_shape_finite_simplex(case, m):
+    comb = build_combiner(case)
+    if not comb.supports(m):
+        pytest.skip(f"{case} is for other numbers of objectives")
     rng = np.random.default_rng(m)
-    comb = COMBINERS[name]()
     for _ in range(20):
         losses, pref, K = random_problem(rng, m)
         w = call(comb, losses, K, pref).weights
         assert w.shape == (m,) and torch.isfinite(w).all()
         assert w.dtype == torch.float64
-        if name in SIMPLEX:
+        if comb.weights_on_simplex:
             assert (w >= -1e-9).all() and abs(float(w.sum()) - 1) < 1e-6
 
 
-@pytest.mark.parametrize("name", COMBINERS)
-def test_returns_input_dtype(name):
-    comb = COMBINERS[name]()
+@pytest.mark.parametrize("case", CASES)
+def test_returns_input_dtype(case):
+    comb = build_combiner(case)
     res = comb(torch.tensor([0.5, 0.7], dtype=torch.float32), torch.eye(2), [0.3, 0.7])
     assert res.weights.dtype == torch.float32
 
 
-def effect(name, w, K):
-    """What must be unique: the weights, except for PNG whose λ is unique only up to the null
-    space of K — there the direction's effect on the objectives, Kw, is compared."""
-    return K @ w if name == "png" else w
+def effect(comb, w, K):
+    """What must be unique: the weights, or (combiners whose weights are unique only up to the
+    null space of K, such as PNG's dual) the direction's effect on the objectives, Kw."""
+    return w if comb.unique_weights else K @ w
 
 
-@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png", "stch"])
-def test_permutation_equivariance(name):
+@pytest.mark.parametrize("case", CASES)
+def test_permutation_equivariance(case):
+    comb = build_combiner(case)
+    if not comb.supports(3):
+        pytest.skip(f"{case} is for other numbers of objectives")
     rng = np.random.default_rng(1)
-    comb = COMBINERS[name]()
     for _ in range(20):
         losses, pref, _ = random_problem(rng, 3)
         K = random_gram(rng, 3)  # full rank: a unique optimum to compare
         perm = rng.permutation(3)
-        w = effect(name, call(comb, losses, K, pref).weights.numpy(), K)
+        w = effect(comb, call(comb, losses, K, pref).weights.numpy(), K)
         Kp = K[np.ix_(perm, perm)]
-        wp = effect(name, call(comb, losses[perm], Kp, pref[perm]).weights.numpy(), Kp)
+        wp = effect(comb, call(comb, losses[perm], Kp, pref[perm]).weights.numpy(), Kp)
         np.testing.assert_allclose(wp, w[perm], atol=2e-5 * max(1, np.abs(w).max()))
 
 
-@pytest.mark.parametrize("name", ["mgda", "epo_cvxpy", "epo_exact", "png"])
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("scale", [1e-6, 1e6])
-def test_gram_scale_invariance(name, scale):
-    """Scaling every gradient by the same factor changes no weight (PNG: with e = 0)."""
+def test_gram_scale_invariance(case, scale):
+    """Scaling every gradient by the same factor changes no weight, where promised."""
+    comb = build_combiner(case)
+    if not comb.gram_scale_invariant:
+        pytest.skip(f"{case} does not promise it (an absolute threshold on the gradients)")
     rng = np.random.default_rng(2)
-    comb = COMBINERS[name]()
     for _ in range(20):
         losses, pref, K = random_problem(rng, 2)
-        w = effect(name, call(comb, losses, K, pref).weights.numpy(), K)
-        ws = effect(name, call(comb, losses, scale * K, pref).weights.numpy(), K)
+        w = effect(comb, call(comb, losses, K, pref).weights.numpy(), K)
+        ws = effect(comb, call(comb, losses, scale * K, pref).weights.numpy(), K)
         np.testing.assert_allclose(ws, w, atol=2e-5 * max(1, np.abs(w).max()))
 
 
-@pytest.mark.parametrize("name", COMBINERS)
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", list(degenerate_grams(2)))
-def test_degenerate_grams(name, kind):
+def test_degenerate_grams(case, kind):
     K = degenerate_grams(2)[kind]
-    comb = COMBINERS[name]()
+    comb = build_combiner(case)
     res = call(comb, np.array([0.4, 0.6]), K, [0.3, 0.7])
     assert torch.isfinite(res.weights).all()
-    if name in SIMPLEX:
+    if comb.weights_on_simplex:
         assert abs(float(res.weights.sum()) - 1) < 1e-6
 
 
-@pytest.mark.parametrize("name", ["ls", "mgda", "epo_cvxpy", "png", "stch"])
-def test_single_objective(name):
-    res = COMBINERS[name]()(torch.tensor([0.5]), torch.tensor([[2.0]]), [1.0])
+@pytest.mark.parametrize("case", CASES)
+def test_single_objective(case):
+    comb = build_combiner(case)
+    if not comb.supports(1):
+        pytest.skip(f"{case} is for other numbers of objectives")
+    res = comb(torch.tensor([0.5]), torch.tensor([[2.0]]), [1.0])
     assert res.weights.shape == (1,) and torch.isfinite(res.weights).all()
 
 

@@ -5,7 +5,7 @@ import torch
 
 from moo_lightning.combiners import EPO, SolverError
 from moo_lightning.combiners.epo import non_uniformity, solve_lp_on_segment
-from tests.unit.grams import random_problem
+from tests.helpers import random_problem
 
 
 def run(epo, losses, K, pref):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from moo_lightning.combiners import MGDA, min_norm_weights
-from tests.unit.grams import random_gram
+from tests.helpers import random_gram
 
 
 def qp_min_norm(K):

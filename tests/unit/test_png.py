@@ -7,7 +7,7 @@ from moo_lightning.combiners import PNG, ComplexCosine, NonUniformity, WeightedD
 from moo_lightning.combiners.criteria import criterion_gradient, negative_hypervolume
 from moo_lightning.combiners.epo import non_uniformity
 from moo_lightning.combiners.png import _DualQP, box_qp_two
-from tests.unit.grams import random_gram
+from tests.helpers import random_gram
 
 
 def qp_reference(K, q):

@@ -1,0 +1,103 @@
+"""What the tests share: paths, small GLUE folders, random and degenerate Gram matrices, and every
+combiner of conf/combiner/ built from its YAML (the only registry) with the promises it declares."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+# --- combiners, from their configs ------------------------------------------------------------
+
+# settings of a combiner worth checking on their own (besides each YAML's defaults)
+VARIANTS = {"epo": [("solver=exact",)], "png": [("e=0",)]}
+
+
+def combiner_names() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / "combiner").glob("*.yaml"))
+
+
+def combiner_cases() -> list[str]:
+    """Every combiner of conf/combiner/, and its VARIANTS, as ids: 'epo', 'epo[solver=exact]'."""
+    cases = []
+    for name in combiner_names():
+        cases.append(name)
+        cases += [f"{name}[{','.join(v)}]" for v in VARIANTS.get(name, [])]
+    return cases
+
+
+@functools.cache
+def _combiner_config(case: str):
+    from hydra import compose, initialize_config_dir
+
+    name, _, rest = case.partition("[")
+    overrides = [f"combiner.{o}" for o in rest.rstrip("]").split(",") if o]
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[f"combiner={name}", "encoder=tiny", *overrides])
+    return cfg.combiner
+
+
+def build_combiner(case: str):
+    """A fresh combiner for a case id of combiner_cases()."""
+    from hydra.utils import instantiate
+
+    return instantiate(_combiner_config(case))
+
+
+# --- Gram matrices ------------------------------------------------------------------------------
+
+
+def random_gram(rng: np.random.Generator, m: int, rank: int | None = None) -> np.ndarray:
+    A = rng.standard_normal((m, rank or m + 2))
+    return A @ A.T
+
+
+def random_problem(rng: np.random.Generator, m: int):
+    """Positive losses, a positive preference and a PSD Gram matrix of random rank."""
+    losses = rng.uniform(0.05, 2.0, m)
+    pref = rng.uniform(0.05, 1.0, m)
+    K = random_gram(rng, m, rank=int(rng.integers(1, m + 3)))
+    return losses, pref / pref.sum(), K
+
+
+def degenerate_grams(m: int) -> dict[str, np.ndarray]:
+    g = np.arange(1.0, 4.0)
+    one = np.outer(np.ones(m), np.ones(m)) * (g @ g)  # identical objectives
+    rank1 = np.outer(np.linspace(1, -1, m), np.linspace(1, -1, m))  # (anti)parallel grads
+    return {
+        "zero": np.zeros((m, m)),
+        "identical": one,
+        "rank1": rank1,
+        "huge": 1e12 * (np.eye(m) + 0.5),
+        "tiny": 1e-12 * (np.eye(m) + 0.5),
+    }
+
+
+# --- a small GLUE-schema folder -----------------------------------------------------------------
+
+WORDS = "good great fine bad poor dull film plot actor scene story the a was is very not".split()
+
+
+def write_glue(folder: Path, task: str, n_train: int = 60, n_val: int = 40) -> Path:
+    import random
+
+    rnd = random.Random(0)
+    fields = {
+        "sst2": ["sentence"],
+        "qnli": ["question", "sentence"],
+        "mnli": ["premise", "hypothesis"],
+    }[task]
+    classes = 3 if task == "mnli" else 2
+    val_name = "validation_matched" if task == "mnli" else "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), (val_name, n_val)):
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                row = {k: " ".join(rnd.choices(WORDS, k=6)) for k in fields}
+                f.write(json.dumps(row | {"label": i % classes, "idx": i}) + "\n")
+    return folder
