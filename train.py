@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from moo_lightning.launch import is_leader, join_submitit_tasks  # noqa: E402
 from moo_lightning.records import (  # noqa: E402
+    ChecksummedCheckpointIO,
     FolderBusyError,
     FolderLock,
     SettingsGuard,
@@ -191,7 +192,11 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     loggers = _instantiate_all(cfg, "logger")
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # checkpoints are written with a SHA-256 beside them and checked before they are read
+    plugins = [] if cfg.trainer.get("plugins") else [ChecksummedCheckpointIO()]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None
+    )
     timing["setup"] = time.perf_counter() - start  # everything before fit: a job's fixed cost
     return Job(cfg, run_dir, settings, encoder, data, combiner, module, trainer, loggers, timing)
 

@@ -6,6 +6,7 @@ diverged or unvalidated runs out of tables."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from moo_lightning.errors import ConfigError
 
 # the statuses a finished job can have; only "ok" carries headline accuracies
 STATUSES = ("ok", "diverged", "no_steps", "no_validation")
@@ -167,6 +171,49 @@ def run_status(module: L.LightningModule, trainer: L.Trainer) -> tuple[str, str]
     return "ok", ""
 
 
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksum(path) -> bool:
+    """Compare a checkpoint with the SHA-256 written beside it (``<file>.sha256``). True when it
+    matches, False when there is no checksum file; a mismatch is refused with one line."""
+    path = Path(path).resolve()  # last.ckpt may be a link to the newest checkpoint
+    side = Path(f"{path}.sha256")
+    if not side.is_file():
+        return False
+    expected = side.read_text().split()[0] if side.read_text().strip() else ""
+    found = file_sha256(path)
+    if found != expected:
+        raise ConfigError(
+            f"checkpoint {path} does not match its checksum ({side.name}: {expected[:12]}…, "
+            f"file: {found[:12]}…): it was changed or damaged after it was written; not loaded"
+        )
+    return True
+
+
+class ChecksummedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer and reader, with a SHA-256 beside every checkpoint it writes
+    (``<file>.sha256``), checked before any checkpoint that has one is read."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        super().save_checkpoint(checkpoint, path, storage_options)
+        Path(f"{path}.sha256").write_text(f"{file_sha256(path)}  {Path(path).name}\n")
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        verify_checksum(path)
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        return super().load_checkpoint(path, weights_only=weights_only, **kwargs)
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        Path(f"{path}.sha256").unlink(missing_ok=True)
+
+
 def check_checkpoint(path) -> None:
     """Refuse a remote checkpoint, a missing file, or a file that is not weights and plain
     state (read with weights_only, the way the fit reads it)."""
@@ -179,6 +226,7 @@ def check_checkpoint(path) -> None:
         )
     if not Path(path).is_file():
         raise FileNotFoundError(f"ckpt_path={path!r} is not a file (or use ckpt_path=last)")
+    verify_checksum(path)
     try:  # read as data only (the fit reads it the same way); memory-mapped, so cheap
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # unpickling refused, or not a torch checkpoint at all

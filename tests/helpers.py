@@ -101,3 +101,17 @@ def write_glue(folder: Path, task: str, n_train: int = 60, n_val: int = 40) -> P
                 row = {k: " ".join(rnd.choices(WORDS, k=6)) for k in fields}
                 f.write(json.dumps(row | {"label": i % classes, "idx": i}) + "\n")
     return folder
+
+
+def write_digits(folder: Path, n: int = 600) -> Path:
+    """``n`` random 28×28 'digits' with labels 0..9 as MNIST t10k IDX files."""
+    from moo_lightning.tasks.multi_mnist.data import write_idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ink = rng.random((n, 28, 28)) < 0.2
+    write_idx(
+        folder / "t10k-images-idx3-ubyte", (rng.random((n, 28, 28)) * 255 * ink).astype(np.uint8)
+    )
+    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    return folder

@@ -48,7 +48,12 @@ def folders(tmp_path_factory):
     lines[4] = '{"sentence": null, "label": 0}\n'
     (nulltext / "train.jsonl").write_text("".join(lines))
     (nulltext / "validation.jsonl").write_text('{"sentence": "a", "label": 0}\n' * 4)
+    emptyfile = root / "emptyfile"  # a train file with no rows
+    emptyfile.mkdir()
+    (emptyfile / "train.jsonl").write_text("")
+    (emptyfile / "validation.jsonl").write_text('{"sentence": "a", "label": 0}\n' * 4)
     return {
+        "emptyfile": emptyfile,
         "ragged": ragged,
         "latin": latin,
         "other": other,
@@ -89,6 +94,7 @@ CASES = [
     (("data.path=LABELS",), ValueError, "train.jsonl, row 1: label 7 is not 0..1"),
     (("data.path=HALF",), ValueError, "train.jsonl, row 3: label 1.5 is not 0..1"),
     (("data.path=WORDY",), ValueError, "validation.jsonl, row 2: label 'maybe' is not 0..1"),
+    (("data.path=EMPTYFILE",), ValueError, "train.jsonl: the file is empty (no rows)"),
     (("data.path=RAGGED",), ValueError, "train.tsv, row 31: 4 fields where the header has 2"),
     (("data.path=LATIN",), ValueError, "train.tsv: not UTF-8 text (byte b'\\xe9'"),
     (("data.path=OTHER",), ValueError, "has the text columns ['question'] of another task"),
@@ -122,6 +128,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(
         "COLS": str(folders["cols"]),
         "LABELS": str(folders["labels"]),
         "HALF": str(folders["half"]),
+        "EMPTYFILE": str(folders["emptyfile"]),
         "RAGGED": str(folders["ragged"]),
         "LATIN": str(folders["latin"]),
         "OTHER": str(folders["other"]),

