@@ -58,6 +58,7 @@ def test_ddp_global_batch_contrastive_other_paths(combiner, scope, tmp_path):
     _compare(combiner, tmp_path, scope, contrastive="global")
 
 
+@pytest.mark.slow
 def test_ddp_per_rank_contrastive_differs_from_global_batch(tmp_path):
     # without the all-gather each rank's contrastive term sees 8 examples: a different loss, so
     # the runs must part (the test above would catch a gather that does nothing)
@@ -67,6 +68,7 @@ def test_ddp_per_rank_contrastive_differs_from_global_batch(tmp_path):
     assert gap > 1e-4
 
 
+@pytest.mark.slow
 def test_gather_global_batch_uneven_ranks(tmp_path):
     import socket
 

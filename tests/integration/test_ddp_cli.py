@@ -90,6 +90,7 @@ def _compare(combiner: str, tmp_path: Path) -> None:
     assert ddp["combiner"] == combiner and ddp["val_history"][-1][0] == 4
 
 
+@pytest.mark.slow
 def test_ddp_command_line_matches_one_process_epo(tmp_path):
     _compare("epo", tmp_path)
 

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -181,8 +180,7 @@ def test_seed_range_function_form_also_works(glue_dir, tmp_path):
 
 def test_offline_hub_fails_fast_with_one_line(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    start = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.run(  # a retrying hub client would run into the timeout
         [sys.executable, "train.py", "task=sst2", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT,
         capture_output=True,
@@ -193,7 +191,6 @@ def test_offline_hub_fails_fast_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert "encoder=minilm" in proc.stderr and "data.path=" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert time.perf_counter() - start < 60  # imports dominate; no network retries
 
 
 def test_bad_data_path_is_one_line(tmp_path):
