@@ -32,24 +32,6 @@ def test_batches_hold_two_of_every_class(n, classes, batch):
         assert all(np.bincount(labels[b], minlength=classes).min() >= 2 for b in batches)
 
 
-def test_argv_normalisation():
-    from train import normalise_argv
-
-    argv = ["train.py", "task=qnli", "combiner=epo", "-m", "seed=0-9"]
-    assert normalise_argv(argv) == [
-        "train.py",
-        "-m",
-        "task=qnli",
-        "combiner=epo",
-        "seed=range(0,10)",
-    ]
-    assert normalise_argv(["t", "seed=3"]) == ["t", "seed=3"]
-    with pytest.raises(SystemExit, match="add -m"):
-        normalise_argv(["t", "seed=0-9"])
-    with pytest.raises(SystemExit, match="range end"):
-        normalise_argv(["t", "-m", "seed=5-1"])
-
-
 @pytest.mark.parametrize(
     ("n", "classes", "batch"), [(20, 2, 16), (32, 2, 16), (30, 3, 18), (45, 3, 16), (100, 2, 16)]
 )

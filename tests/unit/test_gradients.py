@@ -1,101 +1,62 @@
-"""The oracle for the gradient plumbing: LS through the Gram path = a plain weighted backward."""
+"""Per-objective gradients, Gram matrices (one model and stacked members) and writing directions."""
 
-import lightning as L
-import numpy as np
 import torch
 
-from moo_lightning.combiners import LinearScalarization
-from moo_lightning.gradients import gram_matrix, objective_grads, write_direction
-from moo_lightning.module import MultiObjectiveModule
+from moo_lightning.gradients import (
+    gram_matrix,
+    member_gram_matrices,
+    objective_grads,
+    write_direction,
+    write_member_directions,
+)
 
 
-def _net():
+def _problem(members=None):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    shape = (3, 4) if members is None else (members, 3, 4)
+    w = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    unused = torch.zeros(2, dtype=torch.float64, requires_grad=True) if members is None else None
+    x = torch.randn(5, 4, dtype=torch.float64)
+    out = x @ w.transpose(-1, -2)  # (5, 3) or (N, 5, 3)
+    losses = torch.stack([out[..., 0].pow(2).mean(-1), out[..., 1].abs().mean(-1)], dim=-1)
+    return w, unused, losses
 
 
-def _losses(net, x):
-    out = net(x)
-    return torch.stack(
-        [out[:, 0].pow(2).mean(), (out[:, 1] - 1).abs().mean(), out[:, 2].exp().mean()]
+def test_objective_grads_give_zeros_where_an_objective_does_not_reach():
+    w, unused, losses = _problem()
+    (direct,) = torch.autograd.grad(losses[1], w, retain_graph=True)
+    grads = objective_grads(losses, [w, unused])
+    assert len(grads) == 2 and all(torch.equal(g[1], torch.zeros(2)) for g in grads)
+    torch.testing.assert_close(grads[1][0], direct)
+
+
+def test_gram_matrix_is_the_inner_products_of_the_flat_gradients():
+    w, unused, losses = _problem()
+    grads = objective_grads(losses, [w, unused])
+    G = torch.stack([torch.cat([g.reshape(-1) for g in row]) for row in grads])
+    torch.testing.assert_close(gram_matrix(grads), G @ G.T)
+
+
+def test_member_grams_and_directions_equal_each_members_own():
+    n = 3
+    w, _, losses = _problem(members=n)  # losses (N, 2), member i uses w[i] only
+    grads = objective_grads(losses.sum(0), [w])
+    K = member_gram_matrices(grads)
+    weights = torch.tensor([[0.2, 0.8], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    for i in range(n):
+        own = [[g[0][i].clone()] for g in grads]
+        torch.testing.assert_close(K[i], gram_matrix(own))
+    expected = torch.stack(
+        [weights[i, 0] * grads[0][0][i] + weights[i, 1] * grads[1][0][i] for i in range(n)]
     )
+    write_member_directions(grads, weights, [w])
+    torch.testing.assert_close(w.grad, expected)
 
 
-def test_gram_path_equals_weighted_backward():
-    x = torch.randn(16, 5)
-    w = torch.tensor([0.2, 0.5, 0.3])
-    net = _net()
-    (w * _losses(net, x)).sum().backward()
-    expected = [p.grad.clone() for p in net.parameters()]
-
-    net = _net()
-    params = list(net.parameters())
-    grads = objective_grads(_losses(net, x), params)
-    K = gram_matrix(grads)
-    flat = torch.stack([torch.cat([g.reshape(-1) for g in gi]) for gi in grads]).double()
-    torch.testing.assert_close(K, flat @ flat.T)
-    write_direction(grads, w, params)
-    for p, e in zip(params, expected):
-        torch.testing.assert_close(p.grad, e)
-
-
-class GramLS(LinearScalarization):
-    needs_gram = True  # force the per-objective-gradient path
-
-
-class Tiny(MultiObjectiveModule):
-    def __init__(self, combiner):
-        super().__init__(
-            combiner, [0.2, 0.5, 0.3], optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1)
-        )
-        self.net = _net()
-
-    def objectives(self, batch):
-        return _losses(self.net, batch[0])
-
-
-def _quiet_trainer():
-    return L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        accelerator="cpu",
-        enable_model_summary=False,
-    )
-
-
-def _train(combiner):
-    torch.manual_seed(1)
-    data = torch.utils.data.TensorDataset(torch.randn(64, 5))
-    module = Tiny(combiner)
-    trainer = _quiet_trainer()
-    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def test_module_steps_identical_for_both_paths():
-    for a, b in zip(_train(LinearScalarization()), _train(GramLS())):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
-class AlwaysNaN(Tiny):
-    def objectives(self, batch):
-        return super().objectives(batch) * float("nan")
-
-
-def test_nonfinite_steps_are_skipped_counted_and_stop_the_run():
-    import pytest
-
-    from moo_lightning.module import NonFiniteError
-
-    module = AlwaysNaN(LinearScalarization())
-    module.max_bad_steps = 3
-    before = [p.detach().clone() for p in module.parameters()]
-    trainer = _quiet_trainer()
-    data = torch.utils.data.TensorDataset(torch.randn(160, 5))
-    with pytest.raises(NonFiniteError, match="3 consecutive steps with non-finite losses"):
-        trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
-    assert module.skipped_steps == 3
-    for a, b in zip(before, module.parameters()):
-        assert np.array_equal(a.numpy(), b.detach().numpy())  # no step was taken
+def test_write_direction_overwrites_the_gradient():
+    w, unused, losses = _problem()
+    grads = objective_grads(losses, [w, unused])
+    w.grad = torch.full_like(w, 7.0)
+    expected = 0.25 * grads[0][0] + 0.75 * grads[1][0]
+    write_direction(grads, torch.tensor([0.25, 0.75]), [w, unused])
+    torch.testing.assert_close(w.grad, expected)

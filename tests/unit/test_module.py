@@ -1,0 +1,125 @@
+"""The module's step: the oracle for the gradient plumbing (LS through the Gram path = a plain
+weighted backward), the gradient scope, and skipped non-finite steps."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from moo_lightning.combiners import LinearScalarization
+from moo_lightning.gradients import gram_matrix, objective_grads, write_direction
+from moo_lightning.module import ConfigError, GradientScope, MultiObjectiveModule
+
+
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+def _losses(net, x):
+    out = net(x)
+    return torch.stack(
+        [out[:, 0].pow(2).mean(), (out[:, 1] - 1).abs().mean(), out[:, 2].exp().mean()]
+    )
+
+
+def test_gram_path_equals_weighted_backward():
+    x = torch.randn(16, 5)
+    w = torch.tensor([0.2, 0.5, 0.3])
+    net = _net()
+    (w * _losses(net, x)).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+
+    net = _net()
+    params = list(net.parameters())
+    grads = objective_grads(_losses(net, x), params)
+    K = gram_matrix(grads)
+    flat = torch.stack([torch.cat([g.reshape(-1) for g in gi]) for gi in grads]).double()
+    torch.testing.assert_close(K, flat @ flat.T)
+    write_direction(grads, w, params)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.grad, e)
+
+
+class GramLS(LinearScalarization):
+    needs_gram = True  # force the per-objective-gradient path
+
+
+class Tiny(MultiObjectiveModule):
+    def __init__(self, combiner):
+        super().__init__(
+            combiner, [0.2, 0.5, 0.3], optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1)
+        )
+        self.net = _net()
+
+    def objectives(self, batch):
+        return _losses(self.net, batch[0])
+
+
+def _quiet_trainer():
+    return L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        accelerator="cpu",
+        enable_model_summary=False,
+    )
+
+
+def _train(combiner):
+    torch.manual_seed(1)
+    data = torch.utils.data.TensorDataset(torch.randn(64, 5))
+    module = Tiny(combiner)
+    trainer = _quiet_trainer()
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_module_steps_identical_for_both_paths():
+    for a, b in zip(_train(LinearScalarization()), _train(GramLS())):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+class AlwaysNaN(Tiny):
+    def objectives(self, batch):
+        return super().objectives(batch) * float("nan")
+
+
+def test_nonfinite_steps_are_skipped_counted_and_stop_the_run():
+    import pytest
+
+    from moo_lightning.module import NonFiniteError
+
+    module = AlwaysNaN(LinearScalarization())
+    module.max_bad_steps = 3
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer = _quiet_trainer()
+    data = torch.utils.data.TensorDataset(torch.randn(160, 5))
+    with pytest.raises(NonFiniteError, match="3 consecutive steps with non-finite losses"):
+        trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    assert module.skipped_steps == 3
+    for a, b in zip(before, module.parameters()):
+        assert np.array_equal(a.numpy(), b.detach().numpy())  # no step was taken
+
+
+def test_gradient_scope_is_parsed_once_and_resolved_against_the_parameters():
+    assert GradientScope.parse("all").exact
+    assert GradientScope.parse("representation").kind == "representation"
+    scope = GradientScope.parse(["2."])  # the last Linear of _net()
+    assert scope.kind == "parameters" and scope.parameters == ()
+    net = _net()
+    resolved = scope.resolve(net)
+    assert [p.shape for p in resolved.parameters] == [torch.Size([3, 8]), torch.Size([3])]
+    with pytest.raises(ValueError, match="gradient_scope must be 'all', 'representation'"):
+        GradientScope.parse("everything")
+    with pytest.raises(ValueError, match="an empty list"):
+        GradientScope.parse([])
+    with pytest.raises(ConfigError, match="matches no trainable parameter; names start with: 0, 2"):
+        GradientScope.parse(["head"]).resolve(net)
+
+
+def test_a_loss_matrix_is_refused_by_the_single_model_step():
+    module = Tiny(LinearScalarization())
+    with pytest.raises(ValueError, match="EnsembleModule"):
+        module.multi_objective_step(torch.ones(2, 3))
