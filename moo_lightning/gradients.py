@@ -24,12 +24,19 @@ def objective_grads(
     return grads
 
 
+def world_size() -> int:
+    """The number of DDP processes (1 without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
+
+
 def all_reduce_grads(grads: list[list[torch.Tensor]]) -> None:
     """Average per-objective gradients over DDP ranks in place (autograd.grad bypasses DDP's
     reducer), so every rank builds the same Gram matrix and solves the same problem."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = world_size()
+    if world == 1:
         return
-    world = dist.get_world_size()
     for per_objective in grads:
         flat = torch.cat([g.reshape(-1) for g in per_objective])
         dist.all_reduce(flat)
@@ -43,19 +50,20 @@ def all_reduce_grads(grads: list[list[torch.Tensor]]) -> None:
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """The mean of ``x`` over DDP ranks (a detached copy); ``x`` itself without DDP."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = world_size()
+    if world == 1:
         return x
     buf = x.detach().clone()
     dist.all_reduce(buf)
-    return buf / dist.get_world_size()
+    return buf / world
 
 
 def all_reduce_gram(K: torch.Tensor) -> None:
     """For per-rank features (representation scope): the global batch's Gram is Σ_r K_r / R²
     (each rank's loss is a 1/R share of the global mean). In place; no-op without DDP."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = world_size()
+    if world == 1:
         return
-    world = dist.get_world_size()
     device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
     buf = K.to(device=device, dtype=torch.float64)
     dist.all_reduce(buf)

@@ -89,6 +89,19 @@ class Combiner(abc.ABC):
             raise ValueError(f"combiner.{key} must be a finite number {bound}. Found {value!r}")
         return float(value)
 
+    @staticmethod
+    def check_cvxpy_solver(name: str) -> str:
+        """An installed cvxpy solver, else one clear error listing the installed ones."""
+        import cvxpy as cp
+
+        installed = cp.installed_solvers()
+        if name not in installed:
+            raise ValueError(
+                f"combiner.cvxpy_solver {name!r} is not installed. "
+                f"Installed: {', '.join(installed)}"
+            )
+        return name
+
     def __init__(self, on_failure: str = "raise"):
         if on_failure not in ("raise", "ls"):
             raise ValueError(

@@ -117,12 +117,8 @@ class EPO(Combiner):
             raise ValueError(
                 f"combiner.solver must be 'cvxpy', 'exact' or 'auto'. Found {solver!r}"
             )
-        installed = cp.installed_solvers()
-        if solver != "exact" and cvxpy_solver not in installed:
-            raise ValueError(
-                f"combiner.cvxpy_solver {cvxpy_solver!r} is not installed. "
-                f"Installed: {', '.join(installed)}"
-            )
+        if solver != "exact":
+            self.check_cvxpy_solver(cvxpy_solver)
         self.eps = self.check_number("eps", eps, 0.0)
         self.descent = descent
         self.solver = solver

@@ -89,12 +89,7 @@ class PNG(Combiner):
         on_failure: str = "raise",
     ):
         super().__init__(on_failure)
-        if cvxpy_solver not in cp.installed_solvers():
-            raise ValueError(
-                f"combiner.cvxpy_solver {cvxpy_solver!r} is not installed. "
-                f"Installed: {', '.join(cp.installed_solvers())}"
-            )
-        self.cvxpy_solver = cvxpy_solver
+        self.cvxpy_solver = self.check_cvxpy_solver(cvxpy_solver)
         self._programs: dict[int, _DualQP] = {}  # compiled once per m, not per-step state
         alpha = self.check_number("alpha", alpha, 0.0, strict=True)
         e = self.check_number("e", e, 0.0)

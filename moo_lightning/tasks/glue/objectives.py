@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from moo_lightning.gradients import world_size
+
 
 def _similarities(z: torch.Tensor, labels: torch.Tensor):
     if z.dim() != 2 or labels.shape != (z.shape[0],):
@@ -105,11 +107,11 @@ def gather_global_batch(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     backward sums the rows' gradients over ranks, so each rank's gradient is R times its own
     share; averaging gradients over the R ranks (DDP, or the combiner's reduction) gives exactly
     the gradient of the global-batch loss."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = world_size()
+    if world == 1:
         return z, labels
     from torch.distributed.nn.functional import all_gather
 
-    world = dist.get_world_size()
     size = torch.tensor([z.shape[0]], device=z.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
