@@ -1,4 +1,4 @@
-PY ?= python
+PY ?= $(shell command -v python3 || command -v python)
 VENV ?= .venv
 BIN := $(VENV)/bin
 

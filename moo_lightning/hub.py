@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 from pathlib import Path
 
 OFFLINE_HINT = (
@@ -20,13 +19,20 @@ class HubUnreachableError(RuntimeError):
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers, asked through the hub client's own HTTP session: its endpoint
+    (HF_ENDPOINT), proxies (HTTPS_PROXY) and offline switch (HF_HUB_OFFLINE) apply."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
         return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # any transport error means: not reachable from here
+        return False
+    return True
 
 
 def minilm_path() -> str:
