@@ -376,9 +376,55 @@ def _finish_logger(lg, metrics: dict) -> None:
     summary = getattr(experiment, "summary", None)
     if summary is not None:
         summary.update(numeric)
+        if _is_wandb(lg):
+            _wandb_results(lg, metrics, summary)
     lg.finalize("success")
     if hasattr(experiment, "finish"):
         experiment.finish()
+
+
+# figures a run may leave in its folder: logged to W&B as images under figures/<stem>
+_FIGURES = ("trajectory.png", "loss_space.png")
+
+
+def _is_wandb(lg) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(lg, WandbLogger)
+
+
+def _numbers(value) -> bool:
+    """A non-empty flat list of numbers."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _wandb_results(lg, metrics: dict, summary) -> None:
+    """What metrics.json holds beyond numbers, into the W&B run: texts (status, combiner, ...);
+    flat lists of numbers (final losses, preference) as the list and one entry per index
+    (``final_train_losses/0``, ``/1``: what a scatter panel plots); lists of rows (per-member
+    test losses, preferences, the validation history) as tables ``tables/<key>``; and the
+    figures of the run folder (the logger's save_dir) as images ``figures/<name>``."""
+    step = metrics.get("steps")
+    summary.update({k: v for k, v in metrics.items() if isinstance(v, str)})
+    for key, value in metrics.items():
+        if _numbers(value):
+            summary.update({key: value, **{f"{key}/{i}": v for i, v in enumerate(value)}})
+        elif isinstance(value, list) and value and all(_numbers(row) for row in value):
+            width = max(len(row) for row in value)
+            if key == "val_history" and width == 2:  # (step, value) pairs
+                columns, rows = ["step", "value"], value
+            else:
+                columns = ["row", *(f"{key}/{j}" for j in range(width))]
+                rows = [[i, *row, *[None] * (width - len(row))] for i, row in enumerate(value)]
+            lg.log_table(key=f"tables/{key}", columns=columns, data=rows, step=step)
+    run_dir = Path(lg.save_dir or ".")
+    for name in _FIGURES:
+        if (run_dir / name).is_file():
+            lg.log_image(key=f"figures/{Path(name).stem}", images=[str(run_dir / name)], step=step)
 
 
 def _scalar(v):

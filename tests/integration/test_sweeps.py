@@ -81,7 +81,13 @@ def wandb_records(path):
 
 def test_wandb_offline_run_holds_summary_and_diagnostics(sst2, tmp_path):
     pytest.importorskip("wandb")
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    env = dict(
+        os.environ,
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DATA_DIR=str(tmp_path / "wandb_data"),  # tables are staged there
+        WANDB_CACHE_DIR=str(tmp_path / "wandb_cache"),
+    )
     proc = _train(
         [
             "task=sst2",
@@ -121,8 +127,11 @@ def test_wandb_offline_run_holds_summary_and_diagnostics(sst2, tmp_path):
     ):
         assert key in history, key
     assert {"combiner", "objective", "seed"} <= config
-    assert run.run_group == "sst2-N20" and run.job_type == "moo"
-    assert "combiner=epo" in list(run.tags)
+    # the group: every label but the combiner and the seed; the job type: the task
+    assert run.run_group == "sst2 N20 tiny moo r0.1,0.9 tau0.3 lam0.3 lr1e-05"
+    assert run.display_name == "sst2 N20 tiny moo epo r0.1,0.9 tau0.3 lam0.3 lr1e-05 seed0"
+    assert run.job_type == "sst2"
+    assert {"combiner=epo", "objective=moo", "encoder=tiny", "seed=0"} <= set(run.tags)
     assert "WANDB_API_KEY" not in log.read_bytes().decode("latin-1")
 
 

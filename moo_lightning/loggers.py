@@ -1,0 +1,117 @@
+"""Experiment loggers built from the logger presets (conf/logger/*.yaml).
+
+``wandb_logger`` names, groups and tags a W&B run from a mapping of labels (task, N, objective,
+combiner, preference, τ, λ, lr, seed, ...) and refuses, in one line and before training, an
+online run that has no API key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+# W&B modes in which nothing is sent, so no API key is needed
+_LOCAL_MODES = ("offline", "dryrun", "disabled")
+# W&B refuses longer tags
+_TAG_LIMIT = 64
+
+
+def wandb_mode(offline: bool = False, mode: str | None = None) -> str:
+    """The mode a W&B run would start in: the logger's own argument, else WANDB_MODE, else
+    W&B's settings (which include `wandb offline` / `wandb disabled`)."""
+    if offline:
+        return "offline"
+    if mode:
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    try:
+        from wandb.sdk import wandb_setup
+
+        return str(wandb_setup.singleton().settings.mode)
+    except (ImportError, AttributeError):  # another wandb layout: assume the default
+        return "online"
+
+
+def require_wandb_credentials(offline: bool = False, mode: str | None = None) -> None:
+    """Raise ValueError (one line) when a W&B run would go online without an API key; W&B
+    itself would otherwise stop the run with a long traceback, or wait for a prompt."""
+    if wandb_mode(offline, mode) in _LOCAL_MODES:
+        return
+    import wandb
+
+    hint = (
+        "run `wandb login` (or set WANDB_API_KEY), or set WANDB_MODE=offline to log locally "
+        "and `wandb sync` later"
+    )
+    try:
+        # W&B's own lookup (WANDB_API_KEY, settings files, .netrc); never prompts, not verified
+        found = wandb.login(prompt=False, verify=False)
+    except wandb.errors.AuthenticationError as err:
+        raise ValueError(f"W&B credentials: {err}; {hint}") from None
+    if not found:
+        raise ValueError(f"W&B is online but no API key was found: {hint}")
+
+
+def _text(value) -> str:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+def run_labels(labels: Mapping, requires: Mapping | None = None) -> dict:
+    """The labels that apply to this run: a label whose value is null, or whose entry in
+    ``requires`` is null (a config group the task does not use), is left out."""
+    requires = requires or {}
+    return {
+        k: v
+        for k, v in labels.items()
+        if v is not None and (k not in requires or requires[k] is not None)
+    }
+
+
+def describe(labels: Mapping) -> str:
+    """A readable run name: text values as they are, numbers and lists after their key
+    ("N20", "r0.1,0.9"). No "=": wandb-workspaces rewrites "=" to "==" in the filter values of a
+    saved view, so a group named with one could not be selected by name (sweep/dashboard.py)."""
+    return " ".join(v if isinstance(v, str) else f"{k}{_text(v)}" for k, v in labels.items())
+
+
+def tags(labels: Mapping) -> list[str]:
+    return [f"{k}={_text(v)}"[:_TAG_LIMIT] for k, v in labels.items()]
+
+
+def wandb_logger(
+    labels: Mapping,
+    requires: Mapping | None = None,
+    group_without: Sequence[str] = ("combiner", "seed"),
+    name: str | None = None,
+    group: str | None = None,
+    offline: bool = False,
+    **kwargs,
+):
+    """A Lightning WandbLogger whose run is told apart by ``labels``:
+
+    - name: every label ("sst2 N20 tiny moo epo r0.1,0.9 tau0.3 lam0.3 lr1e-05 seed0");
+    - group: every label but those in ``group_without`` (by default the combiner and the seed),
+      so a group holds the runs a dashboard compares: combiners over seeds at one setting;
+    - tags: every label as key=value;
+    - config: the labels under ``labels`` (dashboards group by ``labels.combiner``).
+
+    ``name`` / ``group`` replace the generated ones when given. Other arguments go to
+    WandbLogger (and from it to wandb.init). Raises ValueError when the run would be online
+    without an API key."""
+    require_wandb_credentials(offline, kwargs.get("mode"))
+    from lightning.pytorch.loggers import WandbLogger
+
+    kept = run_labels(labels, requires)
+    grouped = {k: v for k, v in kept.items() if k not in set(group_without)}
+    config = {**(kwargs.pop("config", None) or {}), "labels": kept}
+    return WandbLogger(
+        name=name or describe(kept),
+        group=group or describe(grouped),
+        tags=[*tags(kept), *(kwargs.pop("tags", None) or [])],
+        config=config,
+        offline=offline,
+        **kwargs,
+    )
