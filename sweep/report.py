@@ -1,13 +1,15 @@
 """Aggregate a sweep into the seed paper's Table 1, a per-run CSV and figures.
 
-    python sweep/report.py MULTIRUN_DIR --out OUT_DIR
+    python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--wandb [--project P] [--entity E]]
 
 For every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean validation
 accuracy over seeds are chosen among the groups that have every seed of the sweep; their test
 accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE
 baseline on the seeds both have. Groups missing seeds are listed as incomplete and never averaged.
 Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
-embeddings, module.save_test_embeddings=true) tsne.png.
+embeddings, module.save_test_embeddings=true) tsne.png. --wandb also logs Table 1 (a wandb.Table
+"table1"), the figures (images) and the report's files (an artifact of type "report") to a W&B
+run of job type "report" (WANDB_MODE=offline: a local run in OUT_DIR/wandb, `wandb sync` later).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -287,11 +291,69 @@ def tsne_figure(chosen, sweep_dir: Path, out: Path) -> bool:
     return True
 
 
-def main():
+def _cell(text: str):
+    """A table.csv cell as a number when it is one (empty: no value)."""
+    if text == "":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def log_to_wandb(out: Path, sweep_dir: Path, project: str, entity: str | None = None) -> str:
+    """Table 1, the figures and the report's files into one W&B run; returns the run's folder
+    (offline) or URL. Refuses an online run without an API key, in one line (ValueError)."""
+    # the repository root, so that `python sweep/report.py` finds moo_lightning
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from moo_lightning.loggers import require_wandb_credentials
+
+    require_wandb_credentials()
+    import wandb
+
+    with open(out / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = list(rows[0]) if rows else ["task"]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", sweep_dir.resolve().name) or "sweep"
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        job_type="report",
+        name=f"report {name}",
+        dir=str(out),
+        config={"sweep_dir": str(sweep_dir.resolve()), "report_dir": str(out.resolve())},
+    )
+    try:
+        logged = {
+            "table1": wandb.Table(
+                columns=columns, data=[[_cell(r[c]) for c in columns] for r in rows]
+            )
+        }
+        for figure in ("loss_space.png", "tsne.png"):
+            if (out / figure).is_file():
+                logged[Path(figure).stem] = wandb.Image(str(out / figure))
+        run.log(logged)
+        run.summary["table1_rows"] = len(rows)
+        artifact = wandb.Artifact(f"report-{name}", type="report")
+        for file in ("table.md", "table.csv", "runs.csv", "loss_space.png", "tsne.png"):
+            if (out / file).is_file():
+                artifact.add_file(str(out / file))
+        run.log_artifact(artifact)
+        where = Path(run.dir).parent if run.offline else run.url  # offline: the run folder
+    finally:
+        run.finish()
+    return str(where)
+
+
+def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
+    ap.add_argument("--wandb", action="store_true", help="also log the report to a W&B run")
+    ap.add_argument("--project", default="moo-lightning", help="W&B project (with --wandb)")
+    ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
+    args = ap.parse_args(argv)
     runs, left_out = load_runs(args.sweep_dir)
     if not runs:
         raise SystemExit(f"error: no complete text-classification runs under {args.sweep_dir}")
@@ -310,6 +372,12 @@ def main():
         + (", tsne.png" if has_tsne else " (no test embeddings: no tsne.png)")
         + f" to {args.out}"
     )
+    if args.wandb:
+        try:
+            where = log_to_wandb(args.out, args.sweep_dir, args.project, args.entity)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        print(f"W&B run: {where}")
 
 
 if __name__ == "__main__":
