@@ -305,7 +305,9 @@ _NOT_SETTINGS = (
     "hydra",
     "paths",
     "logger",
-    "callbacks",
+    # checkpoint writers change no result (early stopping does: it stays a setting)
+    "callbacks.last",
+    "callbacks.best_checkpoint",
     "ckpt_path",
     "skip_completed",
     "optimized_metric",

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.test_text import write_glue
+from tests.helpers import write_glue
 
 
 def test_tensorboard_writes_events_and_hyperparameters_in_the_run_folder(run_train):

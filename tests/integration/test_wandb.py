@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT
+from tests.helpers import ROOT, write_glue
 from tests.integration.test_sweeps import wandb_records
-from tests.integration.test_text import write_glue
 
 wandb = pytest.importorskip("wandb")
 
