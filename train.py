@@ -133,8 +133,9 @@ def _skip(cfg: DictConfig, run_dir: Path, done: dict) -> float | None:
 
 def build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     """Every part of the run from the config, in order (encoder, data, combiner, optimizer,
-    module, callbacks, loggers, trainer). Everything that fails here is a setting, a file or
-    the data the user gave: it becomes one line (BadSetting), never a traceback."""
+    module, callbacks, loggers, trainer). A ValueError or FileNotFoundError raised here is a
+    setting, a file or the data the user gave: it becomes one line (BadSetting). Other errors
+    (a bug, an import error) keep their traceback."""
     try:
         return _build(cfg, run_dir, settings, start)
     except Exception as err:
@@ -199,10 +200,15 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     loggers = _instantiate_all(cfg, "logger")
-    # checkpoints are written with a SHA-256 beside them and checked before they are read
-    plugins = [] if cfg.trainer.get("plugins") else [ChecksummedCheckpointIO()]
+    # checkpoints are written with a SHA-256 beside them and checked before they are read,
+    # unless the config brings a checkpoint writer of its own (its other plugins are kept)
+    from lightning.fabric.plugins import CheckpointIO
+
+    plugins = [hydra.utils.instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(ChecksummedCheckpointIO())
     trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
     timing["setup"] = time.perf_counter() - start  # everything before fit: a job's fixed cost
     return Job(cfg, run_dir, settings, encoder, data, combiner, module, trainer, loggers, timing)
@@ -241,6 +247,7 @@ def fit_and_test(job: Job) -> dict:
         "preference": [float(v) for v in module.preference],
         "steps": trainer.global_step,
         "combiner_fallbacks": module.fallbacks,
+        "combiner_recoveries": module.recoveries,
         "skipped_steps": module.skipped_steps,
     }
     test_start = time.perf_counter()
@@ -360,7 +367,7 @@ def _is_multirun() -> bool:
 
 
 def _choices() -> dict:
-    """The config-group options this run was composed from (task, model, objective, ...)."""
+    """The config-group options this run was composed from (task, encoder, objective, ...)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():

@@ -208,7 +208,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2))
 
     print(
-        f"default few-shot job: SST-2 N=20, model={args.model}, combiner={args.combiner}, "
+        f"default few-shot job: SST-2 N=20, encoder={args.model}, combiner={args.combiner}, "
         f"{args.steps} steps, validation every {args.interval}; {torch.get_num_threads()} threads"
     )
     print("| round | loop | total s | train steps s | validation s | everything else s |")

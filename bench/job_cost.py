@@ -9,7 +9,7 @@ launcher (all jobs share the process, as with a reused joblib worker): once with
 its timings (`timing_s`); the process's wall time is measured here. Prints one table and writes
 `outputs/bench/job_cost.json`; every figure comes from this one invocation.
 
-Fixed cost = process wall time − Σ (fit + test): imports and Hydra's set-up, each job's model
+Fixed cost = process wall time − Σ (fit + test): imports and Hydra's set-up, each job's encoder
 and data set-up, Hydra's per-job bookkeeping and writing results. A launcher that starts one
 process per job (submitit/SLURM) pays the first job's fixed cost every time: that share is the
 "one process per job" column.
@@ -37,7 +37,7 @@ def run_sweep(out: Path, data: str, jobs: int, steps: int, cache: bool, model: s
         "train.py",
         "-m",
         "task=sst2",
-        f"model={model}",
+        f"encoder={model}",
         "callbacks=none",
         "logger=none",
         f"data.path={data}",
@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_data = ROOT.parent / "shared/data/glue_hf/sst2"
     parser.add_argument("--data", default=str(default_data))
-    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--jobs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--out", default=str(ROOT / "outputs/bench/job_cost.json"))
@@ -98,17 +98,19 @@ def main() -> None:
         sys.exit(f"--data {args.data!r} is not a folder (GLUE SST-2 in the glue schema)")
     scratch = ROOT / "outputs/bench/job_cost"
     results = [
-        run_sweep(scratch / name, args.data, args.jobs, args.steps, cache, args.model)
+        run_sweep(scratch / name, args.data, args.jobs, args.steps, cache, args.encoder)
         for name, cache in (("no_cache", False), ("cache", True))
     ]
     same = [a["results"] for a in results[0]["runs"]] == [b["results"] for b in results[1]["runs"]]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
-        json.dumps({"model": args.model, "identical_results": same, "results": results}, indent=2)
+        json.dumps(
+            {"encoder": args.encoder, "identical_results": same, "results": results}, indent=2
+        )
     )
 
     print(
-        f"{args.jobs} jobs of model={args.model}, SST-2 N=20, {args.steps} steps, one process "
+        f"{args.jobs} jobs of encoder={args.encoder}, SST-2 N=20, {args.steps} steps, one process "
         "(Hydra basic launcher)"
     )
     print(
@@ -123,9 +125,9 @@ def main() -> None:
             f"| {r['fixed_s']:.1f} | {100 * r['fixed_share']:.1f}% | {later} "
             f"| {100 * r['one_process_per_job_share']:.1f}% |"
         )
-    print("per job (model / data set-up s):")
+    print("per job (encoder / data set-up s):")
     for r in results:
-        parts = [f"seed {x['seed']}: {x['model']:.2f} / {x['data']:.2f}" for x in r["runs"]]
+        parts = [f"seed {x['seed']}: {x['encoder']:.2f} / {x['data']:.2f}" for x in r["runs"]]
         print(f"  caches {'on' if r['cache'] else 'off'}: " + "; ".join(parts))
     print(f"val/acc_best, test/acc and final losses identical with and without caches: {same}")
     print(f"wrote {args.out}")

@@ -92,6 +92,21 @@ class EnsembleModule(MultiObjectiveModule):
                     f"{self.members} members along dim 0; {name} has shape {tuple(p.shape)}"
                 )
 
+    def clip(self, opt) -> None:
+        """Clip each member's direction to norm ``gradient_clip_val`` on its own (one norm over
+        the whole stack would let one member's large gradient shrink every member's step)."""
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if not grads:
+            return
+        norms = (
+            torch.stack([g.reshape(self.members, -1).double().pow(2).sum(1) for g in grads])
+            .sum(0)
+            .sqrt()
+        )
+        scale = (self.gradient_clip_val / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.to(g).view((self.members,) + (1,) * (g.dim() - 1)))
+
     def multi_objective_step(self, losses: torch.Tensor) -> list[Combined] | None:
         if losses.dim() != 2 or losses.shape[0] != self.members:
             raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import lightning as L
@@ -53,7 +53,7 @@ class GradientScope:
 
     kind: str  # "all" | "representation" | "parameters"
     prefixes: tuple[str, ...] = ()
-    parameters: tuple[torch.nn.Parameter, ...] = ()
+    parameters: tuple[torch.nn.Parameter, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def parse(cls, spec: str | Sequence[str]) -> GradientScope:
@@ -131,6 +131,7 @@ class MultiObjectiveModule(L.LightningModule):
         self.scope = GradientScope.parse(gradient_scope)
         self._base_seed: int | None = None
         self.fallbacks = 0
+        self.recoveries = 0  # solver failures solved another way (see Combined.recovered)
         self.skipped_steps = 0
         self._consecutive_bad = 0
 
@@ -188,6 +189,7 @@ class MultiObjectiveModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         checkpoint["moo_counters"] = {
             "fallbacks": self.fallbacks,
+            "recoveries": self.recoveries,
             "skipped_steps": self.skipped_steps,
             "consecutive_bad": self._consecutive_bad,
         }
@@ -195,6 +197,7 @@ class MultiObjectiveModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         counters = checkpoint.get("moo_counters", {})
         self.fallbacks = counters.get("fallbacks", 0)
+        self.recoveries = counters.get("recoveries", 0)
         self.skipped_steps = counters.get("skipped_steps", 0)
         self._consecutive_bad = counters.get("consecutive_bad", 0)
 
@@ -295,12 +298,17 @@ class MultiObjectiveModule(L.LightningModule):
         """Clip, step optimizer and schedule, count and log a step that was taken."""
         self._consecutive_bad = 0
         if self.gradient_clip_val is not None:
-            self.clip_gradients(
-                opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
-            )
+            self.clip(opt)
         self._optimizer_step(opt)
         self.fallbacks += sum(r.fallback for r in results)
+        self.recoveries += sum(r.recovered for r in results)
         self._log_step(global_losses, results)
+
+    def clip(self, opt) -> None:
+        """Clip the direction to norm ``gradient_clip_val``."""
+        self.clip_gradients(
+            opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
+        )
 
     def _optimizer_step(self, opt) -> None:
         """One optimizer step and one scheduler step: the budget (``trainer.max_steps``, which
@@ -345,5 +353,6 @@ class MultiObjectiveModule(L.LightningModule):
             for k, v in res.diagnostics.items():
                 logs[f"train/combiner/{tag}{k}"] = float(v)
         logs["train/combiner/fallbacks"] = float(self.fallbacks)
+        logs["train/combiner/recoveries"] = float(self.recoveries)
         logs["train/skipped_steps"] = float(self.skipped_steps)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,11 +117,36 @@ def describe_differences(diff: list[str], most: int = 5) -> str:
     return "; ".join(diff[:most]) + more
 
 
+# names that moved in 0.2 (the encoder group was called model; tasks moved into tasks/): settings
+# recorded before are compared under their new names
+_RENAMED_KEYS = {"model": "encoder"}
+_MOVED_TARGETS = {
+    "moo_lightning.models.": "moo_lightning.tasks.glue.encoders.",
+    "moo_lightning.data.": "moo_lightning.tasks.glue.data.",
+    "moo_lightning.objectives.": "moo_lightning.tasks.glue.objectives.",
+    "moo_lightning.text.": "moo_lightning.tasks.glue.module.",
+    "moo_lightning.toy.": "moo_lightning.tasks.toy.",
+    "moo_lightning.combiners.linear.": "moo_lightning.combiners.ls.",
+}
+
+
+def _current_names(settings: dict) -> dict:
+    out = {_RENAMED_KEYS.get(k, k): v for k, v in settings.items()}
+    leaves = {}
+    for key, value in _leaves(out):
+        if key.endswith("_target_") and isinstance(value, str):
+            for old, new in _MOVED_TARGETS.items():
+                if value.startswith(old):
+                    value = new + value[len(old) :]
+        leaves[key] = value
+    return leaves
+
+
 def settings_differences(saved: dict, current: dict) -> list[str]:
     """The settings (dotted keys present in both) whose values differ, as 'key: saved → now'.
     Keys present on one side only (a setting added by a later version with its default) are not
-    differences."""
-    a, b = dict(_leaves(saved)), dict(_leaves(current))
+    differences; settings saved under names that have since moved are compared under the new."""
+    a, b = _current_names(saved), dict(_leaves(current))
     return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
 
 
@@ -185,6 +211,11 @@ def verify_checksum(path) -> bool:
     path = Path(path).resolve()  # last.ckpt may be a link to the newest checkpoint
     side = Path(f"{path}.sha256")
     if not side.is_file():
+        warnings.warn(
+            f"checkpoint {path} has no checksum file ({side.name}): not verified (it is still "
+            "read as weights and plain state only)",
+            stacklevel=2,
+        )
         return False
     expected = side.read_text().split()[0] if side.read_text().strip() else ""
     found = file_sha256(path)
@@ -201,8 +232,12 @@ class ChecksummedCheckpointIO(TorchCheckpointIO):
     (``<file>.sha256``), checked before any checkpoint that has one is read."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        side = Path(f"{path}.sha256")
+        side.unlink(missing_ok=True)  # a file being replaced must not keep the old checksum
         super().save_checkpoint(checkpoint, path, storage_options)
-        Path(f"{path}.sha256").write_text(f"{file_sha256(path)}  {Path(path).name}\n")
+        tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+        tmp.write_text(f"{file_sha256(path)}  {Path(path).name}\n")
+        os.replace(tmp, side)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         verify_checksum(path)

@@ -98,7 +98,7 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
                 "wall_time_s": m.get("wall_time_s"),
                 "setup_s": (m.get("timing_s") or {}).get("setup"),
                 "fallbacks": m.get("combiner_fallbacks"),
-                "model": m.get("model"),
+                "encoder": m.get("encoder", m.get("model")),  # "model" before 0.2
                 "group": _group_key(cfg),
             }
         )

@@ -16,11 +16,13 @@ import torch
 class Combined:
     """What a combiner returns: weights (m,) such that the update direction is d = Gᵀ·weights,
     and scalar diagnostics for logging. ``fallback`` is True when the solver failed and the
-    explicit fallback policy produced the weights."""
+    explicit fallback policy produced the weights; ``recovered`` when the primary solver failed
+    but the same problem was solved another way (counted, not a fallback)."""
 
     weights: torch.Tensor
     diagnostics: dict[str, float] = field(default_factory=dict)
     fallback: bool = False
+    recovered: bool = False
 
 
 def _fmt(values: np.ndarray) -> str:
@@ -135,6 +137,7 @@ class Combiner(abc.ABC):
             w, diag = self._combine(l_np, K, r, **extra)
             diag["combine_ms"] = 1e3 * (time.perf_counter() - start)
             fallback = False
+            recovered = bool(diag.pop("recovered", 0.0))
         except SolverError as err:
             if self.on_failure == "raise":
                 raise
@@ -144,9 +147,10 @@ class Combiner(abc.ABC):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            w, diag, fallback = r / r.sum(), {"solver_failed": 1.0}, True
+            w, diag, fallback, recovered = r / r.sum(), {"solver_failed": 1.0}, True, False
         weights = torch.as_tensor(np.asarray(w, dtype=np.float64))
-        return Combined(weights.to(device=losses.device, dtype=losses.dtype), diag, fallback)
+        weights = weights.to(device=losses.device, dtype=losses.dtype)
+        return Combined(weights, diag, fallback, recovered)
 
     @abc.abstractmethod
     def _combine(

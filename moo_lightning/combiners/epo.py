@@ -169,10 +169,7 @@ class EPO(Combiner):
         retried = False
         if exact:
             start = time.perf_counter()
-            if balance:
-                w = solve_lp_on_segment(c, A, rhs)
-            else:
-                w = self._exact_descent(gram, c)
+            w = solve_lp_on_segment(c, A, rhs) if balance else self._exact_descent(gram, c)
             status = "optimal" if w is not None else "infeasible"
             solve_ms = 1e3 * (time.perf_counter() - start)
         else:
@@ -190,19 +187,16 @@ class EPO(Combiner):
                 status = problem.status
             except cp.error.SolverError as err:
                 status = f"error ({err})"
-            solve_ms = 1e3 * (time.perf_counter() - start)  # the whole cvxpy call
             w = prog.w.value if status in _ACCEPTED else None
             if w is None and m == 2:
                 # the interior-point solver can fail on a near-degenerate LP (seen with CLARABEL
                 # in descent mode at μ ≈ 1e-9): for two objectives the same LP has an exact
                 # solution, used instead and counted in the diagnostics
                 exact = True
-                if balance:
-                    w = solve_lp_on_segment(c, A, rhs)
-                else:
-                    w = self._exact_descent(gram, c)
+                w = solve_lp_on_segment(c, A, rhs) if balance else self._exact_descent(gram, c)
                 status = f"{status}; solved exactly" if w is not None else status
                 retried = True
+            solve_ms = 1e3 * (time.perf_counter() - start)  # the cvxpy call (and the retry)
         if w is None:
             mode = "balance" if balance else "descent"
             raise SolverError(f"EPO {mode} LP returned status {status!r} (mu={mu:.3g})")
@@ -214,7 +208,7 @@ class EPO(Combiner):
             "solve_ms": solve_ms,
             "exact_solver": float(exact),
             "inaccurate": float(status == cp.OPTIMAL_INACCURATE),
-            "cvxpy_failed_solved_exactly": float(retried),
+            "recovered": float(retried),  # counted by the module (combiner_recoveries)
         }
         if clamped:
             diag["nonpositive_losses"] = clamped

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from moo_lightning.tasks.glue import data as data_mod
-from moo_lightning.tasks.glue import encoders as models
+from moo_lightning.tasks.glue import encoders
 from moo_lightning.tasks.glue.data import GlueFewShot
 from moo_lightning.tasks.glue.encoders import Backbone, tiny_roberta
 from tests.helpers import write_glue
@@ -13,7 +13,7 @@ from tests.helpers import write_glue
 
 @pytest.fixture()
 def saved_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "_PRETRAINED", {})
+    monkeypatch.setattr(encoders, "_PRETRAINED", {})
     monkeypatch.setattr(data_mod, "_PREPARED", {})
     torch.manual_seed(0)
     encoder, tokenizer = tiny_roberta()
@@ -43,7 +43,7 @@ def test_encoder_is_loaded_once_per_process_and_copied_per_job(saved_model):
     for k, v in _state(fresh.encoder).items():
         torch.testing.assert_close(third.encoder.state_dict()[k], v, rtol=0, atol=0)
     # tiny models are drawn from the seed, never cached
-    assert not Backbone("tiny").cache_hit and "tiny" not in models._PRETRAINED
+    assert not Backbone("tiny").cache_hit and "tiny" not in encoders._PRETRAINED
 
 
 def _rows(ds):

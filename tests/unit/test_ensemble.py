@@ -85,3 +85,15 @@ def test_bad_member_preferences_fail_with_one_line():
         Stacked(EPO(), w0, b0, preferences=[[0.5, 0.5]])
     with pytest.raises(ValueError, match="'spread', null or one row per member"):
         Stacked(EPO(), w0, b0, preferences="even")
+
+
+def test_each_member_is_clipped_on_its_own():
+    w0, b0 = torch.zeros(N, D, 2, dtype=torch.float64), torch.zeros(N, 2, dtype=torch.float64)
+    ens = Stacked(EPO(), w0, b0, gradient_clip_val=1.0)
+    ens.w.grad = torch.zeros_like(ens.w)
+    ens.b.grad = torch.zeros_like(ens.b)
+    ens.w.grad[0, 0, 0] = 100.0  # member 0: norm 100; member 1: norm 0.5; member 2: zero
+    ens.b.grad[1, 0] = 0.5
+    ens.clip(None)
+    assert float(ens.w.grad[0].norm()) == pytest.approx(1.0, rel=1e-5)
+    assert float(ens.b.grad[1, 0]) == 0.5 and float(ens.w.grad[2].abs().sum()) == 0.0

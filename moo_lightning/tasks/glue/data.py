@@ -100,9 +100,12 @@ def _read_table(file: Path):
     if file.stat().st_size == 0:
         raise ValueError(f"{file}: the file is empty (no rows)")
     kind = {"jsonl": "json"}.get(file.suffix[1:], file.suffix[1:])
+    import pyarrow as pa
+    from datasets.exceptions import DatasetGenerationError
+
     try:
         ds = datasets.load_dataset(kind, data_files={"split": str(file)})["split"]
-    except Exception as err:  # the datasets library wraps parser errors in its own types
+    except (DatasetGenerationError, pa.ArrowInvalid, ValueError, UnicodeDecodeError) as err:
         cause = err.__cause__ or err
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise ValueError(f"{file}: not readable as {file.suffix[1:]} ({first[:200]})") from None

@@ -320,9 +320,6 @@ class MultiMNIST(L.LightningDataModule):
     composites show each test digit about 5 times in each position (evaluation is forward
     only, so the extra pairings cost little and average out the pairing noise)."""
 
-    num_tasks = 2
-    num_classes = 10
-
     def __init__(
         self,
         path: str | None = None,

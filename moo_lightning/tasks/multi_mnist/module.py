@@ -110,6 +110,14 @@ class MultiMNISTSet(EnsembleModule):
         self.val_history: list[tuple[int, float]] = []
         self._test: tuple[np.ndarray, np.ndarray] | None = None
 
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["val_history"] = [list(h) for h in self.val_history]
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        self.val_history = [tuple(h) for h in checkpoint.get("val_history", [])]
+
     def on_fit_start(self):
         super().on_fit_start()
         self.ls_warmup_steps = int(self.ls_warmup * self.trainer.estimated_stepping_batches)
@@ -199,4 +207,6 @@ class MultiMNISTSet(EnsembleModule):
     @property
     def preferences_matter(self) -> bool:
         """Whether the members' preferences steer them (LS, EPO, STCH; MGDA's LS warm-up)."""
+        if self.combiner.uses_criterion_grad:  # PNG: its own criterion reads them, a set's does not
+            return self.criterion is None
         return self.combiner.name in ("ls", "epo", "stch") or self.ls_warmup > 0
