@@ -99,3 +99,13 @@ def test_energy_ensemble_spreads(run_train, start):
     final = np.array(m["final_losses"])
     assert m["hv_ratio"] >= 0.85
     assert np.ptp(final[:, 0]) > 0.9  # spans the front end to end
+
+
+def test_the_energy_ensemble_refuses_a_combiner_that_would_drop_its_criterion(run_train):
+    # once, EPO ran five independent solves here while metrics.json said "criterion": "energy"
+    from train import _user_error
+
+    with pytest.raises(Exception) as info:
+        run_train("experiment=toy_energy", "combiner=epo", "logger=none")
+    err = _user_error(info.value)
+    assert isinstance(err, ValueError) and "combiner must be one that uses it (png)" in str(err)
