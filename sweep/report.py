@@ -281,7 +281,12 @@ def tsne_figure(chosen, sweep_dir: Path, out: Path) -> bool:
         emb = TSNE(
             n_components=2, random_state=0, init="pca", perplexity=min(30, len(data["labels"]) - 1)
         ).fit_transform(data["features"])
-        ax.scatter(emb[:, 0], emb[:, 1], c=data["labels"], s=6, cmap="coolwarm")
+        labels = data["labels"]
+        colours = plt.get_cmap("coolwarm")(np.linspace(0, 1, max(2, len(np.unique(labels)))))
+        for colour, cls in zip(colours, np.unique(labels)):
+            at = labels == cls
+            ax.scatter(emb[at, 0], emb[at, 1], s=6, color=colour, label=f"class {cls}")
+        ax.legend(fontsize=7, markerscale=2, loc="best")
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

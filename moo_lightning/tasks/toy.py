@@ -184,7 +184,7 @@ class ToyModule(_Trajectory, MultiObjectiveModule):
         """metrics.json entries and the loss-space figure for a finished run."""
         final = self.final_losses()
         traj = np.vstack([*self.trajectory, final])[None]
-        plot_trajectories(traj, Path(run_dir) / "trajectory.png", self._title())
+        plot_trajectories(traj, Path(run_dir) / "trajectory.png", self._title(), self.preference)
         return {
             "final_losses": final.tolist(),
             "final_g": self.final_stationarity(),
@@ -290,8 +290,9 @@ class ToyEnsembleModule(_Trajectory, EnsembleModule):
         }
 
 
-def plot_trajectories(trajectories: np.ndarray, path: Path, title: str) -> None:
-    """Loss-space paths (K, T, 2) over the exact front; start marked o, end marked *."""
+def plot_trajectories(trajectories: np.ndarray, path: Path, title: str, preference=None) -> None:
+    """Loss-space paths (K, T, 2) over the exact front; start marked o, end marked *; with a
+    ``preference``, its ray r1ℓ1 = r2ℓ2 (where EPO and PNG end, and LS does not)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -300,8 +301,22 @@ def plot_trajectories(trajectories: np.ndarray, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     front = exact_front()
     ax.plot(front[:, 0], front[:, 1], color="0.6", lw=2, label="exact Pareto front")
+    if preference is not None:
+        r1, r2 = np.asarray(preference, dtype=float)[:2]
+        slope = r1 / r2  # the ray ℓ2 = (r1 / r2) ℓ1
+        end = min(1.02, 1.02 / slope)
+        ax.plot(
+            [0, end],
+            [0, slope * end],
+            ls="--",
+            color="0.3",
+            lw=1,
+            label=f"preference ray r = ({r1:.2f}, {r2:.2f})",
+        )
+    many = len(trajectories) > 1
     for k, path_k in enumerate(trajectories):
-        line = ax.plot(path_k[:, 0], path_k[:, 1], lw=1, label=None if k else "trajectory")[0]
+        label = None if k else (f"{len(trajectories)} members" if many else "trajectory")
+        line = ax.plot(path_k[:, 0], path_k[:, 1], lw=1, label=label)[0]
         ax.scatter(*path_k[0], marker="o", color=line.get_color(), s=20)
         ax.scatter(*path_k[-1], marker="*", color=line.get_color(), s=90, zorder=3)
     ax.set_xlabel(r"$\ell_1$")
