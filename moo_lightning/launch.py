@@ -29,9 +29,9 @@ def join_submitit_tasks() -> None:
     # (32768-60999), where outgoing connections could already hold it
     os.environ.update(
         MASTER_ADDR=env.hostnames[0] if env.hostnames else "127.0.0.1",
-        MASTER_PORT=os.environ.get(
-            "MASTER_PORT", str(10000 + zlib.crc32(str(env.job_id).encode()) % 20000)
-        ),
+        # never an inherited MASTER_PORT: jobs of one sweep run side by side, and a port set in
+        # the launching process (an earlier DDP run in it, say) would join them into one group
+        MASTER_PORT=str(10000 + zlib.crc32(str(env.job_id).encode()) % 20000),
         NODE_RANK=str(env.node),
         LOCAL_RANK=str(env.local_rank),
         WORLD_SIZE=str(env.num_tasks),
