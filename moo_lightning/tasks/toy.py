@@ -292,7 +292,7 @@ class ToyEnsembleModule(_Trajectory, EnsembleModule):
 
 def plot_trajectories(trajectories: np.ndarray, path: Path, title: str, preference=None) -> None:
     """Loss-space paths (K, T, 2) over the exact front; start marked o, end marked *; with a
-    ``preference``, its ray r1ℓ1 = r2ℓ2 (where EPO and PNG end, and LS does not)."""
+    ``preference``, its ray r1ℓ1 = r2ℓ2 (where EPO, and PNG with its default criterion, end)."""
     import matplotlib
 
     matplotlib.use("Agg")
