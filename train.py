@@ -240,7 +240,7 @@ def fit_and_test(job: Job) -> dict:
     metrics: dict = {
         "task": cfg.task_name,
         "status": status,
-        "choices": _choices(),
+        "choices": _choices(cfg),
         "num_train": cfg.data.get("num_train"),
         "combiner": job.combiner.name,  # the one that ran (single-objective losses: ls)
         "seed": cfg.seed,
@@ -366,13 +366,18 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _choices() -> dict:
-    """The config-group options this run was composed from (task, encoder, objective, ...)."""
+def _choices(cfg: DictConfig) -> dict:
+    """The config-group options this run was composed from (task, encoder, objective, ...),
+    without the groups its task switched off (the toy task has no encoder or objective)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    return {
+        k: v
+        for k, v in HydraConfig.get().runtime.choices.items()
+        if not k.startswith("hydra") and not (k in cfg and cfg[k] is None)
+    }
 
 
 def _finish_logger(lg, metrics: dict) -> None:

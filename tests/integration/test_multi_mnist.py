@@ -40,6 +40,7 @@ def test_each_set_method_trains_five_members_and_records_the_set(run_train, digi
     assert losses.shape == errors.shape == (5, 2)
     assert np.isfinite(losses).all() and ((errors >= 0) & (errors <= 1)).all()
     assert m["source_note"] == "built from the MNIST test split"
+    assert "encoder" not in m["choices"] and "objective" not in m["choices"]  # not used here
     if experiment in ("mm_ls", "mm_epo", "mm_stch", "mm_mgda"):
         assert np.array(m["preferences"]).shape == (5, 2)
     else:
