@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from moo_lightning.combiners.base import Combined, as_preference
+from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.gradients import (
     all_reduce_grads,
     member_gram_matrices,
@@ -17,6 +18,9 @@ from moo_lightning.gradients import (
     write_member_directions,
 )
 from moo_lightning.module import ConfigError, MultiObjectiveModule
+
+# criteria that couple the members' loss vectors (N, m) into one number F
+CRITERIA = ("energy", "hypervolume")
 
 
 def spread_preferences(members: int, m: int = 2) -> np.ndarray:
@@ -41,7 +45,12 @@ class EnsembleModule(MultiObjectiveModule):
     optimizer step for all. Gram-free combiners (LS) take one backward of Σ_n Σ_i w_ni ℓ_ni.
 
     ``preferences``: one row per member (N, m); ``'spread'`` spreads them over the quarter
-    circle (two objectives); ``None`` gives every member ``preference``."""
+    circle (two objectives); ``None`` gives every member ``preference``.
+
+    ``criterion``: ``'energy'`` (Σ_{i≠j} ‖ℓ_i − ℓ_j‖⁻²) or ``'hypervolume'`` (−HV w.r.t.
+    ``criterion_reference``) couples the members, each steered by its own ∂F/∂ℓ_n (a combiner
+    that uses a criterion gradient: PNG); ``bound_criterion_grad`` keeps each member's ∂F/∂ℓ_n
+    direction and bounds its norm by 1."""
 
     def __init__(
         self,
@@ -49,11 +58,24 @@ class EnsembleModule(MultiObjectiveModule):
         preference,
         members: int,
         preferences: str | Sequence[Sequence[float]] | None = None,
+        criterion: str | None = None,
+        criterion_reference: tuple[float, float] = (1.0, 1.0),
+        bound_criterion_grad: bool = True,
         num_objectives: int | None = None,
         **kwargs,
     ):
         if int(members) < 1:
             raise ValueError(f"module.members must be >= 1. Found {members}")
+        if criterion is not None and criterion not in CRITERIA:
+            raise ValueError(
+                f"module.criterion must be one of {', '.join(CRITERIA)} or null. Found "
+                f"{criterion!r}"
+            )
+        if criterion is not None and not combiner.uses_criterion_grad:
+            raise ValueError(
+                f"module.criterion={criterion} steers every member by the criterion's gradient: "
+                f"combiner must be one that uses it (png). Found combiner {combiner.name!r}"
+            )
         super().__init__(combiner, preference, num_objectives=num_objectives, **kwargs)
         if not self.scope.exact:
             raise ValueError(
@@ -78,10 +100,25 @@ class EnsembleModule(MultiObjectiveModule):
                     f"({self.members}). Found shape {rows.shape}"
                 )
         self.member_preferences = rows
+        self.criterion = criterion
+        self.criterion_reference = tuple(criterion_reference)
+        self.bound_criterion_grad = bound_criterion_grad
 
     def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
-        """∂F/∂ℓ (N, m) of a criterion coupling the members' losses (N, m); None: no coupling."""
-        return None
+        """∂F/∂ℓ (N, m) of the criterion coupling the members' losses (N, m); None: none."""
+        if self.criterion is None:
+            return None
+        L_ = losses.detach().double().requires_grad_(True)
+        if self.criterion == "energy":
+            value = energy_distance(L_)
+        else:
+            value = negative_hypervolume(L_, self.criterion_reference)
+        (grad,) = torch.autograd.grad(value, L_)
+        if self.bound_criterion_grad:
+            # the energy's gradient grows like ‖Δℓ‖⁻³ for close members: keep each member's
+            # direction and bound its size, so one learning rate serves every stage of the run
+            grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1.0)
+        return grad
 
     def on_fit_start(self):
         super().on_fit_start()

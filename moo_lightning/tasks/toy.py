@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from moo_lightning.combiners.base import Combiner, as_preference
-from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.combiners.mgda import min_norm_weights
 from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.gradients import gram_matrix, objective_grads
@@ -229,12 +228,16 @@ class ToyEnsembleModule(_Trajectory, EnsembleModule):
             )
         if start not in ("clustered", "extremes"):
             raise ValueError(f"module.start must be 'clustered' or 'extremes'. Found {start!r}")
-        if not combiner.uses_criterion_grad:
-            raise ValueError(
-                f"the {criterion} ensemble steers every member by the criterion's gradient: "
-                f"combiner must be one that uses it (png). Found combiner {combiner.name!r}"
-            )
-        super().__init__(combiner, preference, members=members, num_objectives=2, **kwargs)
+        super().__init__(
+            combiner,
+            preference,
+            members=members,
+            criterion=criterion,
+            criterion_reference=REFERENCE_POINT,
+            bound_criterion_grad=bound_criterion_grad,
+            num_objectives=2,
+            **kwargs,
+        )
         rng = np.random.default_rng(seed)
         eta = np.full(n, n**-0.5)
         if start == "clustered":
@@ -245,23 +248,11 @@ class ToyEnsembleModule(_Trajectory, EnsembleModule):
         self.thetas = torch.nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
         self.trajectory: list[np.ndarray] = []
         self.start = start
-        self.criterion = criterion
-        self.bound_criterion_grad = bound_criterion_grad
 
     def objectives(self, batch) -> torch.Tensor:
         losses = _toy_losses(self.thetas)
         self.trajectory.append(losses.detach().cpu().numpy().copy())
         return losses
-
-    def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor:
-        L_ = losses.detach().double().requires_grad_(True)
-        F = energy_distance(L_) if self.criterion == "energy" else negative_hypervolume(L_)
-        (grad,) = torch.autograd.grad(F, L_)
-        if self.bound_criterion_grad:
-            # the energy's gradient grows like ‖Δℓ‖⁻³ for clustered members: keep its direction
-            # per member and bound its size, so one learning rate serves every stage of the run
-            grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1.0)
-        return grad
 
     def final_losses(self) -> np.ndarray:
         with torch.no_grad():

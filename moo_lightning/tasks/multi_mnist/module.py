@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from moo_lightning.combiners import LinearScalarization
-from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.combiners.epo import non_uniformity
 from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.tasks.multi_mnist.lenet import StackedMultiLeNet
@@ -20,7 +19,6 @@ from moo_lightning.tasks.multi_mnist.lenet import StackedMultiLeNet
 # point of the hypervolume logged at validation (the report uses the same)
 CHANCE_LOSS = float(np.log(10.0))
 CHANCE_ERROR = 0.9
-CRITERIA = ("energy", "hypervolume")
 
 
 class MemberStats(Metric):
@@ -78,19 +76,12 @@ class MultiMNISTSet(EnsembleModule):
             preference,
             members=members,
             preferences=preferences,
+            criterion=criterion,
+            criterion_reference=(CHANCE_LOSS, CHANCE_LOSS),
+            bound_criterion_grad=bound_criterion_grad,
             num_objectives=2,
             **kwargs,
         )
-        if criterion is not None and criterion not in CRITERIA:
-            raise ValueError(
-                f"module.criterion must be one of {', '.join(CRITERIA)} or null. Found "
-                f"{criterion!r}"
-            )
-        if criterion is not None and not combiner.uses_criterion_grad:
-            raise ValueError(
-                f"module.criterion={criterion} steers every member by the criterion's gradient: "
-                f"combiner must be one that uses it (png). Found combiner {combiner.name!r}"
-            )
         if isinstance(ls_warmup, bool) or not (
             isinstance(ls_warmup, int | float) and 0 <= ls_warmup < 1
         ):
@@ -98,8 +89,6 @@ class MultiMNISTSet(EnsembleModule):
                 f"module.ls_warmup must be a fraction of the budget in [0, 1). Found {ls_warmup!r}"
             )
         self.net = StackedMultiLeNet(self.members, seed=seed)
-        self.criterion = criterion
-        self.bound_criterion_grad = bound_criterion_grad
         self.ls_warmup = float(ls_warmup)
         self.ls_warmup_steps = 0  # from the budget, at fit start
         self._warmup_combiner = LinearScalarization()
@@ -130,26 +119,16 @@ class MultiMNISTSet(EnsembleModule):
         return ce.view(n, -1, 2).mean(1)  # (N, 2)
 
     def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
-        if self.criterion is None or self.global_step < self.ls_warmup_steps:
+        if self.global_step < self.ls_warmup_steps:  # the declared LS warm-up: no criterion
             return None
-        L_ = losses.detach().double().requires_grad_(True)
-        if self.criterion == "energy":
-            value = energy_distance(L_)
-        else:
-            value = negative_hypervolume(L_, (CHANCE_LOSS, CHANCE_LOSS))
-        (grad,) = torch.autograd.grad(value, L_)
-        if self.bound_criterion_grad:
-            # the energy's gradient grows like ‖Δℓ‖⁻³ for close members: keep each member's
-            # direction and bound its size, so one learning rate serves the whole run
-            grad = grad / grad.norm(dim=1, keepdim=True).clamp_min(1.0)
-        return grad
+        return super().criterion_grads(losses)
 
     def write_member_gradients(self, losses, global_losses, fgrads):
         if self.global_step >= self.ls_warmup_steps:
             return super().write_member_gradients(losses, global_losses, fgrads)
         combiner, self.combiner = self.combiner, self._warmup_combiner  # the declared warm-up
         try:
-            return super().write_member_gradients(losses, global_losses, None)
+            return super().write_member_gradients(losses, global_losses, fgrads)
         finally:
             self.combiner = combiner
 
