@@ -21,6 +21,14 @@ CHANCE_LOSS = float(np.log(10.0))
 CHANCE_ERROR = 0.9
 
 
+def member_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (N, B, 2) of every member's two heads: logits (N, B, 2, 10), labels (B, 2)."""
+    n = logits.shape[0]
+    target = labels.unsqueeze(0).expand(n, -1, -1)
+    ce = F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none")
+    return ce.view(n, -1, 2)
+
+
 class MemberStats(Metric):
     """Summed cross-entropy and correct predictions per member and head (N, 2), over examples;
     summed across DDP ranks."""
@@ -35,11 +43,8 @@ class MemberStats(Metric):
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         # logits (N, B, 2, 10), labels (B, 2)
-        n = logits.shape[0]
-        target = labels.unsqueeze(0).expand(n, -1, -1)
-        ce = F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none")
-        self.loss += ce.view(n, -1, 2).sum(1).double()
-        self.correct += (logits.argmax(-1) == target).sum(1).double()
+        self.loss += member_cross_entropy(logits, labels).sum(1).double()
+        self.correct += (logits.argmax(-1) == labels.unsqueeze(0)).sum(1).double()
         self.count += labels.shape[0]
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,10 +118,7 @@ class MultiMNISTSet(EnsembleModule):
 
     def objectives(self, batch) -> torch.Tensor:
         logits = self.net(batch["images"])  # (N, B, 2, 10)
-        n = logits.shape[0]
-        target = batch["labels"].unsqueeze(0).expand(n, -1, -1)
-        ce = F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none")
-        return ce.view(n, -1, 2).mean(1)  # (N, 2)
+        return member_cross_entropy(logits, batch["labels"]).mean(1)  # (N, 2)
 
     def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
         if self.global_step < self.ls_warmup_steps:  # the declared LS warm-up: no criterion
