@@ -60,7 +60,7 @@ def compose(overrides: list[str], run_dir: Path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(ROOT / "moo_lightning" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
@@ -69,7 +69,7 @@ def compose(overrides: list[str], run_dir: Path):
 
 
 def lightning_job(overrides: list[str], run_dir: Path) -> dict:
-    import train
+    from moo_lightning.cli import train
 
     cfg = compose([*overrides, "+callbacks.timer._target_=__main__.StepTimer"], run_dir)
     train.run(cfg)

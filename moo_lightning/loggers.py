@@ -1,4 +1,4 @@
-"""Experiment loggers built from the logger presets (conf/logger/*.yaml).
+"""Experiment loggers built from the logger presets (moo_lightning/conf/logger/*.yaml).
 
 ``wandb_logger`` names, groups and tags a W&B run from a mapping of labels (task, N, objective,
 combiner, preference, τ, λ, lr, seed, ...) and refuses, in one line and before training, an

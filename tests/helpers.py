@@ -1,5 +1,5 @@
 """What the tests share: paths, small GLUE folders, random and degenerate Gram matrices, and every
-combiner of conf/combiner/ built from its YAML (the only registry) with the promises it declares."""
+combiner of moo_lightning/conf/combiner/ built from its YAML (the only registry) with the promises it declares."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = str(ROOT / "conf")
+CONF = str(ROOT / "moo_lightning" / "conf")
 
 # --- combiners, from their configs ------------------------------------------------------------
 
@@ -19,11 +19,11 @@ VARIANTS = {"epo": [("solver=exact",)], "png": [("e=0",)]}
 
 
 def combiner_names() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / "combiner").glob("*.yaml"))
+    return sorted(p.stem for p in (ROOT / "moo_lightning" / "conf" / "combiner").glob("*.yaml"))
 
 
 def combiner_cases() -> list[str]:
-    """Every combiner of conf/combiner/, and its VARIANTS, as ids: 'epo', 'epo[solver=exact]'."""
+    """Every combiner of moo_lightning/conf/combiner/, and its VARIANTS, as ids: 'epo', 'epo[solver=exact]'."""
     cases = []
     for name in combiner_names():
         cases.append(name)

@@ -69,7 +69,7 @@ class Combiner(abc.ABC):
     uses_criterion_grad: bool = False
     #: Short name used in logs and diagnostics.
     name: str = "combiner"
-    #: Promises the shared property tests check for every combiner in conf/combiner/:
+    #: Promises the shared property tests check for every combiner in moo_lightning/conf/combiner/:
     #: weights on the simplex (w ≥ 0, Σw = 1); weights unique for a full-rank Gram (PNG's dual
     #: is unique only up to K's null space, so its effect Kw is compared instead); weights
     #: unchanged when every gradient is scaled by the same factor.

@@ -11,7 +11,7 @@ from tests.helpers import CONF
 @pytest.fixture
 def run_train(tmp_path):
     """Compose the real config with overrides, run train.run, return metrics.json."""
-    import train
+    from moo_lightning.cli import train
 
     def _run(*overrides: str) -> dict:
         with initialize_config_dir(CONF, version_base="1.3"):

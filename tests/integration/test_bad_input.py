@@ -140,7 +140,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(
     )
     if not any(o.startswith("data.path") for o in overrides):
         overrides += (f"data.path={folders['good']}",)
-    from train import _user_error
+    from moo_lightning.cli.train import _user_error
 
     with pytest.raises(Exception) as info:
         run_train(*TINY, *overrides)
@@ -155,7 +155,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(
 
 def test_errors_raised_during_training_keep_their_traceback(run_train, folders, monkeypatch):
     # a ValueError from a bug in training code is not bad input: train.py must not shorten it
-    import train
+    from moo_lightning.cli import train
     from moo_lightning.tasks.glue.module import TextClassificationModule
 
     def broken(self, batch):

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import write_digits
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("mm_*.yaml"))
+METHODS = sorted(p.stem for p in (ROOT / "moo_lightning" / "conf" / "experiment").glob("mm_*.yaml"))
 SMALL = (
     "data.num_train=256",
     "data.num_val=64",
@@ -76,13 +76,13 @@ def test_every_experiment_runs_as_one_fast_dev_run_sweep(digits, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    experiments = sorted(p.stem for p in (ROOT / "moo_lightning" / "conf" / "experiment").glob("*.yaml"))
     done = sorted(p.parent.name for p in out.glob("*/metrics.json"))
     assert done == [f"debug=fast,experiment={e}" for e in experiments]
 
 
 def test_a_criterion_needs_a_combiner_that_steers_by_it(run_train, digits):
-    from train import _user_error
+    from moo_lightning.cli.train import _user_error
 
     with pytest.raises(Exception) as info:
         run_train("experiment=mm_png", "combiner=epo", f"data.path={digits}", *SMALL)
@@ -91,7 +91,7 @@ def test_a_criterion_needs_a_combiner_that_steers_by_it(run_train, digits):
 
 
 def test_missing_digits_folder_is_one_line(run_train, tmp_path):
-    from train import _user_error
+    from moo_lightning.cli.train import _user_error
 
     with pytest.raises(Exception) as info:
         run_train("experiment=mm_ls", f"data.path={tmp_path}/nope", *SMALL)

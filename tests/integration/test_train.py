@@ -5,7 +5,7 @@ import pytest
 
 
 def test_argv_normalisation():
-    from train import normalise_argv
+    from moo_lightning.cli.train import normalise_argv
 
     argv = ["train.py", "task=qnli", "combiner=epo", "-m", "seed=0-9"]
     assert normalise_argv(argv) == [

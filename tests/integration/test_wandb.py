@@ -139,7 +139,7 @@ def fresh_wandb_settings():
 def test_online_without_a_key_fails_in_one_line_before_training(
     run_train, monkeypatch, tmp_path, fresh_wandb_settings
 ):
-    import train
+    from moo_lightning.cli import train
 
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)

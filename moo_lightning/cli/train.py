@@ -1,0 +1,537 @@
+"""Train one model (or one ensemble) with a gradient combiner; the Hydra entry point.
+
+python train.py task=toy combiner=epo preference=[0.2,0.8]
+python train.py task=qnli combiner=epo -m seed=0-9
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PROCESS_START = time.perf_counter()
+
+import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from moo_lightning.launch import is_leader, join_submitit_tasks  # noqa: E402
+from moo_lightning.records import (  # noqa: E402
+    ChecksummedCheckpointIO,
+    FolderBusyError,
+    FolderLock,
+    SettingsGuard,
+    check_checkpoint,
+    describe_differences,
+    read_json,
+    run_status,
+    settings_differences,
+    summary_block,
+    write_json_atomic,
+)
+
+log = logging.getLogger("moo_lightning")
+# neither says anything about the run: Lightning's advertisement for its cloud logger, and a
+# deprecation warning raised inside Lightning itself on every fit
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip")
+)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# jobs of this process that ended without a result (a status other than "ok", or a folder another
+# process was writing): the process's exit code says so after a sweep
+_OUTCOMES: list[str] = []
+# jobs this process has run (the first one's timing includes the imports and Hydra's set-up)
+_JOBS: list[Path] = []
+
+
+class BadSetting(ValueError):
+    """A setting, file or data problem found while building a job: reported in one line."""
+
+
+@dataclass
+class Job:
+    """Everything one run is built from, and when each part was ready."""
+
+    cfg: DictConfig
+    run_dir: Path
+    settings: dict
+    encoder: object
+    data: object
+    combiner: object
+    module: object
+    trainer: object
+    loggers: list
+    timing: dict = field(default_factory=dict)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """One job: check the run folder (lock; a finished job with the same settings is skipped),
+    build, fit and test, record. Returns the optimised metric for Hydra's sweepers."""
+    start = time.perf_counter()
+    join_submitit_tasks()
+    run_dir = Path(cfg.paths.run_dir)
+    settings = _settings(cfg)
+    # every DDP rank takes the same skip / refuse decision from the same files (a rank that
+    # went on alone would wait for the others forever); rank 0 also holds the folder's lock
+    lock = FolderLock(run_dir) if is_leader() else contextlib.nullcontext()
+    try:
+        with lock:
+            done = _finished_result(cfg, run_dir, settings)
+            if done is not None:
+                return _skip(cfg, run_dir, done)
+            job = build(cfg, run_dir, settings, start)
+            metrics = fit_and_test(job)
+            return record(job, metrics, start)
+    except FolderBusyError as err:
+        if not _is_multirun():
+            raise
+        log.warning("skipping this job: %s", err)
+        _OUTCOMES.append("busy")
+        return None
+
+
+def _finished_result(cfg: DictConfig, run_dir: Path, settings: dict) -> dict | None:
+    """The folder's finished result when this job may be skipped; None when it must run.
+    A finished result made with other settings is refused (never overwritten) unless
+    ``skip_completed=false`` asks for a re-run."""
+    done = read_json(run_dir / "metrics.json")
+    finished = done and done.get("complete") and cfg.get("ckpt_path") is None
+    if not (finished and cfg.get("skip_completed")):
+        return None
+    if "settings" not in done:
+        raise BadSetting(
+            f"{run_dir} holds a finished job from an earlier version that recorded no settings, "
+            "so it cannot be checked against this command; it is left as it is. Use another "
+            "folder (hydra.run.dir / hydra.sweep.dir)"
+        )
+    diff = settings_differences(done["settings"], settings)
+    if diff:
+        raise BadSetting(
+            f"{run_dir} holds a finished job made with other settings "
+            f"({describe_differences(diff)}); its metrics.json, which records those settings, is "
+            "left as it is. Use another folder (hydra.run.dir / hydra.sweep.dir) for these "
+            "settings"
+        )
+    return done
+
+
+def _skip(cfg: DictConfig, run_dir: Path, done: dict) -> float | None:
+    # re-running a sweep completes only the jobs without a finished result
+    status = done.get("status", "ok")
+    log.info("%s already holds this job's result (%s): skipping it", run_dir, status)
+    if status != "ok":
+        _OUTCOMES.append(status)
+    key = cfg.get("optimized_metric")
+    return done.get(key) if key else None
+
+
+def build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
+    """Every part of the run from the config, in order (encoder, data, combiner, optimizer,
+    module, callbacks, loggers, trainer). A ValueError or FileNotFoundError raised here is a
+    setting, a file or the data the user gave: it becomes one line (BadSetting). Other errors
+    (a bug, an import error) keep their traceback."""
+    try:
+        return _build(cfg, run_dir, settings, start)
+    except Exception as err:
+        cause = _user_error(err, building=True)
+        if cause is None:
+            raise
+        raise BadSetting(str(cause)) from err
+
+
+def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
+    import lightning as L
+    import torch
+
+    from moo_lightning.module import ConfigError, InformsData, InformsModule
+
+    check_checkpoint(cfg.get("ckpt_path"))
+    if cfg.seed is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    timing = {}
+    # text tasks share one encoder between the data (its tokenizer) and the module
+    encoder = hydra.utils.instantiate(cfg.encoder) if cfg.get("encoder") else None
+    timing["encoder"] = time.perf_counter() - start
+    data_kwargs = encoder.data_arguments() if isinstance(encoder, InformsData) else {}
+    data = hydra.utils.instantiate(cfg.data, **data_kwargs)
+    data_start = time.perf_counter()
+    if isinstance(data, L.LightningDataModule):
+        # read, sample and tokenise now (fit would do it too): a job's fixed cost is then timed
+        # apart from training, and bad data fails before the trainer exists. Every DDP rank
+        # runs this; the data are small (few-shot) or cached.
+        data.setup("fit")
+    timing["data"] = time.perf_counter() - data_start
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision.startswith("16"):
+        # checked here as well as in the module: on CPU Lightning silently turns 16-mixed into
+        # bf16-mixed, so the module would never see what was asked for
+        raise ValueError(
+            f"trainer.precision={precision} is not supported: the Gram combiners write .grad by "
+            "hand, bypassing the loss scaler, and the module skips non-finite steps itself, "
+            "which a loss scaler expects to do. Use 32-true or bf16-mixed"
+        )
+    combiner = hydra.utils.instantiate(cfg.combiner)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)
+    try:  # the optimizer checks its settings (lr, betas, ...) only once built: build one now
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as err:
+        raise ValueError(f"optimizer: {err}") from None
+    module_kwargs = {}
+    for part in (encoder, data):
+        if isinstance(part, InformsModule):
+            module_kwargs.update(part.module_arguments())
+    preference = cfg.preference
+    module = hydra.utils.instantiate(
+        cfg.module,
+        combiner=combiner,
+        preference=OmegaConf.to_object(preference)
+        if OmegaConf.is_config(preference)
+        else preference,
+        optimizer=optimizer,
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        **module_kwargs,
+    )
+    # checkpoints carry the settings that made them; resuming with others is refused
+    callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
+    loggers = _instantiate_all(cfg, "logger")
+    # checkpoints are written with a SHA-256 beside them and checked before they are read,
+    # unless the config brings a checkpoint writer of its own (its other plugins are kept)
+    from lightning.fabric.plugins import CheckpointIO
+
+    plugins = [hydra.utils.instantiate(p) for p in (cfg.trainer.get("plugins") or [])]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(ChecksummedCheckpointIO())
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins
+    )
+    timing["setup"] = time.perf_counter() - start  # everything before fit: a job's fixed cost
+    return Job(cfg, run_dir, settings, encoder, data, combiner, module, trainer, loggers, timing)
+
+
+def fit_and_test(job: Job) -> dict:
+    """Fit; the run's status (ok, diverged, no_steps, no_validation); the best-by-validation
+    weights tested when the run has a result. Errors here keep their traceback unless they say
+    they are bad settings."""
+    from moo_lightning.module import NonFiniteError
+
+    cfg, trainer, module, data = job.cfg, job.trainer, job.module, job.data
+    if job.loggers:
+        flat = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+        resolved = OmegaConf.to_container(
+            OmegaConf.create(flat | {"paths": {"run_dir": str(job.run_dir)}}), resolve=True
+        )
+        for lg in job.loggers:
+            lg.log_hyperparams(resolved)
+    fit_start = time.perf_counter()
+    stopped = None
+    try:
+        # weights_only: a checkpoint is read as tensors and plain containers, never as code
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except NonFiniteError as err:  # recorded as the run's status, not a crash
+        stopped = str(err)
+    job.timing["fit"] = time.perf_counter() - fit_start
+    status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
+    metrics: dict = {
+        "task": cfg.task_name,
+        "status": status,
+        "choices": _choices(cfg),
+        "num_train": cfg.data.get("num_train"),
+        "combiner": job.combiner.name,  # the one that ran (single-objective losses: ls)
+        "seed": cfg.seed,
+        "preference": [float(v) for v in module.preference],
+        "steps": trainer.global_step,
+        "combiner_fallbacks": module.fallbacks,
+        "combiner_recoveries": module.recoveries,
+        "skipped_steps": module.skipped_steps,
+    }
+    test_start = time.perf_counter()
+    if status == "ok":
+        metrics.update(
+            {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        )
+        if cfg.get("test"):
+            # the module restores its best-validation weights itself (memory and checkpoints)
+            results = trainer.test(module, datamodule=data, verbose=False)
+            metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
+    else:
+        # no headline accuracy: a diverged or unvalidated run must not enter a table
+        metrics["status_reason"] = why
+        log.error("run %s: %s (recorded in metrics.json)", status, why)
+    job.timing["test"] = time.perf_counter() - test_start
+    return metrics
+
+
+def record(job: Job, metrics: dict, start: float) -> float | None:
+    """The module's exports, timings, settings and status into metrics.json (rank 0, written
+    last and atomically), the loggers' summaries, and the end-of-run block on the console."""
+    if not job.trainer.is_global_zero:
+        # DDP: every rank trained and evaluated (metrics are synchronised); one writes
+        return None
+    metrics.update(job.module.export(job.run_dir))
+    _JOBS.append(job.run_dir)
+    metrics["timing_s"] = {
+        **job.timing,
+        # imports and Hydra's set-up before the first job of a process; 0 for later jobs
+        "process_before_run": start - _PROCESS_START if len(_JOBS) == 1 else 0.0,
+    }
+    metrics["cache_hits"] = {
+        "encoder": bool(getattr(job.encoder, "cache_hit", False)),
+        "data": bool(getattr(job.data, "cache_hit", False)),
+    }
+    metrics["wall_time_s"] = time.perf_counter() - start
+    metrics["settings"] = job.settings  # what produced this result, compared before any skip
+    metrics["complete"] = True  # the job finished; `status` says whether it has a result
+    for lg in job.loggers:
+        _finish_logger(lg, metrics)
+    # written last and atomically: an interrupted job leaves no metrics.json behind
+    write_json_atomic(job.run_dir / "metrics.json", metrics)
+    log.info(summary_block(job.run_dir, metrics))
+    if metrics["status"] != "ok":
+        _OUTCOMES.append(metrics["status"])
+        return None
+    key = job.cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+def _instantiate_all(cfg: DictConfig, section: str) -> list:
+    group = cfg.get(section)
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if c is not None]
+
+
+# settings that do not change a run's result: left out of the record compared before a finished
+# job is skipped or a checkpoint resumed (dotted prefixes)
+_NOT_SETTINGS = (
+    "hydra",
+    "paths",
+    "logger",
+    # checkpoint writers change no result (early stopping does: it stays a setting)
+    "callbacks.last",
+    "callbacks.best_checkpoint",
+    "ckpt_path",
+    "skip_completed",
+    "optimized_metric",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.default_root_dir",
+    "trainer.log_every_n_steps",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.num_nodes",
+    "trainer.use_distributed_sampler",
+    "encoder.cache",
+    "data.cache",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "module.save_test_embeddings",
+)
+
+
+def _settings(cfg: DictConfig) -> dict:
+    """The resolved settings that define this run's result (plain containers)."""
+    top = [k for k in cfg if k not in _NOT_SETTINGS]  # hydra's own node is never resolved
+    full = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in top
+    }
+
+    def keep(tree, prefix=""):
+        if not isinstance(tree, dict):
+            return tree
+        return {
+            k: keep(v, f"{prefix}{k}.")
+            for k, v in tree.items()
+            if f"{prefix}{k}" not in _NOT_SETTINGS
+        }
+
+    settings = keep(full)
+    data = settings.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = os.path.abspath(data["path"])  # the same folder however it was named
+    return settings
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _choices(cfg: DictConfig) -> dict:
+    """The config-group options this run was composed from (task, encoder, objective, ...),
+    without the groups its task switched off (the toy task has no encoder or objective)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {
+        k: v
+        for k, v in HydraConfig.get().runtime.choices.items()
+        if not k.startswith("hydra") and not (k in cfg and cfg[k] is None)
+    }
+
+
+def _finish_logger(lg, metrics: dict) -> None:
+    """Put the run's results in the logger's summary (W&B) and close it, so the next job of an
+    in-process sweep starts a run of its own."""
+    numeric = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    experiment = getattr(lg, "experiment", None)
+    summary = getattr(experiment, "summary", None)
+    if summary is not None:
+        summary.update(numeric)
+        if _is_wandb(lg):
+            _wandb_results(lg, metrics, summary)
+    lg.finalize("success")
+    if hasattr(experiment, "finish"):
+        experiment.finish()
+
+
+# figures a run may leave in its folder: logged to W&B as images under figures/<stem>
+_FIGURES = ("trajectory.png", "loss_space.png")
+
+
+def _is_wandb(lg) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(lg, WandbLogger)
+
+
+def _numbers(value) -> bool:
+    """A non-empty flat list of numbers."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _wandb_results(lg, metrics: dict, summary) -> None:
+    """What metrics.json holds beyond numbers, into the W&B run: texts (status, combiner, ...);
+    flat lists of numbers (final losses, preference) as the list and one entry per index
+    (``final_train_losses/0``, ``/1``: what a scatter panel plots); lists of rows (per-member
+    test losses, preferences, the validation history) as tables ``tables/<key>``; and the
+    figures of the run folder (the logger's save_dir) as images ``figures/<name>``."""
+    step = metrics.get("steps")
+    summary.update({k: v for k, v in metrics.items() if isinstance(v, str)})
+    for key, value in metrics.items():
+        if _numbers(value):
+            summary.update({key: value, **{f"{key}/{i}": v for i, v in enumerate(value)}})
+        elif isinstance(value, list) and value and all(_numbers(row) for row in value):
+            width = max(len(row) for row in value)
+            if key == "val_history" and width == 2:  # (step, value) pairs
+                columns, rows = ["step", "value"], value
+            else:
+                columns = ["row", *(f"{key}/{j}" for j in range(width))]
+                rows = [[i, *row, *[None] * (width - len(row))] for i, row in enumerate(value)]
+            lg.log_table(key=f"tables/{key}", columns=columns, data=rows, step=step)
+    run_dir = Path(lg.save_dir or ".")
+    for name in _FIGURES:
+        if (run_dir / name).is_file():
+            lg.log_image(key=f"figures/{Path(name).stem}", images=[str(run_dir / name)], step=step)
+
+
+def _scalar(v):
+    return float(v.item()) if hasattr(v, "item") else v
+
+
+_SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Make the command users type work with Hydra's parser: `seed=A-B` becomes the inclusive
+    sweep `seed=range(A,B+1)`, and `-m`/`--multirun` may stand anywhere (argparse only accepts it
+    before the overrides)."""
+    multirun = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    rest = []
+    for arg in argv[1:]:
+        if arg in ("-m", "--multirun"):
+            continue
+        m = _SEED_RANGE.match(arg)
+        if m:
+            key, a, b = m.group(1), int(m.group(2)), int(m.group(3))
+            if b < a:
+                raise SystemExit(f"error: {arg}: the range end must be >= its start")
+            if not multirun:
+                raise SystemExit(f"error: {arg} is a sweep over seeds; add -m (multirun)")
+            arg = f"{key}=range({a},{b + 1})"
+        rest.append(arg)
+    return argv[:1] + multirun[:1] + rest
+
+
+@hydra.main(version_base="1.3", config_path="pkg://moo_lightning.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        # bad input or no network: one line naming the key and what is allowed, no traceback
+        sys.exit(f"error: {user_error}")
+
+
+def _user_error(err: BaseException, building: bool = False) -> BaseException | None:
+    """The bad-input or no-network error inside ``err``'s cause chain (Hydra wraps errors raised
+    while instantiating), or None for a genuine failure that deserves its traceback. While a
+    job is built every ValueError / FileNotFoundError is a setting or a file the user gave;
+    once it trains only errors that declare themselves bad settings are."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from moo_lightning.hub import HubUnreachableError
+    from moo_lightning.module import ConfigError
+
+    user: tuple[type[BaseException], ...] = (
+        BadSetting,
+        ConfigError,
+        FolderBusyError,
+        HubUnreachableError,
+        MisconfigurationException,
+        OmegaConfBaseException,
+    )
+    if building:
+        user += (ValueError, FileNotFoundError)
+    while err is not None:
+        if isinstance(err, BadSetting):  # the build's own error, as the user's input raised it
+            return _user_error(err.__cause__, building=True) or err
+        if isinstance(err, user):
+            return err
+        err = err.__cause__
+    return None
+
+
+def _exit_code() -> int:
+    """0 when every job of this process has a result; otherwise one line and a non-zero code
+    (1: a run diverged, trained no step or never validated, recorded in its metrics.json;
+    75: jobs skipped because another process was writing their folders, re-run to check)."""
+    if not _OUTCOMES:
+        return 0
+    counts = {k: _OUTCOMES.count(k) for k in dict.fromkeys(_OUTCOMES)}
+    print(
+        "jobs without a result: " + ", ".join(f"{n} {k}" for k, n in counts.items()),
+        file=sys.stderr,
+    )
+    return 75 if set(counts) == {"busy"} else 1
+
+
+def cli() -> None:
+    """``moo-train`` / ``python train.py``: Hydra's command line plus ``seed=A-B`` and ``-m``
+    anywhere; the exit code says whether every job has a result."""
+    sys.argv = normalise_argv(sys.argv)
+    main()
+    sys.exit(_exit_code())
+
+
+if __name__ == "__main__":
+    cli()
