@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,10 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 _OUTCOMES: list[str] = []
 # jobs this process has run (the first one's timing includes the imports and Hydra's set-up)
 _JOBS: list[Path] = []
+
+
+# the model a finished run leaves in its folder (save_model=true)
+MODEL_FILE = "model.ckpt"
 
 
 class BadSetting(ValueError):
@@ -264,6 +269,12 @@ def fit_and_test(job: Job) -> dict:
         metrics["status_reason"] = why
         log.error("run %s: %s (recorded in metrics.json)", status, why)
     job.timing["test"] = time.perf_counter() - test_start
+    if status == "ok" and cfg.get("save_model") and not trainer.fast_dev_run:
+        # the weights that were tested (the best-by-validation ones), no optimizer state, with
+        # a SHA-256 beside them: `moo-evaluate <run dir>` tests them again later. Every DDP rank
+        # takes part; rank 0 writes
+        trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
+        metrics["model"] = MODEL_FILE
     return metrics
 
 
@@ -317,6 +328,7 @@ _NOT_SETTINGS = (
     "callbacks.best_checkpoint",
     "ckpt_path",
     "skip_completed",
+    "save_model",
     "optimized_metric",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
@@ -476,9 +488,20 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:
         user_error = _user_error(err)
         if user_error is None:
+            _to_log_file(f"failed:\n{traceback.format_exc()}")  # the console gets it from Hydra
             raise
         # bad input or no network: one line naming the key and what is allowed, no traceback
+        _to_log_file(f"error: {user_error}")
         sys.exit(f"error: {user_error}")
+
+
+def _to_log_file(message: str) -> None:
+    """Write ``message`` into the job's log file (train.log) only: the console already shows it,
+    as one line or as Hydra's traceback, and a failed job's log must not be empty."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _user_error(err: BaseException, building: bool = False) -> BaseException | None:

@@ -91,8 +91,14 @@ class TextClassificationModule(MultiObjectiveModule):
 
     def on_save_checkpoint(self, checkpoint):
         super().on_save_checkpoint(checkpoint)
+        state = self._best_state
+        if "optimizer_states" not in checkpoint and state is not None:
+            # a weights-only file (the run's model.ckpt) holds the weights that are tested, the
+            # best-by-validation ones, as its state dict, and no second copy of them
+            checkpoint["state_dict"].update({f"classifier.{k}": v for k, v in state.items()})
+            state = None
         checkpoint["best_validation"] = {
-            "state": self._best_state,
+            "state": state,
             "acc": None if self._best_state is None else float(self.val_best.compute()),
             "history": list(self.val_history),
         }

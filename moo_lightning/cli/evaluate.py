@@ -1,0 +1,214 @@
+"""Test a saved model again, later: ``moo-evaluate RUN [key=value ...]`` (``python evaluate.py``
+in a checkout).
+
+RUN is a run folder (its ``model.ckpt``, left by ``save_model=true``, the default for single
+runs) or a checkpoint file inside one (``checkpoints/best/best-step=N.ckpt``,
+``checkpoints/last.ckpt``: tested the way the run would have tested it at that point, with its
+best-validation weights). The run is rebuilt from the config it saved (``.hydra/config.yaml``),
+so nothing has to be repeated; ``key=value`` pairs change values of it, e.g. another copy of the
+data (``data.path=...``), a larger evaluation batch (``data.eval_batch_size=256``) or a device
+(``trainer.accelerator=gpu``). The checkpoint's SHA-256 is checked before it is read, and it is
+read as weights only.
+
+Writes ``evaluation.json`` into the run folder (``--out FILE`` elsewhere; the run's own
+``metrics.json`` is never touched): the test metrics, the checkpoint and its SHA-256, the changes
+asked for and, when nothing changed, whether the recorded test metrics were reproduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from moo_lightning.records import file_sha256, read_json, write_json_atomic
+
+log = logging.getLogger("moo_lightning")
+
+# settings forced for a re-evaluation: one process, nothing written but evaluation.json
+_EVALUATION = {
+    "ckpt_path": None,
+    "trainer": {
+        "strategy": "auto",
+        "devices": 1,
+        "num_nodes": 1,
+        "fast_dev_run": False,
+        "enable_checkpointing": False,
+    },
+}
+
+
+class EvaluationError(ValueError):
+    """A run folder, checkpoint or setting that cannot be evaluated: reported in one line."""
+
+
+def find_run(target: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint) for a run folder or a checkpoint file inside one."""
+    from moo_lightning.cli.train import MODEL_FILE
+
+    if not target.exists():
+        raise EvaluationError(f"{target}: no such run folder or checkpoint file")
+    if target.is_dir():
+        run_dir, ckpt = target, target / MODEL_FILE
+        if not ckpt.is_file():
+            raise EvaluationError(
+                f"{target} holds no {MODEL_FILE} (runs save it unless save_model=false, and the "
+                "sweep presets switch it off); pass a checkpoint file instead, e.g. "
+                f"{target}/checkpoints/last.ckpt"
+            )
+        return run_dir, ckpt
+    for parent in target.parents:
+        if (parent / ".hydra" / "config.yaml").is_file():
+            return parent, target
+    raise EvaluationError(
+        f"{target}: no run folder above it holds .hydra/config.yaml (the config the run saved), "
+        "so the model cannot be rebuilt"
+    )
+
+
+def run_config(run_dir: Path, changes: list[str]):
+    """The run's saved config with the evaluation settings and the user's changes applied."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise EvaluationError(f"{path} is missing: the run's config is needed to rebuild it")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError) as err:
+        raise EvaluationError(f"{path} could not be read: {err}") from None
+    cfg = OmegaConf.merge(cfg, _EVALUATION, {"paths": {"run_dir": str(run_dir)}})
+    cfg.logger, cfg.callbacks = {}, {}  # replaced, not merged into the run's own
+    for change in changes:
+        key, sep, _ = change.partition("=")
+        if not sep or not key:
+            raise EvaluationError(f"{change!r}: expected key=value with a key of the run's config")
+        old = OmegaConf.select(cfg, key, default=_MISSING)
+        if old is _MISSING:
+            raise EvaluationError(f"{key}: the run's config ({path}) has no such key")
+        if OmegaConf.is_dict(old):
+            # a group choice (trainer=gpu) needs Hydra's composition: values are changed here
+            raise EvaluationError(
+                f"{change}: only values of the saved config can be changed "
+                f"(e.g. {key}.<field>=...), not a whole config group"
+            )
+        try:
+            value = OmegaConf.select(OmegaConf.from_dotlist([change]), key)
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise EvaluationError(f"{change}: {err}") from None
+    return cfg
+
+
+_MISSING = object()
+
+
+def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
+    """Rebuild the run, test the checkpoint, write and return the evaluation record."""
+    import lightning as L
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    from moo_lightning.cli import train
+    from moo_lightning.records import check_checkpoint
+
+    start = time.perf_counter()
+    run_dir, ckpt = find_run(target)
+    cfg = run_config(run_dir, changes)
+    try:
+        check_checkpoint(str(ckpt))
+    except (ValueError, FileNotFoundError) as err:
+        raise EvaluationError(str(err)) from None
+    try:
+        job = train.build(cfg, run_dir, {}, start)
+    except train.BadSetting as err:
+        raise EvaluationError(str(err)) from None
+    if not (
+        isinstance(job.data, L.LightningDataModule) and is_overridden("test_dataloader", job.data)
+    ):
+        raise EvaluationError(f"task={cfg.get('task_name')} has no test split to evaluate")
+    # weights_only: the checkpoint is read as tensors and plain containers, never as code
+    results = job.trainer.test(
+        job.module, datamodule=job.data, ckpt_path=str(ckpt), weights_only=True, verbose=False
+    )
+    metrics = {k: _scalar(v) for k, v in (results[0] if results else {}).items()}
+    recorded = read_json(run_dir / "metrics.json") or {}
+    record = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "checkpoint_sha256": file_sha256(ckpt),
+        "changes": list(changes),
+        "metrics": metrics,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    if not changes:
+        # the same weights on the same data: the recorded test metrics should come back
+        same = {
+            k: _close(v, recorded[k])
+            for k, v in metrics.items()
+            if isinstance(recorded.get(k), float)
+        }
+        record["reproduces_recorded"] = same
+    if job.trainer.is_global_zero:
+        write_json_atomic(out or run_dir / "evaluation.json", record)
+    return record
+
+
+def _scalar(v):
+    return float(v.item()) if hasattr(v, "item") else v
+
+
+def _close(a, b) -> bool:
+    return isinstance(a, float) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="moo-evaluate",
+        description="Test a run's saved model again (its folder's model.ckpt, or a checkpoint "
+        "file inside a run folder), rebuilt from the config the run saved.",
+    )
+    parser.add_argument("run", type=Path, help="a run folder, or a checkpoint file inside one")
+    parser.add_argument(
+        "changes", nargs="*", help="key=value changes to the run's config (e.g. data.path=...)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the record (default: RUN/evaluation.json)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        record = evaluate(args.run, args.changes, args.out)
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    heads = " · ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items() if isinstance(v, float))
+    lines = [f"== evaluated: {record['checkpoint']}", f"   {heads or 'no test metrics'}"]
+    same = record.get("reproduces_recorded")
+    if same:
+        lines.append(
+            "   recorded test metrics "
+            + (
+                "reproduced"
+                if all(same.values())
+                else "NOT reproduced: " + ", ".join(k for k, v in same.items() if not v)
+            )
+        )
+    written = args.out or Path(record["run_dir"]) / "evaluation.json"
+    lines.append(f"   {record['wall_time_s']:.1f} s · {written}")
+    print("\n".join(lines))
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,115 @@
+"""A finished run leaves its tested model on disk, and moo-evaluate tests it again later from the
+run's saved config; a failed job's train.log says why it failed."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from moo_lightning.cli.evaluate import main as evaluate
+from tests.helpers import ROOT, write_glue
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny SST-2 run whose best validation (step 2) is not its last step (4), with the
+    resume checkpoint (full state) beside the model file."""
+    base = tmp_path_factory.mktemp("evaluate")
+    glue = write_glue(base / "glue", "sst2")
+    run_dir = base / "run"
+    cmd = [
+        sys.executable, "train.py", "task=sst2", "encoder=tiny", f"data.path={glue}",
+        "logger=none", "callbacks=resume", "trainer.max_steps=4",
+        "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, glue
+
+
+def test_the_model_file_holds_the_tested_weights(finished_run):
+    run_dir, _ = finished_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "model.ckpt"
+    assert (run_dir / "model.ckpt.sha256").is_file()
+    model = torch.load(run_dir / "model.ckpt", map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in model
+    full = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = full["best_validation"]["state"]
+    assert metrics["best_step"] == 2 and metrics["steps"] == 4
+    # the best-by-validation weights (tested), not the last step's, and stored once
+    assert model["best_validation"]["state"] is None
+    for name, value in best.items():
+        assert torch.equal(model["state_dict"][f"classifier.{name}"], value), name
+    moved = [
+        n for n, v in best.items() if not torch.equal(full["state_dict"][f"classifier.{n}"], v)
+    ]
+    assert moved, "the last step's weights should differ from the best (step 2) here"
+
+
+def test_evaluate_reproduces_the_recorded_test_metrics(finished_run, capsys):
+    run_dir, _ = finished_run
+    assert evaluate([str(run_dir)]) == 0
+    record = json.loads((run_dir / "evaluation.json").read_text())
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert record["metrics"]["test/acc"] == pytest.approx(recorded["test/acc"])
+    assert record["reproduces_recorded"] == {"test/acc": True, "test/examples": True}
+    assert "recorded test metrics reproduced" in capsys.readouterr().out
+
+
+def test_evaluate_a_checkpoint_on_another_copy_of_the_data(finished_run, tmp_path):
+    run_dir, _ = finished_run
+    other = write_glue(tmp_path / "other", "sst2", n_train=60, n_val=30)
+    out = tmp_path / "eval.json"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert evaluate([str(ckpt), f"data.path={other}", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["checkpoint"] == str(ckpt) and record["changes"] == [f"data.path={other}"]
+    assert "reproduces_recorded" not in record  # other data: nothing to compare with
+    # the validation rows split in half: 15 test examples
+    assert record["metrics"]["test/examples"] == 15
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["{run}", "data.nope=1"], "data.nope: the run's config"),
+        (["{run}", "trainer=gpu"], "only values of the saved config can be changed"),
+        (["{run}", "data.path"], "expected key=value"),
+        (["{run}/missing"], "no such run folder or checkpoint file"),
+        (["{run}/.hydra"], "holds no model.ckpt"),
+    ],
+)
+def test_evaluate_refuses_bad_input_in_one_line(finished_run, capsys, args, expected):
+    run_dir, _ = finished_run
+    assert evaluate([a.format(run=run_dir) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+def test_evaluate_refuses_a_tampered_model(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    data = bytearray((copy / "model.ckpt").read_bytes())
+    data[-100] ^= 0xFF
+    (copy / "model.ckpt").write_bytes(bytes(data))
+    assert evaluate([str(copy)]) == 2
+    assert "does not match its" in capsys.readouterr().err
+    assert not (copy / "evaluation.json").exists() or (
+        (copy / "evaluation.json").read_bytes() == (run_dir / "evaluation.json").read_bytes()
+    )
+
+
+def test_a_failed_jobs_log_says_why(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "task=sst2", "encoder=tiny", "data.path=/no/such/folder",
+           "logger=none", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: data.path")
+    assert line in (run_dir / "train.log").read_text()
