@@ -1,5 +1,6 @@
 """What the tests share: paths, small GLUE folders, random and degenerate Gram matrices, and every
-combiner of moo_lightning/conf/combiner/ built from its YAML (the only registry) with the promises it declares."""
+combiner of moo_lightning/conf/combiner/ built from its YAML (the only registry) with the
+promises it declares."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def combiner_names() -> list[str]:
 
 
 def combiner_cases() -> list[str]:
-    """Every combiner of moo_lightning/conf/combiner/, and its VARIANTS, as ids: 'epo', 'epo[solver=exact]'."""
+    """Every combiner of moo_lightning/conf/combiner/, and its VARIANTS, as ids: 'epo',
+    'epo[solver=exact]'."""
     cases = []
     for name in combiner_names():
         cases.append(name)

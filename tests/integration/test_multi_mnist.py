@@ -76,7 +76,9 @@ def test_every_experiment_runs_as_one_fast_dev_run_sweep(digits, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    experiments = sorted(p.stem for p in (ROOT / "moo_lightning" / "conf" / "experiment").glob("*.yaml"))
+    experiments = sorted(
+        p.stem for p in (ROOT / "moo_lightning" / "conf" / "experiment").glob("*.yaml")
+    )
     done = sorted(p.parent.name for p in out.glob("*/metrics.json"))
     assert done == [f"debug=fast,experiment={e}" for e in experiments]
 

@@ -36,7 +36,8 @@ def test_installed_wheel_runs_without_a_checkout(tmp_path):
     assert "moo-evaluate = moo_lightning.cli.evaluate:cli" in scripts
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
+         str(wheel)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(target)}  # ahead of the checkout's editable install

@@ -21,7 +21,9 @@ from tests.helpers import (
     random_problem,
 )
 
-CASES = combiner_cases()  # every moo_lightning/conf/combiner/*.yaml (+ variants): a new combiner joins here
+CASES = (
+    combiner_cases()
+)  # every moo_lightning/conf/combiner/*.yaml (+ variants): a new combiner joins here
 
 
 def call(comb, losses, K, pref):

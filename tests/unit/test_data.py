@@ -87,3 +87,17 @@ def test_validation_may_be_in_another_format_than_train(tmp_path):
     )
     train, val = load_splits("sst2", str(tmp_path))
     assert len(train) == 6 and len(val) == 4 and list(val["label"]) == [0, 1, 0, 1]
+
+
+def test_batch_sampler_can_serve_the_same_batches_every_epoch():
+    """debug=overfit: Lightning's overfit_batches takes each epoch's first batch, which must be
+    the same batch every epoch; normal training draws new class-balanced batches per epoch."""
+    labels = [0, 1] * 20
+    fresh = ClassBalancedBatchSampler(labels, 16, seed=3)
+    fixed = ClassBalancedBatchSampler(labels, 16, seed=3, same_every_epoch=True)
+    first = list(fixed)
+    fresh_first = list(fresh)
+    fresh.set_epoch(1)
+    fixed.set_epoch(1)
+    assert list(fixed) == first == fresh_first
+    assert list(fresh) != first

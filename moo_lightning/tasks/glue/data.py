@@ -235,10 +235,16 @@ class ClassBalancedBatchSampler(BatchSampler):
     yields its disjoint share of every global batch, dealt class by class so each share stays
     balanced. The global batches depend on (seed, epoch) only, so any number of ranks sees the
     same data and takes the same number of optimizer steps; with one rank a share is the whole
-    global batch."""
+    global batch. ``same_every_epoch``: epoch 0's batches every epoch (overfitting one batch)."""
 
     def __init__(
-        self, labels, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0
+        self,
+        labels,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        same_every_epoch: bool = False,
     ):
         self.labels = np.asarray(labels)
         n = len(self.labels)
@@ -246,6 +252,7 @@ class ClassBalancedBatchSampler(BatchSampler):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.seed, self.epoch = seed, 0
+        self.same_every_epoch = same_every_epoch
         self.num_replicas, self.rank = num_replicas, rank
         self.num_batches = max(1, -(-n // batch_size))
         if n // self.num_batches < num_replicas:
@@ -255,7 +262,8 @@ class ClassBalancedBatchSampler(BatchSampler):
             )
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if not self.same_every_epoch:
+            self.epoch = epoch
 
     def __len__(self) -> int:
         return self.num_batches
@@ -436,8 +444,11 @@ class GlueFewShot(L.LightningDataModule):
     def train_dataloader(self):
         ds = self.splits["train"]
         rank, world = self._ranks()
+        # Lightning's overfit_batches (debug=overfit) takes the first batches of every epoch:
+        # they must be the same batches, not a fresh class-balanced draw
+        overfit = bool(getattr(self.trainer, "overfit_batches", 0))
         sampler = ClassBalancedBatchSampler(
-            ds["labels"], self.batch_size, self.seed, num_replicas=world, rank=rank
+            ds["labels"], self.batch_size, self.seed, world, rank, same_every_epoch=overfit
         )
         return DataLoader(
             ds, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers
