@@ -7,6 +7,7 @@ python train.py task=qnli combiner=epo -m seed=0-9
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -345,6 +346,31 @@ _NOT_SETTINGS = (
     "data.eval_batch_size",
     "module.save_test_embeddings",
 )
+
+
+def job_folder(overrides) -> str:
+    """A sweep job's folder name (hydra.sweep.subdir): its command-line overrides that change
+    results, sorted and joined by ',' (Hydra's override_dirname, so names without paths are the
+    same as Hydra's). Keys that change no result (logger, paths, devices, ...: _NOT_SETTINGS)
+    are left out; a path value (data.path, encoder.name) is named by its last part and a short
+    hash of its absolute path, so two copies of the data never share a folder and names do not
+    nest folders."""
+    lines = []
+    for line in overrides:
+        key, sep, value = str(line).partition("=")
+        name = key.lstrip("+~").replace("/", ".")
+        if any(name == k or name.startswith(k + ".") for k in _NOT_SETTINGS):
+            continue
+        if sep and ("/" in value or os.sep in value):
+            digest = hashlib.sha256(os.path.abspath(value).encode()).hexdigest()[:6]
+            line = f"{key}={Path(value.rstrip('/')).name or 'root'}~{digest}"
+        lines.append(str(line))
+    return ",".join(sorted(lines))
+
+
+# hydra.sweep.subdir: ${job_folder:${hydra.overrides.task}} (registered when this module loads,
+# before Hydra names any folder; joblib and submitit workers import it to unpickle the job)
+OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
 
 
 def _settings(cfg: DictConfig) -> dict:

@@ -20,3 +20,32 @@ def test_argv_normalisation():
         normalise_argv(["t", "seed=0-9"])
     with pytest.raises(SystemExit, match="range end"):
         normalise_argv(["t", "-m", "seed=5-1"])
+
+
+def test_sweep_folder_names_carry_every_override_that_changes_results(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+
+    from moo_lightning.cli.train import job_folder
+
+    plain = ["task=qnli", "combiner=epo", "seed=3", "preference=0.2", "+module.max_bad_steps=4"]
+    parsed = OverridesParser.create().parse_overrides(plain)
+    # without paths, the same names Hydra's override_dirname gives (finished sweeps still match)
+    assert job_folder(plain) == get_overrides_dirname(parsed, [], ",", "=")
+    # data and encoder paths are part of the name, as <last part>~<hash of the absolute path>
+    a, b = tmp_path / "one" / "sst2", tmp_path / "two" / "sst2"
+    name_a = job_folder(["task=sst2", f"data.path={a}", f"encoder.name={tmp_path}/enc/"])
+    name_b = job_folder(["task=sst2", f"data.path={b}", f"encoder.name={tmp_path}/enc/"])
+    assert "/" not in name_a and name_a != name_b
+    assert name_a.startswith("data.path=sst2~") and ",encoder.name=enc~" in name_a
+    # settings that change no result stay out: loggers, devices, folders, checkpoints, ...
+    noise = [
+        "logger=wandb",
+        "trainer.devices=2",
+        "save_model=false",
+        "ckpt_path=/x/last.ckpt",
+        "data.num_workers=4",
+        "hydra/launcher=joblib",
+        "trainer.enable_progress_bar=false",
+    ]
+    assert job_folder(["seed=1", *noise]) == "seed=1"
