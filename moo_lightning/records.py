@@ -288,6 +288,7 @@ def summary_block(run_dir: Path, m: dict) -> str:
     lines = [
         f"== {m['status']}: {run_dir}",
         "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
-        f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json",
+        f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json"
+        + (f", {m['model']}" if m.get("model") else ""),
     ]
     return "\n".join(lines)

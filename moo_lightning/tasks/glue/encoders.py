@@ -27,7 +27,9 @@ def tiny_roberta(
     ] * 20
     bpe = ByteLevelBPETokenizer()
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=special)
+    bpe.train_from_iterator(
+        corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=special, show_progress=False
+    )
     from tokenizers.processors import RobertaProcessing
 
     bpe._tokenizer.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
