@@ -285,8 +285,17 @@ def summary_block(run_dir: Path, m: dict) -> str:
     if losses and not isinstance(losses[0], list):
         heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
     counts = f"{m.get('steps')} steps, {m.get('skipped_steps')} skipped"
+    choices = m.get("choices") or {}
+    what = [
+        str(m.get("task") or choices.get("task") or ""),
+        *(f"{k} {choices[k]}" for k in ("encoder", "objective") if choices.get(k)),
+        f"combiner {m['combiner']}" if m.get("combiner") else "",
+        "r (" + ", ".join(f"{v:g}" for v in m["preference"]) + ")" if m.get("preference") else "",
+        f"seed {m['seed']}" if m.get("seed") is not None else "",
+    ]
     lines = [
         f"== {m['status']}: {run_dir}",
+        "   " + " · ".join(w for w in what if w),
         "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
         f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json"
         + (f", {m['model']}" if m.get("model") else ""),

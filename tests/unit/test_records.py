@@ -63,3 +63,34 @@ def test_checkpoints_carry_a_checksum_that_is_checked(tmp_path):
     (tmp_path / "a.ckpt.sha256").unlink()
     with pytest.warns(UserWarning, match="no checksum file"):
         assert not verify_checksum(path)
+
+
+def test_the_summary_block_says_where_what_and_how_it_ended(tmp_path):
+    from moo_lightning.records import summary_block
+
+    m = {
+        "status": "ok",
+        "task": "sst2",
+        "choices": {"task": "sst2", "encoder": "minilm", "objective": "moo"},
+        "combiner": "epo",
+        "preference": [0.1, 0.9],
+        "seed": 0,
+        "val/acc_best": 0.6,
+        "test/acc": 0.58,
+        "best_step": 75,
+        "final_train_losses": [0.5, 0.25],
+        "steps": 150,
+        "skipped_steps": 0,
+        "wall_time_s": 12.0,
+        "timing_s": {"fit": 10.0},
+        "model": "model.ckpt",
+    }
+    lines = summary_block(tmp_path, m).splitlines()
+    assert lines[0] == f"== ok: {tmp_path}"
+    assert (
+        lines[1]
+        == "   sst2 · encoder minilm · objective moo · combiner epo · r (0.1, 0.9) · seed 0"
+    )
+    assert "test/acc 0.58" in lines[2] and "best at step 75" in lines[2]
+    assert "final losses (0.5000, 0.2500)" in lines[2]
+    assert lines[3].endswith("metrics.json, model.ckpt") and "150 steps, 0 skipped" in lines[3]
