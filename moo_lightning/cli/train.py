@@ -205,6 +205,7 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     )
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
+    callbacks += _progress_bar(cfg, callbacks)
     loggers = _instantiate_all(cfg, "logger")
     # checkpoints are written with a SHA-256 beside them and checked before they are read,
     # unless the config brings a checkpoint writer of its own (its other plugins are kept)
@@ -218,6 +219,20 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     )
     timing["setup"] = time.perf_counter() - start  # everything before fit: a job's fixed cost
     return Job(cfg, run_dir, settings, encoder, data, combiner, module, trainer, loggers, timing)
+
+
+def _progress_bar(cfg: DictConfig, callbacks: list) -> list:
+    """The step-budget progress bar when the console shows one and the config brings none
+    (Lightning's own rich bar otherwise, or its tqdm bar without rich)."""
+    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    wanted = cfg.trainer.get("enable_progress_bar", True) and not cfg.trainer.get("fast_dev_run")
+    if not wanted or not _RICH_AVAILABLE or any(isinstance(c, ProgressBar) for c in callbacks):
+        return []
+    from moo_lightning.progress import StepBudgetProgressBar
+
+    return [StepBudgetProgressBar()]
 
 
 def fit_and_test(job: Job) -> dict:
