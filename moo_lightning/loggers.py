@@ -59,14 +59,20 @@ def _text(value) -> str:
     return str(value)
 
 
-def run_labels(labels: Mapping, requires: Mapping | None = None) -> dict:
-    """The labels that apply to this run: a label whose value is null, or whose entry in
-    ``requires`` is null (a config group the task does not use), is left out."""
-    requires = requires or {}
+def run_labels(
+    labels: Mapping, requires: Mapping | None = None, unless: Mapping | None = None
+) -> dict:
+    """The labels that apply to this run: a label whose value is null, whose entry in
+    ``requires`` is null (a config group the task does not use), or whose entry in ``unless``
+    is not null (the one preference r of an ensemble whose members have their own), is left
+    out."""
+    requires, unless = requires or {}, unless or {}
     return {
         k: v
         for k, v in labels.items()
-        if v is not None and (k not in requires or requires[k] is not None)
+        if v is not None
+        and (k not in requires or requires[k] is not None)
+        and unless.get(k) is None
     }
 
 
@@ -84,6 +90,7 @@ def tags(labels: Mapping) -> list[str]:
 def wandb_logger(
     labels: Mapping,
     requires: Mapping | None = None,
+    unless: Mapping | None = None,
     group_without: Sequence[str] = ("combiner", "seed"),
     name: str | None = None,
     group: str | None = None,
@@ -104,7 +111,7 @@ def wandb_logger(
     require_wandb_credentials(offline, kwargs.get("mode"))
     from lightning.pytorch.loggers import WandbLogger
 
-    kept = run_labels(labels, requires)
+    kept = run_labels(labels, requires, unless)
     grouped = {k: v for k, v in kept.items() if k not in set(group_without)}
     config = {**(kwargs.pop("config", None) or {}), "labels": kept}
     return WandbLogger(

@@ -276,7 +276,15 @@ def summary_block(run_dir: Path, m: dict) -> str:
     """The block every run ends with: its folder, headline results and the time it took."""
     heads = [
         f"{k} {m[k]:.4g}"
-        for k in ("val/acc_best", "test/acc", "hv_ratio", "final_g")
+        for k in (
+            "val/acc_best",
+            "test/acc",
+            "val/hv_loss",
+            "test/hv_loss",
+            "test/hv_error",
+            "hv_ratio",
+            "final_g",
+        )  # fmt: skip
         if isinstance(m.get(k), float)
     ]
     if m.get("best_step") is not None and "val/acc_best" in m:
@@ -291,6 +299,7 @@ def summary_block(run_dir: Path, m: dict) -> str:
         *(f"{k} {choices[k]}" for k in ("encoder", "objective") if choices.get(k)),
         f"combiner {m['combiner']}" if m.get("combiner") else "",
         "r (" + ", ".join(f"{v:g}" for v in m["preference"]) + ")" if m.get("preference") else "",
+        f"{m['members']} members" if m.get("members") else "",
         f"seed {m['seed']}" if m.get("seed") is not None else "",
     ]
     lines = [

@@ -265,7 +265,9 @@ def fit_and_test(job: Job) -> dict:
         "num_train": cfg.data.get("num_train"),
         "combiner": job.combiner.name,  # the one that ran (single-objective losses: ls)
         "seed": cfg.seed,
-        "preference": [float(v) for v in module.preference],
+        # the preference every model followed; an ensemble whose members have preferences of
+        # their own records those (``preferences``, from its export) and no single one here
+        "preference": _shared_preference(module),
         "steps": trainer.global_step,
         "combiner_fallbacks": module.fallbacks,
         "combiner_recoveries": module.recoveries,
@@ -292,6 +294,13 @@ def fit_and_test(job: Job) -> dict:
         trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
         metrics["model"] = MODEL_FILE
     return metrics
+
+
+def _shared_preference(module) -> list[float] | None:
+    rows = getattr(module, "member_preferences", None)
+    if rows is not None and len(rows) and not (rows == rows[0]).all():
+        return None
+    return [float(v) for v in module.preference]
 
 
 def record(job: Job, metrics: dict, start: float) -> float | None:

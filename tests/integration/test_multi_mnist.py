@@ -43,6 +43,7 @@ def test_each_set_method_trains_five_members_and_records_the_set(run_train, digi
     assert "encoder" not in m["choices"] and "objective" not in m["choices"]  # not used here
     if experiment in ("mm_ls", "mm_epo", "mm_stch", "mm_mgda"):
         assert np.array(m["preferences"]).shape == (5, 2)
+        assert m["preference"] is None  # the members follow their own, no single r
     else:
         assert m["preferences"] is None and m["criterion"] == "energy"
     assert (m["non_uniformity"] is not None) == (experiment == "mm_epo")

@@ -23,8 +23,8 @@ def test_argv_normalisation():
 
 
 def test_sweep_folder_names_carry_every_override_that_changes_results(tmp_path):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from moo_lightning.cli.train import job_folder
 

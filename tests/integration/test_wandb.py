@@ -259,3 +259,12 @@ def test_an_invalid_key_fails_in_one_line_and_a_found_key_builds_the_logger(
     assert init["name"] == "toy ls r0.5,0.5 seed1" and init["group"] == "toy r0.5,0.5"
     assert init["tags"] == ["task=toy", "combiner=ls", "r=0.5,0.5", "seed=1"]
     assert init["config"] == {"labels": {k: v for k, v in labels.items() if v is not None}}
+
+
+def test_an_ensemble_with_member_preferences_has_no_single_r_label():
+    from moo_lightning.loggers import run_labels
+
+    labels = {"task": "multi_mnist", "combiner": "epo", "r": [0.1, 0.9], "preferences": "spread"}
+    kept = run_labels(labels, unless={"r": "spread"})
+    assert "r" not in kept and kept["preferences"] == "spread"
+    assert run_labels(labels, unless={"r": None})["r"] == [0.1, 0.9]  # shared preference: kept
