@@ -1,4 +1,5 @@
-"""encoder.pooling: the first token, or the mean over real tokens (padding masked out)."""
+"""encoder.pooling: the first token, or the mean over real tokens (padding masked out); and the
+encoder's loading report, quiet when it only reports the pooler left out on purpose."""
 
 import pytest
 import torch
@@ -39,3 +40,24 @@ def test_features_of_a_sentence_do_not_depend_on_the_padding_added_for_others(po
 def test_unknown_pooling_names_the_key_and_the_choices():
     with pytest.raises(ValueError, match="encoder.pooling must be one of cls, mean. Found 'max'"):
         Backbone("tiny", pooling="max")
+
+
+def test_only_a_pooler_only_loading_report_is_dropped():
+    import logging
+
+    from moo_lightning.tasks.glue.encoders import _PoolerOnlyReport
+
+    def report(*rows: str) -> logging.LogRecord:
+        table = "\n".join(["Key | Status |  |", "----+-------+--+-", *rows])
+        text = f"\x1b[1mBertModel LOAD REPORT\x1b[0m from: /x\n{table}\nNotes:\n- UNEXPECTED: ..."
+        return logging.LogRecord(
+            "transformers.modeling_utils", logging.WARNING, "", 0, text, None, None
+        )
+
+    keep = _PoolerOnlyReport().filter
+    assert not keep(
+        report("pooler.dense.bias   | UNEXPECTED |  |", "pooler.dense.weight | UNEXPECTED |  |")
+    )
+    assert keep(report("pooler.dense.bias | UNEXPECTED |  |", "encoder.layer.0.x | MISSING |  |"))
+    assert keep(report("classifier.weight | UNEXPECTED |  |"))
+    assert keep(logging.LogRecord("t", logging.WARNING, "", 0, "something else", None, None))

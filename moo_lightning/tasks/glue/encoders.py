@@ -3,12 +3,48 @@ or a tiny RoBERTa built from a config (tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import re
 
 import torch
 from torch import nn
 
 from moo_lightning.hub import from_hub_or_disk, minilm_path
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PoolerOnlyReport(logging.Filter):
+    """Drops transformers' loading report when all it reports is the checkpoint's pooler
+    weights left unused: the encoder is built without a pooler on purpose (the features come
+    from the token states), so the report says nothing a user can act on. Any other key in the
+    report keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _ANSI.sub("", record.getMessage())
+        if "LOAD REPORT" not in text:
+            return True
+        rows = [
+            line.split("|")
+            for line in text.splitlines()
+            if "|" in line and not line.lstrip().startswith(("Key", "-"))
+        ]
+        return not rows or not all(
+            r[0].strip().startswith("pooler.") and r[1].strip() == "UNEXPECTED" for r in rows
+        )
+
+
+@contextlib.contextmanager
+def _quiet_pooler_report():
+    log = logging.getLogger("transformers.modeling_utils")
+    only_pooler = _PoolerOnlyReport()
+    log.addFilter(only_pooler)
+    try:
+        yield
+    finally:
+        log.removeFilter(only_pooler)
 
 
 def tiny_roberta(
@@ -101,9 +137,10 @@ class Backbone:
 
         path = minilm_path() if name == "minilm" else name
         self.tokenizer = from_hub_or_disk(AutoTokenizer.from_pretrained, path)
-        self.encoder = from_hub_or_disk(
-            lambda p, **kw: AutoModel.from_pretrained(p, add_pooling_layer=False, **kw), path
-        )
+        with _quiet_pooler_report():
+            self.encoder = from_hub_or_disk(
+                lambda p, **kw: AutoModel.from_pretrained(p, add_pooling_layer=False, **kw), path
+            )
         if cache:
             _PRETRAINED.clear()
             _PRETRAINED[name] = (copy.deepcopy(self.encoder), self.tokenizer)
