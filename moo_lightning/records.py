@@ -36,6 +36,11 @@ def strict_json(value):
     return value
 
 
+def scalar(value):
+    """A logged metric as a plain number (tensors have .item())."""
+    return float(value.item()) if hasattr(value, "item") else value
+
+
 def write_json_atomic(path: Path, value) -> None:
     """Write strict JSON to a unique temporary file beside ``path`` and rename it into place:
     readers see the old file or the new one, never half of one, even with concurrent writers."""

@@ -27,7 +27,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from moo_lightning.records import file_sha256, read_json, write_json_atomic
+from moo_lightning.records import (
+    file_sha256,
+    read_json,
+    scalar,
+    settings_differences,
+    write_json_atomic,
+)
 
 log = logging.getLogger("moo_lightning")
 
@@ -40,8 +46,14 @@ _EVALUATION = {
         "num_nodes": 1,
         "fast_dev_run": False,
         "enable_checkpointing": False,
+        "profiler": None,  # debug=profiler would rewrite the run's own profile tables
     },
 }
+# the evaluation's own trainer settings, which change no test result
+_FORCED = tuple(f"trainer.{k}" for k in _EVALUATION["trainer"])
+# settings read from the run's record (resolved when it ran: absolute paths, environment
+# variables such as MNIST_DIR) rather than re-resolved here, in another folder or environment
+_PINNED = ("data.path", "encoder.name")
 
 
 class EvaluationError(ValueError):
@@ -57,10 +69,11 @@ def find_run(target: Path) -> tuple[Path, Path]:
     if target.is_dir():
         run_dir, ckpt = target, target / MODEL_FILE
         if not ckpt.is_file():
+            found = sorted(str(p) for p in target.glob("checkpoints/**/*.ckpt"))
+            hint = f"; pass one of its checkpoints instead: {', '.join(found[:3])}" if found else ""
             raise EvaluationError(
-                f"{target} holds no {MODEL_FILE} (runs save it unless save_model=false, and the "
-                "sweep presets switch it off); pass a checkpoint file instead, e.g. "
-                f"{target}/checkpoints/last.ckpt"
+                f"{target} holds no {MODEL_FILE} (a run saves it unless save_model=false; the "
+                f"sweep, search and debug presets switch it off){hint}"
             )
         return run_dir, ckpt
     for parent in target.parents:
@@ -72,8 +85,9 @@ def find_run(target: Path) -> tuple[Path, Path]:
     )
 
 
-def run_config(run_dir: Path, changes: list[str]):
-    """The run's saved config with the evaluation settings and the user's changes applied."""
+def run_config(run_dir: Path, changes: list[str], recorded: dict | None = None):
+    """The run's saved config with the evaluation settings, the data and encoder paths it ran
+    with (``recorded``: its metrics.json settings) and the user's changes applied."""
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise EvaluationError(f"{path} is missing: the run's config is needed to rebuild it")
@@ -83,6 +97,10 @@ def run_config(run_dir: Path, changes: list[str]):
         raise EvaluationError(f"{path} could not be read: {err}") from None
     cfg = OmegaConf.merge(cfg, _EVALUATION, {"paths": {"run_dir": str(run_dir)}})
     cfg.logger, cfg.callbacks = {}, {}  # replaced, not merged into the run's own
+    for key in _PINNED:
+        value = OmegaConf.select(OmegaConf.create(recorded or {}), key, default=None)
+        if value is not None and OmegaConf.select(cfg, key, default=None) is not None:
+            OmegaConf.update(cfg, key, value, merge=False)
     for change in changes:
         key, sep, _ = change.partition("=")
         if not sep or not key:
@@ -117,7 +135,18 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
 
     start = time.perf_counter()
     run_dir, ckpt = find_run(target)
-    cfg = run_config(run_dir, changes)
+    recorded = read_json(run_dir / "metrics.json") or {}
+    cfg = run_config(run_dir, changes, recorded.get("settings"))
+    # what this evaluation runs with that the run did not (the user's changes, or a setting
+    # that resolves differently here): the recorded test metrics are compared only without
+    if "settings" in recorded:
+        differences = [
+            d
+            for d in settings_differences(recorded["settings"], train._settings(cfg))
+            if not d.split(":")[0].startswith(_FORCED)
+        ]
+    else:
+        differences = ["(the run recorded no settings)"]
     try:
         check_checkpoint(str(ckpt))
     except (ValueError, FileNotFoundError) as err:
@@ -134,17 +163,17 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
     results = job.trainer.test(
         job.module, datamodule=job.data, ckpt_path=str(ckpt), weights_only=True, verbose=False
     )
-    metrics = {k: _scalar(v) for k, v in (results[0] if results else {}).items()}
-    recorded = read_json(run_dir / "metrics.json") or {}
+    metrics = {k: scalar(v) for k, v in (results[0] if results else {}).items()}
     record = {
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt),
         "checkpoint_sha256": file_sha256(ckpt),
         "changes": list(changes),
+        "differences_from_run": differences,
         "metrics": metrics,
         "wall_time_s": time.perf_counter() - start,
     }
-    if not changes:
+    if not differences:
         # the same weights on the same data: the recorded test metrics should come back
         same = {
             k: _close(v, recorded[k])
@@ -155,10 +184,6 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
     if job.trainer.is_global_zero:
         write_json_atomic(out or run_dir / "evaluation.json", record)
     return record
-
-
-def _scalar(v):
-    return float(v.item()) if hasattr(v, "item") else v
 
 
 def _close(a, b) -> bool:

@@ -33,6 +33,7 @@ from moo_lightning.records import (  # noqa: E402
     describe_differences,
     read_json,
     run_status,
+    scalar,
     settings_differences,
     summary_block,
     write_json_atomic,
@@ -222,13 +223,17 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
 
 
 def _progress_bar(cfg: DictConfig, callbacks: list) -> list:
-    """The step-budget progress bar when the console shows one and the config brings none
-    (Lightning's own rich bar otherwise, or its tqdm bar without rich)."""
+    """The step-budget progress bar for runs budgeted in optimizer steps when the console shows
+    a bar and the config brings none; other runs keep Lightning's default bar."""
     from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
+    max_steps, max_epochs = cfg.trainer.get("max_steps") or -1, cfg.trainer.get("max_epochs")
+    by_steps = max_steps > 0 and (max_epochs is None or max_epochs < 0)
     wanted = cfg.trainer.get("enable_progress_bar", True) and not cfg.trainer.get("fast_dev_run")
-    if not wanted or not _RICH_AVAILABLE or any(isinstance(c, ProgressBar) for c in callbacks):
+    if not (wanted and by_steps and _RICH_AVAILABLE):
+        return []
+    if any(isinstance(c, ProgressBar) for c in callbacks):
         return []
     from moo_lightning.progress import StepBudgetProgressBar
 
@@ -267,7 +272,7 @@ def fit_and_test(job: Job) -> dict:
         "seed": cfg.seed,
         # the preference every model followed; an ensemble whose members have preferences of
         # their own records those (``preferences``, from its export) and no single one here
-        "preference": _shared_preference(module),
+        "preference": _shared_preference(cfg, module),
         "steps": trainer.global_step,
         "combiner_fallbacks": module.fallbacks,
         "combiner_recoveries": module.recoveries,
@@ -276,12 +281,12 @@ def fit_and_test(job: Job) -> dict:
     test_start = time.perf_counter()
     if status == "ok":
         metrics.update(
-            {k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            {k: scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         )
         if cfg.get("test"):
             # the module restores its best-validation weights itself (memory and checkpoints)
             results = trainer.test(module, datamodule=data, verbose=False)
-            metrics.update({k: _scalar(v) for k, v in (results[0] if results else {}).items()})
+            metrics.update({k: scalar(v) for k, v in (results[0] if results else {}).items()})
     else:
         # no headline accuracy: a diverged or unvalidated run must not enter a table
         metrics["status_reason"] = why
@@ -296,9 +301,9 @@ def fit_and_test(job: Job) -> dict:
     return metrics
 
 
-def _shared_preference(module) -> list[float] | None:
-    rows = getattr(module, "member_preferences", None)
-    if rows is not None and len(rows) and not (rows == rows[0]).all():
+def _shared_preference(cfg: DictConfig, module) -> list[float] | None:
+    # the same rule as the W&B label r (logger/wandb.yaml `unless`): member preferences given
+    if cfg.get("module") and cfg.module.get("preferences") is not None:
         return None
     return [float(v) for v in module.preference]
 
@@ -374,22 +379,39 @@ _NOT_SETTINGS = (
 
 def job_folder(overrides) -> str:
     """A sweep job's folder name (hydra.sweep.subdir): its command-line overrides that change
-    results, sorted and joined by ',' (Hydra's override_dirname, so names without paths are the
-    same as Hydra's). Keys that change no result (logger, paths, devices, ...: _NOT_SETTINGS)
-    are left out; a path value (data.path, encoder.name) is named by its last part and a short
-    hash of its absolute path, so two copies of the data never share a folder and names do not
-    nest folders."""
+    results, sorted and joined by ',' (Hydra's override_dirname, so plain names are the same as
+    Hydra's). Keys that change no result (logger, paths, devices, ...: _NOT_SETTINGS) are left
+    out. A local path (data.path, encoder.name: absolute, relative with a leading '.', or an
+    existing file or folder) is named by its last part and a short hash of its absolute path,
+    so two copies of the data never share a folder; any other '/' (a group such as
+    combiner/criterion, a hub id) is replaced, so a name never nests folders."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     lines = []
-    for line in overrides:
-        key, sep, value = str(line).partition("=")
-        name = key.lstrip("+~").replace("/", ".")
+    for line in map(str, overrides):
+        prefix = line[: len(line) - len(line.lstrip("+~"))]
+        try:
+            (override,) = parser.parse_overrides([line])
+            key, value = override.key_or_group, override.value()
+        except Exception:  # Hydra parsed the line once already; name it as typed
+            key, value = line[len(prefix) :].partition("=")[0], None
+        name = key.replace("/", ".")
         if any(name == k or name.startswith(k + ".") for k in _NOT_SETTINGS):
             continue
-        if sep and ("/" in value or os.sep in value):
-            digest = hashlib.sha256(os.path.abspath(value).encode()).hexdigest()[:6]
-            line = f"{key}={Path(value.rstrip('/')).name or 'root'}~{digest}"
-        lines.append(str(line))
+        if isinstance(value, str) and _local_path(value):
+            where = os.path.abspath(os.path.expanduser(value))
+            digest = hashlib.sha256(where.encode()).hexdigest()[:6]
+            line = f"{prefix}{name}={Path(where).name or 'root'}~{digest}"
+        elif "/" in line:
+            rest = line[len(prefix) + len(key) :]  # '=value' as typed
+            line = f"{prefix}{name}{rest.replace('/', '--')}"
+        lines.append(line)
     return ",".join(sorted(lines))
+
+
+def _local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith((".", "~")) or os.path.exists(value)
 
 
 # hydra.sweep.subdir: ${job_folder:${hydra.overrides.task}} (registered when this module loads,
@@ -501,10 +523,6 @@ def _wandb_results(lg, metrics: dict, summary) -> None:
     for name in _FIGURES:
         if (run_dir / name).is_file():
             lg.log_image(key=f"figures/{Path(name).stem}", images=[str(run_dir / name)], step=step)
-
-
-def _scalar(v):
-    return float(v.item()) if hasattr(v, "item") else v
 
 
 _SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")

@@ -2,6 +2,7 @@
 run's saved config; a failed job's train.log says why it failed."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ def finished_run(tmp_path_factory):
     glue = write_glue(base / "glue", "sst2")
     run_dir = base / "run"
     cmd = [
-        sys.executable, "train.py", "task=sst2", "encoder=tiny", f"data.path={glue}",
+        sys.executable, "train.py", "task=sst2", "encoder=tiny",
+        f"data.path={os.path.relpath(glue, ROOT)}",  # relative to where it ran
         "logger=none", "callbacks=resume", "trainer.max_steps=4",
         "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}",
@@ -50,12 +52,14 @@ def test_the_model_file_holds_the_tested_weights(finished_run):
     assert moved, "the last step's weights should differ from the best (step 2) here"
 
 
-def test_evaluate_reproduces_the_recorded_test_metrics(finished_run, capsys):
+def test_evaluate_reproduces_the_recorded_test_metrics(finished_run, capsys, monkeypatch, tmp_path):
     run_dir, _ = finished_run
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run's relative data.path is read as it ran
     assert evaluate([str(run_dir)]) == 0
     record = json.loads((run_dir / "evaluation.json").read_text())
     recorded = json.loads((run_dir / "metrics.json").read_text())
     assert record["metrics"]["test/acc"] == pytest.approx(recorded["test/acc"])
+    assert record["differences_from_run"] == []
     assert record["reproduces_recorded"] == {"test/acc": True, "test/examples": True}
     assert "recorded test metrics reproduced" in capsys.readouterr().out
 
@@ -69,6 +73,7 @@ def test_evaluate_a_checkpoint_on_another_copy_of_the_data(finished_run, tmp_pat
     record = json.loads(out.read_text())
     assert record["checkpoint"] == str(ckpt) and record["changes"] == [f"data.path={other}"]
     assert "reproduces_recorded" not in record  # other data: nothing to compare with
+    assert [d.split(":")[0] for d in record["differences_from_run"]] == ["data.path"]
     # the validation rows split in half: 15 test examples
     assert record["metrics"]["test/examples"] == 15
 
@@ -113,3 +118,13 @@ def test_a_failed_jobs_log_says_why(tmp_path):
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: data.path")
     assert line in (run_dir / "train.log").read_text()
+
+
+def test_a_crashed_jobs_log_holds_the_traceback(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "train.py", "task=toy", "module._target_=moo_lightning.tasks.toy.Nope",
+           f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    log = (run_dir / "train.log").read_text()
+    assert "failed:" in log and "Traceback (most recent call last)" in log and "Nope" in log

@@ -1,6 +1,8 @@
 """train.py itself: the command line it accepts and how it tells bad input from bugs (the
 bad-input table is test_bad_input.py)."""
 
+import os
+
 import pytest
 
 
@@ -38,6 +40,19 @@ def test_sweep_folder_names_carry_every_override_that_changes_results(tmp_path):
     name_b = job_folder(["task=sst2", f"data.path={b}", f"encoder.name={tmp_path}/enc/"])
     assert "/" not in name_a and name_a != name_b
     assert name_a.startswith("data.path=sst2~") and ",encoder.name=enc~" in name_a
+    # the same folder however it is written (quoted, relative, trailing slash) names one job
+    spaced = tmp_path / "my sst2"
+    spaced.mkdir()
+    forms = [f"data.path='{spaced}'", f"data.path={spaced}/"]
+    forms.append(f"data.path={os.path.relpath(spaced)}")
+    assert len({job_folder([f]) for f in forms}) == 1 and "'" not in job_folder(forms[:1])
+    # no other '/' nests folders: a config group path, a hub id
+    assert job_folder(["combiner/criterion=weighted_distance"]) == (
+        "combiner.criterion=weighted_distance"
+    )
+    assert job_folder(["encoder.name=FacebookAI/roberta-base"]) == (
+        "encoder.name=FacebookAI--roberta-base"
+    )
     # settings that change no result stay out: loggers, devices, folders, checkpoints, ...
     noise = [
         "logger=wandb",
