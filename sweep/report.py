@@ -2,10 +2,16 @@
 
     python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--wandb [--project P] [--entity E]]
 
-For every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean validation
-accuracy over seeds are chosen among the groups that have every seed of the sweep; their test
-accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE
-baseline on the seeds both have. Groups missing seeds are listed as incomplete and never averaged.
+Runs are read into a pandas frame, one row per run with its recorded settings. A setting that
+differs between runs of one (task, N, loss) other than the seed and the hyperparameters chosen
+by validation (an encoder, a learning rate, a combiner option) is a column of the tables: such
+runs are separate rows, never averaged together and never chosen between; a few settings the
+whole sweep shares (encoder, optimizer, lr, batch, budget, data) are named once under the table.
+For every row the hyperparameters (τ, λ, preference) with the best mean validation accuracy
+over seeds are chosen among the groups that have every seed of the sweep; their test accuracy
+(mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE row (with
+the same distinguishing settings) on the seeds both have. Groups missing seeds are listed as
+incomplete and never averaged.
 Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
 embeddings, module.save_test_embeddings=true) tsne.png. --wandb also logs Table 1 (a wandb.Table
 "table1"), the figures (images) and the report's files (an artifact of type "report") to a W&B
@@ -19,10 +25,10 @@ import csv
 import json
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 from scipy import stats
 
@@ -37,19 +43,39 @@ def loss_name(run: dict) -> str:
     return f"CE+{(run.get('combiner_used') or run['combiner']).upper()}"
 
 
-def _group_key(settings: dict) -> str:
-    """Everything that defines a run but its seed: runs are averaged only when this matches."""
-    rest = {k: v for k, v in settings.items() if k != "seed"}
-    if isinstance(rest.get("data"), dict):
-        rest["data"] = {k: v for k, v in rest["data"].items() if k != "seed"}
-    return json.dumps(rest, sort_keys=True, default=str)
+# settings chosen per (task, N, loss) by validation, and settings that are a row's identity or
+# vary over seeds: none of them distinguishes rows of a table
+SELECTED = ("objective.temperature", "objective.lam", "preference")
+NOT_DISTINGUISHING = ("seed", "data.seed", "task_name", "data.num_train")
+# settings named under the table when the whole sweep shares them
+SHARED_SHOWN = (
+    "encoder.name",
+    "optimizer._target_",
+    "optimizer.lr",
+    "data.batch_size",
+    "trainer.max_steps",
+    "trainer.val_check_interval",
+    "scheduler._target_",
+    "data.path",
+)
 
 
-def load_runs(sweep_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
-    """The runs with a result, and (folder, why) for every metrics.json left out: unreadable,
-    incomplete, without a result (diverged, no steps, never validated), or a duplicate of a run
-    with the same settings and seed."""
-    runs, left_out, seen = [], [], {}
+def flat_settings(settings: dict) -> dict:
+    """Nested settings as dotted keys; values as text (lists and numbers compare as written)."""
+    flat = pd.json_normalize(settings or {}, sep=".").to_dict("records")
+    return {k: _text(v) for k, v in (flat[0] if flat else {}).items()}
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The runs with a result (one row each, their settings as ``setting:<dotted key>``
+    columns), and (folder, why) for every metrics.json left out: unreadable, incomplete,
+    without a result (diverged, no steps, never validated), or a duplicate of a run with the
+    same settings and seed."""
+    rows, left_out = [], []
     for path in sorted(sweep_dir.rglob("metrics.json")):
         where = str(path.parent.relative_to(sweep_dir))
         try:
@@ -71,16 +97,10 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
         if cfg is None:  # runs written before settings were recorded in metrics.json
             cfg_path = path.parent / ".hydra" / "config.yaml"
             cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-        identity = (m["task"], m.get("num_train"), loss_name(m), str(m.get("preference")))
-        key = (_group_key(cfg), identity, m["seed"])
-        if key in seen:
-            left_out.append((where, f"duplicate of {seen[key]} (same settings and seed)"))
-            continue
-        seen[key] = where
         objective = cfg.get("objective") or {}
         pref = m.get("preference") or []
         losses = m.get("final_train_losses") or []
-        runs.append(
+        rows.append(
             {
                 "dir": where,
                 "task": m["task"],
@@ -98,120 +118,212 @@ def load_runs(sweep_dir: Path) -> tuple[list[dict], list[tuple[str, str]]]:
                 "wall_time_s": m.get("wall_time_s"),
                 "setup_s": (m.get("timing_s") or {}).get("setup"),
                 "fallbacks": m.get("combiner_fallbacks"),
-                "encoder": m.get("encoder", m.get("model")),  # "model" before 0.2
-                "group": _group_key(cfg),
+                "preference_text": str(m.get("preference")),
+                **{f"setting:{k}": v for k, v in flat_settings(cfg).items()},
             }
         )
-    return runs, left_out
+    runs = pd.DataFrame(rows)
+    if runs.empty:
+        return runs, left_out
+    # N stays an integer; "all" for runs on the whole training set (data.num_train=null)
+    runs["N"] = pd.Series([r["N"] if r["N"] is not None else "all" for r in rows], dtype=object)
+    settings = [c for c in runs.columns if c.startswith("setting:")]
+    runs[settings] = runs[settings].fillna("—")  # a setting a run does not have
+    # one result per (settings, seed): later copies are listed, never averaged twice
+    identity = ["task", "N", "loss", "preference_text", "seed", *settings]
+    twice = runs.duplicated(identity, keep="first")
+    first_of = runs[~twice].set_index(identity)["dir"]
+    for _, dup in runs[twice].iterrows():
+        first = first_of.loc[tuple(dup[identity])]
+        left_out.append((dup["dir"], f"duplicate of {first} (same settings and seed)"))
+    return runs[~twice].reset_index(drop=True), left_out
 
 
-def hyper(run: dict) -> tuple:
-    """The swept hyperparameters shown in the table, then every other setting (runs that differ
-    in anything but the seed are never averaged together)."""
-    return (run["temperature"], run["lam"], run["r1"], run["group"])
+def distinguishing(runs: pd.DataFrame) -> list[str]:
+    """The settings that tell apart runs of one (task, N, loss) beyond the hyperparameters
+    chosen by validation and the seed: each becomes a column, so two rows of a table never
+    look alike and runs that differ in anything but the seed are never averaged together."""
+    skip = {f"setting:{k}" for k in (*SELECTED, *NOT_DISTINGUISHING)}
+    settings = [c for c in runs.columns if c.startswith("setting:") and c not in skip]
+    if not settings:
+        return []
+    varying = runs.groupby(["task", "N", "loss"], sort=False)[settings].nunique().max()
+    return [c for c in settings if varying[c] > 1]
 
 
-def choose(runs: list[dict]):
-    """Per (task, N, loss): the complete hyperparameter group with the best mean val accuracy;
-    also the incomplete groups."""
-    seeds_of = defaultdict(set)
-    for r in runs:
-        seeds_of[(r["task"], r["N"])].add(r["seed"])
-    groups = defaultdict(list)
-    for r in runs:
-        groups[(r["task"], r["N"], r["loss"], hyper(r))].append(r)
-    chosen, incomplete = {}, []
-    for (task, n, loss, h), members in groups.items():
-        expected = seeds_of[(task, n)]
-        have = {m["seed"] for m in members}
-        if have != expected:
-            incomplete.append((task, n, loss, h, sorted(have), sorted(expected)))
-            continue
-        val = np.mean([m["val_acc_best"] for m in members])
-        best = chosen.get((task, n, loss))
-        if best is None or val > best[0]:
-            chosen[(task, n, loss)] = (val, h, sorted(members, key=lambda m: m["seed"]))
-    return chosen, incomplete
+def shared_settings(runs: pd.DataFrame) -> dict[str, str]:
+    """A few telling settings the whole sweep shares (named once under the table)."""
+    out = {}
+    for key in SHARED_SHOWN:
+        column = runs.get(f"setting:{key}")
+        if column is not None and column.nunique() == 1 and column.iloc[0] != "—":
+            out[key] = column.iloc[0]
+    return out
 
 
-def paired_p(members: list[dict], baseline: list[dict]) -> float | None:
-    a = {m["seed"]: m["test_acc"] for m in members}
-    b = {m["seed"]: m["test_acc"] for m in baseline}
-    common = sorted(set(a) & set(b))
-    if len(common) < 2:
+def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per table row (task, N, loss and the distinguishing ``keys``): the hyperparameter group
+    (τ, λ, r1) with every seed of its (task, N) and the best mean validation accuracy. Returns
+    (chosen groups, incomplete groups); each group carries its runs sorted by seed."""
+    row = ["task", "N", "loss", *keys]
+    group = [*row, "temperature", "lam", "r1"]
+    expected = runs.groupby(["task", "N"], sort=False)["seed"].agg(lambda s: sorted(set(s)))
+    groups = (
+        runs.sort_values("seed", kind="stable")
+        .groupby(group, dropna=False, sort=False)
+        .agg(
+            seeds=("seed", list),
+            val=("val_acc_best", "mean"),
+            members=("dir", list),
+        )
+        .reset_index()
+    )
+    groups["expected"] = [expected.loc[(t, n)] for t, n in zip(groups["task"], groups["N"])]
+    complete = groups["seeds"].map(sorted) == groups["expected"]
+    # the best mean validation per row; ties keep the group met first (folder order)
+    chosen = (
+        groups[complete]
+        .sort_values("val", ascending=False, kind="stable")
+        .groupby(row, sort=False)
+        .head(1)
+        .reset_index(drop=True)
+    )
+    return chosen, groups[~complete].reset_index(drop=True)
+
+
+def paired_p(a: pd.Series, b: pd.Series) -> float | None:
+    """Paired t-test of test accuracies indexed by seed, on the seeds both have."""
+    both = pd.concat([a, b], axis=1, join="inner").dropna()
+    if len(both) < 2:
         return None
-    x, y = np.array([a[s] for s in common]), np.array([b[s] for s in common])
+    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
     if np.allclose(x, y):
         return 1.0
     return float(stats.ttest_rel(x, y).pvalue)
 
 
-def write_tables(chosen, incomplete, out: Path, left_out=()) -> None:
-    tasks = sorted({k[0] for k in chosen})
-    rows = sorted({(k[2], k[1]) for k in chosen}, key=lambda r: (r[1] or 0, r[0] != "CE", r[0]))
-    csv_rows = []
-    lines = ["| loss | N | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
-    for loss, n in rows:
-        cells = []
-        for task in tasks:
-            entry = chosen.get((task, n, loss))
-            if entry is None:
-                cells.append("—")
-                continue
-            val, h, members = entry
-            acc = np.array([m["test_acc"] for m in members])
-            base = chosen.get((task, n, "CE"))
-            p = None if loss == "CE" or base is None else paired_p(members, base[2])
-            std = acc.std(ddof=1) if len(acc) > 1 else 0.0
-            p_text = "" if p is None else f", p={p:.3f}"
-            cells.append(f"{100 * acc.mean():.1f} ± {100 * std:.1f} (n={len(acc)}{p_text})")
-            csv_rows.append(
-                {
-                    "task": task,
-                    "N": n,
-                    "loss": loss,
-                    "temperature": h[0],
-                    "lam": h[1],
-                    "r1": h[2],
-                    "seeds": len(acc),
-                    "test_acc_mean": acc.mean(),
-                    "test_acc_std": std,
-                    "val_acc_mean": val,
-                    "p_vs_ce_paired_t": p,
-                }
-            )
-        lines.append(f"| {loss} | {n} | " + " | ".join(cells) + " |")
+def _accuracies(runs: pd.DataFrame, members: list[str]) -> pd.Series:
+    return runs.set_index("dir").loc[members].set_index("seed")["test_acc"]
+
+
+def _baseline(chosen: pd.DataFrame, entry: pd.Series, keys: list[str]) -> pd.Series | None:
+    """The chosen CE row of the entry's (task, N), matched on the distinguishing keys that
+    tell CE rows apart (an encoder, say); None when that leaves no single CE row."""
+    ce = chosen[(chosen["loss"] == "CE") & (chosen["task"] == entry["task"])]
+    ce = ce[ce["N"] == entry["N"]]
+    for key in keys:
+        if ce[key].nunique() > 1:
+            ce = ce[ce[key] == entry[key]]
+    return ce.iloc[0] if len(ce) == 1 else None
+
+
+def _column(key: str) -> str:
+    return key.removeprefix("setting:")
+
+
+def write_tables(runs, chosen, incomplete, keys, out: Path, left_out=()) -> None:
+    """table.md (Table 1: a row per loss, N and distinguishing setting, a column per task),
+    table.csv (a row per chosen group) and the lists of what was left out."""
+    tasks = sorted(chosen["task"].unique())
+    cells, csv_rows = {}, []
+    for _, entry in chosen.iterrows():
+        acc = _accuracies(runs, entry["members"])
+        base = None if entry["loss"] == "CE" else _baseline(chosen, entry, keys)
+        p = None if base is None else paired_p(acc, _accuracies(runs, base["members"]))
+        std = acc.std(ddof=1) if len(acc) > 1 else 0.0
+        p_text = "" if p is None else f", p={p:.3f}"
+        row = (entry["loss"], entry["N"], *(entry[k] for k in keys))
+        cells[(row, entry["task"])] = (
+            f"{100 * acc.mean():.1f} ± {100 * std:.1f} (n={len(acc)}{p_text})"
+        )
+        csv_rows.append(
+            {
+                "task": entry["task"],
+                "N": entry["N"],
+                "loss": entry["loss"],
+                **{_column(k): entry[k] for k in keys},
+                "temperature": entry["temperature"],
+                "lam": entry["lam"],
+                "r1": entry["r1"],
+                "seeds": len(acc),
+                "test_acc_mean": acc.mean(),
+                "test_acc_std": std,
+                "val_acc_mean": entry["val"],
+                "p_vs_ce_paired_t": p,
+            }
+        )
+    rows = sorted(
+        {row for row, _ in cells},
+        key=lambda r: (_order(r[1]), r[0] != "CE", r[0], *map(str, r[2:])),
+    )
+    head = ["loss", "N", *(_column(k) for k in keys), *tasks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        values = [*map(str, row), *(cells.get((row, t), "—") for t in tasks)]
+        lines.append("| " + " | ".join(values) + " |")
     lines += [
         "",
         "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
-        "mean ± std over seeds; p: paired t-test against CE on the same seeds.",
+        "mean ± std over seeds; p: paired t-test against CE on the same seeds"
+        + (" (the CE row with the same " + ", ".join(map(_column, keys)) + ")" if keys else "")
+        + ".",
     ]
-    skipped = [
-        (m["dir"], m["skipped_steps"])
-        for _, _, members in chosen.values()
-        for m in members
-        if m.get("skipped_steps")
-    ]
+    shared = shared_settings(runs)
+    if shared:
+        named = (
+            (k.removesuffix("._target_"), v.rsplit(".", 1)[-1])
+            if k.endswith("._target_")
+            else (k, v)
+            for k, v in shared.items()
+        )
+        lines.append("All rows: " + ", ".join(f"{k}={v}" for k, v in named) + ".")
+    used = runs[runs["dir"].isin([d for m in chosen["members"] for d in m])]
+    skipped = used[used["skipped_steps"].fillna(0) > 0]
     lines.append(
-        f"Steps skipped for non-finite values in the runs above: {sum(n for _, n in skipped)}"
-        + (" (" + ", ".join(f"{d}: {n}" for d, n in skipped) + ")" if skipped else "")
+        f"Steps skipped for non-finite values in the runs above: "
+        f"{int(skipped['skipped_steps'].sum())}"
+        + (
+            " ("
+            + ", ".join(f"{d}: {int(n)}" for d, n in zip(skipped["dir"], skipped["skipped_steps"]))
+            + ")"
+            if len(skipped)
+            else ""
+        )
         + "."
     )
-    if incomplete:
+    if len(incomplete):
         lines += ["", "Incomplete groups (left out of the table):", ""]
-        for task, n, loss, h, have, expected in sorted(incomplete, key=str):
+        for _, g in incomplete.sort_values(["task", "loss"], kind="stable").iterrows():
+            where = " ".join(f"{_column(k)}={g[k]}" for k in keys)
             lines.append(
-                f"- {task} N={n} {loss} τ={h[0]} λ={h[1]} r1={h[2]}: seeds {have} of {expected}"
+                f"- {g['task']} N={g['N']} {g['loss']} {where + ' ' if where else ''}"
+                f"τ={_none(g['temperature'])} λ={_none(g['lam'])} r1={_none(g['r1'])}: "
+                f"seeds {sorted(g['seeds'])} of {g['expected']}"
             )
     if left_out:
         lines += ["", f"Runs left out ({len(left_out)}):", ""]
         lines += [f"- {where}: {why}" for where, why in left_out]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    with open(out / "table.csv", "w", newline="") as f:
-        fields = list(csv_rows[0]) if csv_rows else ["task"]
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(csv_rows)
+    table = pd.DataFrame(csv_rows) if csv_rows else pd.DataFrame(columns=["task"])
+    if csv_rows:  # in the order of the markdown table
+        order = {row: i for i, row in enumerate(rows)}
+        position = [order[(r["loss"], r["N"], *(r[_column(k)] for k in keys))] for r in csv_rows]
+        table = table.assign(_order=position).sort_values(["task", "_order"]).drop(columns="_order")
+    table.to_csv(out / "table.csv", index=False)
+
+
+def _order(n) -> float:
+    return n if isinstance(n, int | float) else float("inf")  # "all" after every N
+
+
+def _none(value):
+    """A missing value as the old tables wrote it (None), not pandas' NaN."""
+    return None if pd.isna(value) else value
+
+
+def records(runs: pd.DataFrame) -> list[dict]:
+    """The runs as dicts, a missing value as None."""
+    return runs.astype(object).where(runs.notna(), None).to_dict("records")
 
 
 def loss_space_figure(runs: list[dict], out: Path) -> None:
@@ -260,7 +372,7 @@ def loss_space_figure(runs: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def tsne_figure(chosen, sweep_dir: Path, out: Path) -> bool:
+def tsne_figure(chosen: pd.DataFrame, runs: pd.DataFrame, sweep_dir: Path, out: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,12 +380,15 @@ def tsne_figure(chosen, sweep_dir: Path, out: Path) -> bool:
     from sklearn.manifold import TSNE
 
     panels = []
-    for (task, n, loss), (_, _, members) in sorted(chosen.items()):
-        if loss not in ("CE+LS", "CE+EPO", "CE+SCL"):
+    seed_of = runs.set_index("dir")["seed"]
+    for _, entry in chosen.sort_values(["task", "loss"], kind="stable").iterrows():
+        if entry["loss"] not in ("CE+LS", "CE+EPO", "CE+SCL"):
             continue
-        path = sweep_dir / members[0]["dir"] / "test_embeddings.npz"
+        first = entry["members"][0]  # the lowest seed
+        path = sweep_dir / first / "test_embeddings.npz"
         if path.exists():
-            panels.append((f"{loss} ({task}, N={n}, seed {members[0]['seed']})", np.load(path)))
+            title = f"{entry['loss']} ({entry['task']}, N={entry['N']}, seed {seed_of[first]})"
+            panels.append((title, np.load(path)))
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
@@ -360,17 +475,17 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
     args = ap.parse_args(argv)
     runs, left_out = load_runs(args.sweep_dir)
-    if not runs:
+    if runs.empty:
         raise SystemExit(f"error: no complete text-classification runs under {args.sweep_dir}")
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in runs[0] if k != "group"])
-        writer.writeheader()
-        writer.writerows({k: v for k, v in r.items() if k != "group"} for r in runs)
-    chosen, incomplete = choose(runs)
-    write_tables(chosen, incomplete, args.out, left_out)
-    loss_space_figure(runs, args.out)
-    has_tsne = tsne_figure(chosen, args.sweep_dir, args.out)
+    keys = distinguishing(runs)
+    # one row per run: its results and the settings that tell rows of the table apart
+    shown = [c for c in runs.columns if not c.startswith("setting:") and c != "preference_text"]
+    runs[shown + keys].rename(columns=_column).to_csv(args.out / "runs.csv", index=False)
+    chosen, incomplete = choose(runs, keys)
+    write_tables(runs, chosen, incomplete, keys, args.out, left_out)
+    loss_space_figure(records(runs), args.out)
+    has_tsne = tsne_figure(chosen, runs, args.sweep_dir, args.out)
     print((args.out / "table.md").read_text())
     print(
         f"{len(runs)} runs; wrote table.md, table.csv, runs.csv, loss_space.png"

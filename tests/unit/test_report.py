@@ -106,3 +106,57 @@ def test_runs_without_a_result_duplicates_and_unreadable_files_are_left_out_and_
     assert "- broken: unreadable metrics.json" in table
     assert "duplicate of ce_s1" in table
     assert "Steps skipped for non-finite values in the runs above: 0." in table
+
+
+def _with_settings(root: Path, name: str, settings: dict, **run) -> None:
+    fake_run(root, name, **run)
+    m = json.loads((root / name / "metrics.json").read_text())
+    (root / name / "metrics.json").write_text(json.dumps(m | {"settings": settings}))
+
+
+def test_rows_are_told_apart_by_the_settings_that_differ(tmp_path):
+    """Runs of one loss that differ in the encoder are separate rows with an encoder column
+    (never averaged together, never chosen between by validation); what every run shares is
+    said once under the table."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        for encoder, acc in (("minilm", 0.6), ("roberta-base", 0.8)):
+            settings = {
+                "encoder": {"name": encoder, "pooling": "cls"},
+                "optimizer": {"lr": 1e-05},
+                "data": {"batch_size": 16, "seed": s},
+                "seed": s,
+            }
+            for objective, combiner in (("ce", "ls"), ("moo", "epo")):
+                _with_settings(
+                    sweep, f"{objective}_{encoder}_s{s}", settings, objective=objective,
+                    combiner=combiner, seed=s, val=acc, test=acc + s / 100,
+                )  # fmt: skip
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| loss | N | encoder.name | sst2 |" in table
+    assert "| CE | 20 | minilm | 60.5 ± 0.7 (n=2) |" in table
+    assert "| CE | 20 | roberta-base | 80.5 ± 0.7 (n=2) |" in table
+    assert "| CE+EPO | 20 | roberta-base | 80.5 ± 0.7 (n=2, p=1.000) |" in table  # its own CE
+    assert "All rows: optimizer.lr=1e-05, data.batch_size=16." in table
+    assert "encoder.pooling" not in table  # shared, and not one of the settings named
+    chosen = list(csv.DictReader(open(out / "table.csv")))
+    assert sorted((r["loss"], r["encoder.name"]) for r in chosen) == [
+        ("CE", "minilm"), ("CE", "roberta-base"), ("CE+EPO", "minilm"), ("CE+EPO", "roberta-base")
+    ]  # fmt: skip
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(runs) == 8 and {r["encoder.name"] for r in runs} == {"minilm", "roberta-base"}
+
+
+def test_a_sweep_without_differing_settings_has_no_extra_columns(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        settings = {"encoder": {"name": "minilm"}, "optimizer": {"lr": 2e-05}, "seed": s}
+        _with_settings(sweep, f"ce_s{s}", settings, objective="ce", combiner="ls", seed=s,
+                       val=0.6, test=0.6)  # fmt: skip
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert (
+        "| loss | N | sst2 |" in table
+        and "All rows: encoder.name=minilm, optimizer.lr=2e-05." in table
+    )
