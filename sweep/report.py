@@ -2,20 +2,32 @@
 
     python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--wandb [--project P] [--entity E]]
 
-Runs are read into a pandas frame, one row per run with its recorded settings. A setting that
-differs between runs of one (task, N, loss) other than the seed and the hyperparameters chosen
-by validation (an encoder, a learning rate, a combiner option) is a column of the tables: such
-runs are separate rows, never averaged together and never chosen between; a few settings the
-whole sweep shares (encoder, optimizer, lr, batch, budget, data) are named once under the table.
-For every row the hyperparameters (τ, λ, preference) with the best mean validation accuracy
-over seeds are chosen among the groups that have every seed of the sweep; their test accuracy
-(mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE row (with
-the same distinguishing settings) on the seeds both have. Groups missing seeds are listed as
-incomplete and never averaged.
+Rows: for every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean
+validation accuracy over seeds are chosen among the groups that have every seed of the sweep; their
+test accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE
+baseline on the seeds both have. Groups missing seeds are listed as incomplete and never averaged;
+runs left out (unreadable, unfinished, without a result, duplicates) are listed with the reason.
+
+Settings: each run's ``settings`` in metrics.json (or, for runs written before they were recorded
+there, its .hydra/config.yaml), nested sections flattened to dotted keys (``optimizer.lr``,
+``encoder.name``). Runs are averaged only when every setting but the seed (``seed``,
+``data.seed``) matches. A setting the table does not show already (task, N and loss are shown;
+τ, λ and preference are chosen by validation and given in table.csv) becomes a column of table.md,
+table.csv and runs.csv when it differs between runs of one task (an objective or combiner
+setting: between runs of one task and loss) or only some runs of one (task, N, loss) have it.
+Rows are then chosen per value of those columns, so no two rows differ only in a hidden setting,
+and p is against the CE row whose columns agree (where CE has no such setting, e.g. EPO's eps,
+any value agrees). The other settings are stated once under the table: those the same in every
+run ("All rows: lr=1e-05, ..."), then those set per loss ("Per loss: eps=0.0001 (CE+EPO); ...")
+or per task ("Per task: path: /a (qnli), /b (sst2)"). table.md names a setting by the shortest
+ending of its key that no other key shares (``lr``, ``encoder.name``), the CSV files by the whole
+key.
+
 Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
-embeddings, module.save_test_embeddings=true) tsne.png. --wandb also logs Table 1 (a wandb.Table
-"table1"), the figures (images) and the report's files (an artifact of type "report") to a W&B
-run of job type "report" (WANDB_MODE=offline: a local run in OUT_DIR/wandb, `wandb sync` later).
+embeddings, module.save_test_embeddings=true) tsne.png. Grouping, selection and averages come from
+pandas, the paired t-test from scipy. --wandb also logs Table 1 (a wandb.Table "table1"), the
+figures (images) and the report's files (an artifact of type "report") to a W&B run of job type
+"report" (WANDB_MODE=offline: a local run in OUT_DIR/wandb, `wandb sync` later).
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,6 +46,20 @@ import yaml
 from scipy import stats
 
 LOSS_NAMES = {"ce": "CE", "ce_scl": "CE+SCL"}
+# the trial: never a setting that keeps runs apart
+SEED_KEYS = ("seed", "data.seed")
+# settings the table shows already, as its task column, N and loss
+SHOWN_KEYS = ("task_name", "data.task", "data.num_train", "objective._target_", "combiner._target_")
+# the hyperparameters chosen by validation (τ, λ, preference): table.csv, never row keys
+HYPER_KEY = re.compile(r"preference|(module\.)?objective\.(temperature|lam)")
+# the per-run columns of runs.csv
+RUN_COLUMNS = (
+    "dir", "task", "N", "loss", "seed", "temperature", "lam", "r1", "val_acc_best", "test_acc",
+    "l1", "l2", "skipped_steps", "wall_time_s", "setup_s", "fallbacks", "encoder",
+)  # fmt: skip
+# a setting named like a column of the runs' table is called settings.<name> there
+RESERVED = (*RUN_COLUMNS, "group", "settings", "gid")
+HYPER = ["temperature", "lam", "r1"]
 
 
 def loss_name(run: dict) -> str:
@@ -43,39 +70,44 @@ def loss_name(run: dict) -> str:
     return f"CE+{(run.get('combiner_used') or run['combiner']).upper()}"
 
 
-# settings chosen per (task, N, loss) by validation, and settings that are a row's identity or
-# vary over seeds: none of them distinguishes rows of a table
-SELECTED = ("objective.temperature", "objective.lam", "preference")
-NOT_DISTINGUISHING = ("seed", "data.seed", "task_name", "data.num_train")
-# settings named under the table when the whole sweep shares them
-SHARED_SHOWN = (
-    "encoder.name",
-    "optimizer._target_",
-    "optimizer.lr",
-    "data.batch_size",
-    "trainer.max_steps",
-    "trainer.val_check_interval",
-    "scheduler._target_",
-    "data.path",
-)
-
-
-def flat_settings(settings: dict) -> dict:
-    """Nested settings as dotted keys; values as text (lists and numbers compare as written)."""
-    flat = pd.json_normalize(settings or {}, sep=".").to_dict("records")
-    return {k: _text(v) for k, v in (flat[0] if flat else {}).items()}
+def _group_key(settings: dict) -> str:
+    """Everything that defines a run but its seed: runs are averaged only when this matches."""
+    rest = {k: v for k, v in settings.items() if k != "seed"}
+    if isinstance(rest.get("data"), dict):
+        rest["data"] = {k: v for k, v in rest["data"].items() if k != "seed"}
+    return json.dumps(rest, sort_keys=True, default=str)
 
 
 def _text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    """A setting's value as text: strings as they are, anything else as JSON (1e-05, true, null,
+    [0.1, 0.9]); the empty string as "" so that "" can mean "not set"."""
+    if isinstance(value, str) and value:
+        return value
+    return json.dumps(value, default=str)
+
+
+def flat_settings(settings: dict) -> dict[str, str]:
+    """Nested settings as dotted keys (``{"optimizer": {"lr": 1e-05}}`` → ``optimizer.lr``) →
+    their values as text; empty sections have no key."""
+    flat = {}
+
+    def walk(tree: dict, prefix: str) -> None:
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = _text(v)
+
+    walk(settings, "")
+    return flat
 
 
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """The runs with a result (one row each, their settings as ``setting:<dotted key>``
-    columns), and (folder, why) for every metrics.json left out: unreadable, incomplete,
-    without a result (diverged, no steps, never validated), or a duplicate of a run with the
-    same settings and seed."""
-    rows, left_out = [], []
+    """The runs with a result (one row each: the RUN_COLUMNS, the settings group and the
+    flattened settings), and (folder, why) for every metrics.json left out: unreadable,
+    incomplete, without a result (diverged, no steps, never validated), or a duplicate of a run
+    with the same settings and seed."""
+    runs, left_out, seen = [], [], {}
     for path in sorted(sweep_dir.rglob("metrics.json")):
         where = str(path.parent.relative_to(sweep_dir))
         try:
@@ -97,10 +129,16 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         if cfg is None:  # runs written before settings were recorded in metrics.json
             cfg_path = path.parent / ".hydra" / "config.yaml"
             cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+        identity = (m["task"], m.get("num_train"), loss_name(m), str(m.get("preference")))
+        key = (_group_key(cfg), identity, m["seed"])
+        if key in seen:
+            left_out.append((where, f"duplicate of {seen[key]} (same settings and seed)"))
+            continue
+        seen[key] = where
         objective = cfg.get("objective") or {}
         pref = m.get("preference") or []
         losses = m.get("final_train_losses") or []
-        rows.append(
+        runs.append(
             {
                 "dir": where,
                 "task": m["task"],
@@ -118,238 +156,302 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
                 "wall_time_s": m.get("wall_time_s"),
                 "setup_s": (m.get("timing_s") or {}).get("setup"),
                 "fallbacks": m.get("combiner_fallbacks"),
-                "preference_text": str(m.get("preference")),
-                **{f"setting:{k}": v for k, v in flat_settings(cfg).items()},
+                "encoder": m.get("encoder", m.get("model")),  # "model" before 0.2
+                "group": _group_key(cfg),
+                "settings": flat_settings(cfg),
             }
         )
-    runs = pd.DataFrame(rows)
-    if runs.empty:
-        return runs, left_out
-    # N stays an integer; "all" for runs on the whole training set (data.num_train=null)
-    runs["N"] = pd.Series([r["N"] if r["N"] is not None else "all" for r in rows], dtype=object)
-    settings = [c for c in runs.columns if c.startswith("setting:")]
-    runs[settings] = runs[settings].fillna("—")  # a setting a run does not have
-    # one result per (settings, seed): later copies are listed, never averaged twice
-    identity = ["task", "N", "loss", "preference_text", "seed", *settings]
-    twice = runs.duplicated(identity, keep="first")
-    first_of = runs[~twice].set_index(identity)["dir"]
-    for _, dup in runs[twice].iterrows():
-        first = first_of.loc[tuple(dup[identity])]
-        left_out.append((dup["dir"], f"duplicate of {first} (same settings and seed)"))
-    return runs[~twice].reset_index(drop=True), left_out
+    # object columns keep each value as recorded (an int stays an int next to a missing value)
+    frame = pd.DataFrame(runs, columns=[*RUN_COLUMNS, "group", "settings"], dtype=object)
+    frame[["val_acc_best", "test_acc"]] = frame[["val_acc_best", "test_acc"]].astype(float)
+    return frame, left_out
 
 
-def distinguishing(runs: pd.DataFrame) -> list[str]:
-    """The settings that tell apart runs of one (task, N, loss) beyond the hyperparameters
-    chosen by validation and the seed: each becomes a column, so two rows of a table never
-    look alike and runs that differ in anything but the seed are never averaged together."""
-    skip = {f"setting:{k}" for k in (*SELECTED, *NOT_DISTINGUISHING)}
-    settings = [c for c in runs.columns if c.startswith("setting:") and c not in skip]
-    if not settings:
-        return []
-    varying = runs.groupby(["task", "N", "loss"], sort=False)[settings].nunique().max()
-    return [c for c in settings if varying[c] > 1]
+def settings_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One column per dotted setting, "" where a run does not have it; without the seed, the
+    settings the table shows (task, N, loss) and module.objective where it copies objective."""
+    flat = pd.DataFrame(list(runs["settings"]), index=runs.index, dtype=object).fillna("")
+    drop = [k for k in flat if k in SEED_KEYS or k in SHOWN_KEYS]
+    drop += [  # module.objective is ${objective} (task/_glue.yaml): the same settings again
+        k
+        for k in flat
+        if k.startswith("module.objective.")
+        and k.removeprefix("module.") in flat
+        and flat[k].equals(flat[k.removeprefix("module.")])
+    ]
+    flat = flat.drop(columns=drop)
+    return flat.rename(columns={k: f"settings.{k}" for k in flat if k in RESERVED})
 
 
-def shared_settings(runs: pd.DataFrame) -> dict[str, str]:
-    """A few telling settings the whole sweep shares (named once under the table)."""
-    out = {}
-    for key in SHARED_SHOWN:
-        column = runs.get(f"setting:{key}")
-        if column is not None and column.nunique() == 1 and column.iloc[0] != "—":
-            out[key] = column.iloc[0]
+class Settings(NamedTuple):
+    """What the sweep's settings say about the table (``describe_settings``); a setting's
+    ``where``: each of its values with the losses (per_loss) or tasks (per_task) that have it."""
+
+    keys: list[str]  # tell the rows apart: a column each
+    constants: dict[str, str]  # one value in every run
+    per_loss: dict[str, list[tuple[str, list[str]]]]  # set for some losses only, or per loss
+    per_task: dict[str, list[tuple[str, list[str]]]]  # one value per task
+
+
+def _of_loss(key: str) -> bool:
+    """A setting of the objective or the combiner: the loss, with its own settings."""
+    return key.split(".")[0] in ("objective", "combiner")
+
+
+def describe_settings(runs: pd.DataFrame) -> Settings:
+    """The row keys: the settings (but τ, λ and preference) whose values differ between runs of
+    one task that have them (between runs of one task and loss, for the objective's and the
+    combiner's own settings), or that some runs of one (task, N, loss) have and others not. Every
+    other setting (τ, λ and preference only where they have one value) is a constant, set per
+    loss (objective and combiner settings, and those only some losses have) or set per task."""
+    flat = settings_table(runs)
+    has = flat != ""
+    cell = [runs["task"], runs["N"], runs["loss"]]
+
+    def tells_rows_apart(k: str) -> bool:
+        by = [runs["task"], runs["loss"]] if _of_loss(k) else [runs["task"]]
+        differ = flat[k][has[k]].groupby([b[has[k]] for b in by]).nunique().gt(1).any()
+        return differ or has[k].groupby(cell, dropna=False).nunique().gt(1).any()
+
+    def where(k: str, by: str) -> list[tuple[str, list[str]]]:
+        values = flat[k][has[k]]
+        return [
+            (v, sorted(runs[by][has[k]][values == v].unique()))
+            for v in sorted(values.unique(), key=_order)
+        ]
+
+    keys = [k for k in flat if not HYPER_KEY.fullmatch(k) and tells_rows_apart(k)]
+    out = Settings(keys, {}, {}, {})
+    for k in flat:
+        if k in keys or k.endswith("._partial_"):  # _partial_: how Hydra builds it, no setting
+            continue
+        one_value = flat[k][has[k]].nunique() == 1
+        if one_value and has[k].all():
+            out.constants[k] = flat[k].iloc[0]
+        elif HYPER_KEY.fullmatch(k) and not one_value:
+            continue  # swept τ, λ or preference: chosen by validation, in table.csv
+        elif one_value or _of_loss(k):
+            out.per_loss[k] = where(k, "loss")
+        else:
+            out.per_task[k] = where(k, "task")
     return out
 
 
-def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per table row (task, N, loss and the distinguishing ``keys``): the hyperparameter group
-    (τ, λ, r1) with every seed of its (task, N) and the best mean validation accuracy. Returns
-    (chosen groups, incomplete groups); each group carries its runs sorted by seed."""
-    row = ["task", "N", "loss", *keys]
-    group = [*row, "temperature", "lam", "r1"]
-    expected = runs.groupby(["task", "N"], sort=False)["seed"].agg(lambda s: sorted(set(s)))
-    groups = (
-        runs.sort_values("seed", kind="stable")
-        .groupby(group, dropna=False, sort=False)
-        .agg(
-            seeds=("seed", list),
-            val=("val_acc_best", "mean"),
-            members=("dir", list),
-        )
-        .reset_index()
+def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Runs grouped by everything but the seed (``gid``): the chosen groups, one per (task, N,
+    loss, row keys), the complete group with the best mean validation accuracy (the first such
+    group in folder order on a tie), with their test accuracy mean, std and seed count; the
+    incomplete groups (seeds and expected seeds: every seed of that task and N); and each run's
+    gid."""
+    cell = ["task", "N", "loss", *keys]
+    gid = runs.groupby([*cell, *HYPER, "group"], dropna=False, sort=False).ngroup()
+    runs = runs.assign(gid=gid)
+    first = runs.drop_duplicates("gid").set_index("gid")[[*cell, *HYPER]]
+    agg = runs.groupby("gid").agg(
+        seeds=("seed", lambda s: tuple(sorted(int(x) for x in s))),
+        val_acc_mean=("val_acc_best", "mean"),
+        test_acc_mean=("test_acc", "mean"),
+        test_acc_std=("test_acc", "std"),
     )
-    groups["expected"] = [expected.loc[(t, n)] for t, n in zip(groups["task"], groups["N"])]
-    complete = groups["seeds"].map(sorted) == groups["expected"]
-    # the best mean validation per row; ties keep the group met first (folder order)
+    groups = first.join(agg)
+    expected = runs.groupby(["task", "N"], dropna=False)["seed"].agg(
+        lambda s: tuple(sorted({int(x) for x in s}))
+    )
+    groups = groups.join(expected.rename("expected"), on=["task", "N"])
+    complete = groups["seeds"] == groups["expected"]
     chosen = (
         groups[complete]
-        .sort_values("val", ascending=False, kind="stable")
-        .groupby(row, sort=False)
-        .head(1)
-        .reset_index(drop=True)
+        .sort_values("val_acc_mean", ascending=False, kind="stable")
+        .drop_duplicates(cell)
+        .sort_index()
     )
-    return chosen, groups[~complete].reset_index(drop=True)
+    chosen["test_acc_std"] = chosen["test_acc_std"].fillna(0.0)  # one seed: no spread
+    return chosen, groups[~complete], gid
 
 
-def paired_p(a: pd.Series, b: pd.Series) -> float | None:
-    """Paired t-test of test accuracies indexed by seed, on the seeds both have."""
-    both = pd.concat([a, b], axis=1, join="inner").dropna()
-    if len(both) < 2:
+def paired_p(x: pd.Series, y: pd.Series) -> float | None:
+    """Two-sided paired t-test of x against y (indexed by seed) on the seeds both have; None with
+    fewer than 2 pairs, 1.0 when the pairs are (all but) equal (scipy's t is 0/0 there)."""
+    pairs = pd.concat([x, y], axis=1, keys=["x", "y"]).dropna()
+    if len(pairs) < 2:
         return None
-    x, y = both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()
-    if np.allclose(x, y):
+    if np.allclose(pairs["x"], pairs["y"]):
         return 1.0
-    return float(stats.ttest_rel(x, y).pvalue)
+    return float(stats.ttest_rel(pairs["x"], pairs["y"]).pvalue)
 
 
-def _accuracies(runs: pd.DataFrame, members: list[str]) -> pd.Series:
-    return runs.set_index("dir").loc[members].set_index("seed")["test_acc"]
+def baselines(chosen: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Each chosen group's CE baseline (its gid): the chosen CE group of the same task and N that
+    agrees on every row key both have set; none (NaN) for CE itself, without such a group, or
+    with several."""
+    ce = chosen[chosen["loss"] == "CE"]
+    out = {}
+    for g, row in chosen[chosen["loss"] != "CE"].iterrows():
+        same = ce[(ce["task"] == row["task"]) & (ce["N"] == row["N"])]
+        for k in keys:
+            if row[k] != "":
+                same = same[same[k].isin([row[k], ""])]
+        if len(same) == 1:
+            out[g] = same.index[0]
+    return pd.Series(out, index=chosen.index, dtype=float)
 
 
-def _baseline(chosen: pd.DataFrame, entry: pd.Series, keys: list[str]) -> pd.Series | None:
-    """The chosen CE row of the entry's (task, N), matched on the distinguishing keys that
-    tell CE rows apart (an encoder, say); None when that leaves no single CE row."""
-    ce = chosen[(chosen["loss"] == "CE") & (chosen["task"] == entry["task"])]
-    ce = ce[ce["N"] == entry["N"]]
-    for key in keys:
-        if ce[key].nunique() > 1:
-            ce = ce[ce[key] == entry[key]]
-    return ce.iloc[0] if len(ce) == 1 else None
+def _order(value) -> tuple:
+    """Sort numbers as numbers, then text (missing first)."""
+    if value is None or value == "":
+        return (0, 0.0, "")
+    try:
+        return (1, float(value), "")
+    except (TypeError, ValueError):
+        return (2, 0.0, str(value))
 
 
-def _column(key: str) -> str:
-    return key.removeprefix("setting:")
+def short_labels(keys) -> dict[str, str]:
+    """Each dotted key's shortest ending that no other of ``keys`` ends with (``optimizer.lr`` →
+    ``lr``); an ending of only ``_target_`` or ``name`` keeps its parent (``encoder.name``)."""
+    keys = list(keys)
+    labels = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(1, len(parts) + 1):
+            label = ".".join(parts[-n:])
+            if n == 1 and len(parts) > 1 and label in ("_target_", "name"):
+                continue
+            if not any(o != k and (o == label or o.endswith("." + label)) for o in keys):
+                labels[k] = label
+                break
+        else:
+            labels[k] = k
+    return labels
 
 
-def write_tables(runs, chosen, incomplete, keys, out: Path, left_out=()) -> None:
-    """table.md (Table 1: a row per loss, N and distinguishing setting, a column per task),
-    table.csv (a row per chosen group) and the lists of what was left out."""
+def _md(key: str, text: str) -> str:
+    """A setting's value in table.md: "—" when not set, a class path as its class name."""
+    if text == "":
+        return "—"
+    if key.endswith("_target_"):
+        text = text.rsplit(".", 1)[-1]
+    return text.replace("|", "\\|")
+
+
+def _where(label: str, key: str, where: list[tuple[str, list[str]]]) -> str:
+    """``lr=1e-05 (CE+EPO, CE+LS)``; with several values ``path: /a (qnli), /b (sst2)``."""
+    shown = [f"{_md(key, v)} ({', '.join(map(str, at))})" for v, at in where]
+    return f"{label}={shown[0]}" if len(shown) == 1 else f"{label}: " + ", ".join(shown)
+
+
+def write_tables(runs: pd.DataFrame, info: Settings, out: Path, left_out=()) -> pd.DataFrame:
+    """table.md and table.csv; returns the chosen groups (``choose``) in table order, with their
+    p-values and first run's folder."""
+    keys = info.keys
+    flat = settings_table(runs)
+    runs = runs.join(flat[keys])
+    chosen, incomplete, gid = choose(runs, keys)
+    runs = runs.assign(gid=gid)
+    acc = runs.pivot(index="seed", columns="gid", values="test_acc")
+    base = baselines(chosen, keys)
+    chosen["p_vs_ce_paired_t"] = [
+        None if pd.isna(b) else paired_p(acc[g], acc[int(b)]) for g, b in base.items()
+    ]
+    chosen["n"] = chosen["seeds"].map(len)
+    labels = short_labels([*keys, *info.constants, *info.per_loss, *info.per_task])
+
+    def cell(r) -> str:
+        p = "" if pd.isna(r["p_vs_ce_paired_t"]) else f", p={r['p_vs_ce_paired_t']:.3f}"
+        return f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f} (n={r['n']}{p})"
+
     tasks = sorted(chosen["task"].unique())
-    cells, csv_rows = {}, []
-    for _, entry in chosen.iterrows():
-        acc = _accuracies(runs, entry["members"])
-        base = None if entry["loss"] == "CE" else _baseline(chosen, entry, keys)
-        p = None if base is None else paired_p(acc, _accuracies(runs, base["members"]))
-        std = acc.std(ddof=1) if len(acc) > 1 else 0.0
-        p_text = "" if p is None else f", p={p:.3f}"
-        row = (entry["loss"], entry["N"], *(entry[k] for k in keys))
-        cells[(row, entry["task"])] = (
-            f"{100 * acc.mean():.1f} ± {100 * std:.1f} (n={len(acc)}{p_text})"
-        )
-        csv_rows.append(
-            {
-                "task": entry["task"],
-                "N": entry["N"],
-                "loss": entry["loss"],
-                **{_column(k): entry[k] for k in keys},
-                "temperature": entry["temperature"],
-                "lam": entry["lam"],
-                "r1": entry["r1"],
-                "seeds": len(acc),
-                "test_acc_mean": acc.mean(),
-                "test_acc_std": std,
-                "val_acc_mean": entry["val"],
-                "p_vs_ce_paired_t": p,
-            }
-        )
+    rows = chosen.drop_duplicates(["loss", "N", *keys])[["loss", "N", *keys]]
     rows = sorted(
-        {row for row, _ in cells},
-        key=lambda r: (_order(r[1]), r[0] != "CE", r[0], *map(str, r[2:])),
+        rows.itertuples(index=False),
+        key=lambda r: (r[1] or 0, r[0] != "CE", r[0], *map(_order, r[2:])),
     )
-    head = ["loss", "N", *(_column(k) for k in keys), *tasks]
+    at = {tuple(r[c] for c in ["task", "loss", "N", *keys]): g for g, r in chosen.iterrows()}
+    head = ["loss", "N", *(labels[k] for k in keys), *tasks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = []
     for row in rows:
-        values = [*map(str, row), *(cells.get((row, t), "—") for t in tasks)]
-        lines.append("| " + " | ".join(values) + " |")
+        cells = [row[0], str(row[1]), *(_md(k, v) for k, v in zip(keys, row[2:]))]
+        for task in tasks:
+            g = at.get((task, *row))
+            cells.append("—" if g is None else cell(chosen.loc[g]))
+            order += [] if g is None else [g]
+        lines.append("| " + " | ".join(cells) + " |")
+    by = " with the same settings (columns after N)" if keys else ""
     lines += [
         "",
         "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
-        "mean ± std over seeds; p: paired t-test against CE on the same seeds"
-        + (" (the CE row with the same " + ", ".join(map(_column, keys)) + ")" if keys else "")
-        + ".",
+        f"mean ± std over seeds; p: paired t-test against CE{by} on the same seeds.",
     ]
-    shared = shared_settings(runs)
-    if shared:
-        named = (
-            (k.removesuffix("._target_"), v.rsplit(".", 1)[-1])
-            if k.endswith("._target_")
-            else (k, v)
-            for k, v in shared.items()
-        )
-        lines.append("All rows: " + ", ".join(f"{k}={v}" for k, v in named) + ".")
-    used = runs[runs["dir"].isin([d for m in chosen["members"] for d in m])]
-    skipped = used[used["skipped_steps"].fillna(0) > 0]
+    members = runs[runs["gid"].isin(order)].copy()
+    members["at"] = members["gid"].map({g: i for i, g in enumerate(order)})
+    members = members.sort_values(["at", "seed"])
+    skipped = members[members["skipped_steps"].fillna(0).astype(int) > 0]
+    listed = ", ".join(f"{d}: {n}" for d, n in zip(skipped["dir"], skipped["skipped_steps"]))
     lines.append(
-        f"Steps skipped for non-finite values in the runs above: "
-        f"{int(skipped['skipped_steps'].sum())}"
-        + (
-            " ("
-            + ", ".join(f"{d}: {int(n)}" for d, n in zip(skipped["dir"], skipped["skipped_steps"]))
-            + ")"
-            if len(skipped)
-            else ""
-        )
-        + "."
+        "Steps skipped for non-finite values in the runs above: "
+        f"{int(skipped['skipped_steps'].sum())}" + (f" ({listed})" if listed else "") + "."
     )
+    # the settings that are no column, each once: one paragraph per kind
+    notes = []
+    if info.constants:
+        shown = (f"{labels[k]}={_md(k, v)}" for k, v in info.constants.items())
+        notes.append("All rows: " + ", ".join(shown) + ".")
+    for title, settings in (("Per loss", info.per_loss), ("Per task", info.per_task)):
+        if settings:
+            shown = (_where(labels[k], k, where) for k, where in settings.items())
+            notes.append(f"{title}: " + "; ".join(shown) + ".")
+    for note in notes:
+        lines += ["", note]
     if len(incomplete):
         lines += ["", "Incomplete groups (left out of the table):", ""]
-        for _, g in incomplete.sort_values(["task", "loss"], kind="stable").iterrows():
-            where = " ".join(f"{_column(k)}={g[k]}" for k in keys)
-            lines.append(
-                f"- {g['task']} N={g['N']} {g['loss']} {where + ' ' if where else ''}"
-                f"τ={_none(g['temperature'])} λ={_none(g['lam'])} r1={_none(g['r1'])}: "
-                f"seeds {sorted(g['seeds'])} of {g['expected']}"
-            )
+        text = [
+            f"- {g['task']} N={g['N']} {g['loss']} τ={g['temperature']} λ={g['lam']} "
+            f"r1={g['r1']}"
+            + "".join(f" {labels[k]}={_md(k, g[k])}" for k in keys)
+            + f": seeds {list(g['seeds'])} of {list(g['expected'])}"
+            for _, g in incomplete.iterrows()
+        ]
+        lines += sorted(text)
     if left_out:
         lines += ["", f"Runs left out ({len(left_out)}):", ""]
         lines += [f"- {where}: {why}" for where, why in left_out]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    table = pd.DataFrame(csv_rows) if csv_rows else pd.DataFrame(columns=["task"])
-    if csv_rows:  # in the order of the markdown table
-        order = {row: i for i, row in enumerate(rows)}
-        position = [order[(r["loss"], r["N"], *(r[_column(k)] for k in keys))] for r in csv_rows]
-        table = table.assign(_order=position).sort_values(["task", "_order"]).drop(columns="_order")
+    columns = ["task", "N", "loss", *keys, *HYPER, "seeds", "test_acc_mean", "test_acc_std"]
+    columns += ["val_acc_mean", "p_vs_ce_paired_t"]
+    table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
     table.to_csv(out / "table.csv", index=False)
+    return chosen.loc[order].assign(first_dir=members.groupby("gid")["dir"].first())
 
 
-def _order(n) -> float:
-    return n if isinstance(n, int | float) else float("inf")  # "all" after every N
+def write_runs(runs: pd.DataFrame, keys: list[str], out: Path) -> None:
+    """runs.csv: one line per run, its RUN_COLUMNS and row keys."""
+    runs[list(RUN_COLUMNS)].join(settings_table(runs)[keys]).to_csv(out / "runs.csv", index=False)
 
 
-def _none(value):
-    """A missing value as the old tables wrote it (None), not pandas' NaN."""
-    return None if pd.isna(value) else value
-
-
-def records(runs: pd.DataFrame) -> list[dict]:
-    """The runs as dicts, a missing value as None."""
-    return runs.astype(object).where(runs.notna(), None).to_dict("records")
-
-
-def loss_space_figure(runs: list[dict], out: Path) -> None:
+def loss_space_figure(runs: pd.DataFrame, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import moocore
 
-    pts = [r for r in runs if r["l1"] is not None and r["l2"] is not None]
-    if not pts:
+    pts = runs.dropna(subset=["l1", "l2"])
+    if pts.empty:
         return
-    allp = np.array([[r["l1"], r["l2"]] for r in pts])
+    allp = pts[["l1", "l2"]].to_numpy(float)
     ref = allp.max(0) * 1.05
     fig, ax = plt.subplots(figsize=(6, 5))
     # one series per combiner, and per preference when the sweep has several; distinct hollow
     # markers keep series that land on the same points (e.g. PNG far from the front = MGDA) visible
-    several_r1 = len({r["r1"] for r in pts}) > 1
-    series = sorted({(r["loss"], r["r1"] if several_r1 else None) for r in pts}, key=str)
+    several_r1 = pts["r1"].nunique(dropna=False) > 1
+    pts = pts.assign(series_r1=pts["r1"] if several_r1 else None)
+    series = sorted(pts.groupby(["loss", "series_r1"], dropna=False), key=lambda s: str(s[0]))
     markers = "osD^vx+*"
-    for k, (loss, r1) in enumerate(series):
-        sel = np.array(
-            [[r["l1"], r["l2"]] for r in pts if r["loss"] == loss and (r1 is None or r["r1"] == r1)]
-        )
+    for k, ((loss, r1), sel) in enumerate(series):
+        sel = sel[["l1", "l2"]].to_numpy(float)
         hv = moocore.hypervolume(sel, ref=ref)
-        name = loss if r1 is None else f"{loss} r1={r1}"
+        name = loss if pd.isna(r1) else f"{loss} r1={r1}"
         marker = markers[k % len(markers)]
         filled = marker in "x+"
         ax.scatter(
@@ -372,22 +474,22 @@ def loss_space_figure(runs: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def tsne_figure(chosen: pd.DataFrame, runs: pd.DataFrame, sweep_dir: Path, out: Path) -> bool:
+def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
+    labels = short_labels(keys)
     panels = []
-    seed_of = runs.set_index("dir")["seed"]
-    for _, entry in chosen.sort_values(["task", "loss"], kind="stable").iterrows():
-        if entry["loss"] not in ("CE+LS", "CE+EPO", "CE+SCL"):
+    for _, g in chosen.sort_values(["task", "N", "loss", *keys], kind="stable").iterrows():
+        if g["loss"] not in ("CE+LS", "CE+EPO", "CE+SCL"):
             continue
-        first = entry["members"][0]  # the lowest seed
-        path = sweep_dir / first / "test_embeddings.npz"
+        path = sweep_dir / g["first_dir"] / "test_embeddings.npz"
         if path.exists():
-            title = f"{entry['loss']} ({entry['task']}, N={entry['N']}, seed {seed_of[first]})"
+            where = "".join(f", {labels[k]}={_md(k, g[k])}" for k in keys)
+            title = f"{g['loss']} ({g['task']}, N={g['N']}{where}, seed {g['seeds'][0]})"
             panels.append((title, np.load(path)))
     if not panels:
         return False
@@ -478,14 +580,11 @@ def main(argv: list[str] | None = None):
     if runs.empty:
         raise SystemExit(f"error: no complete text-classification runs under {args.sweep_dir}")
     args.out.mkdir(parents=True, exist_ok=True)
-    keys = distinguishing(runs)
-    # one row per run: its results and the settings that tell rows of the table apart
-    shown = [c for c in runs.columns if not c.startswith("setting:") and c != "preference_text"]
-    runs[shown + keys].rename(columns=_column).to_csv(args.out / "runs.csv", index=False)
-    chosen, incomplete = choose(runs, keys)
-    write_tables(runs, chosen, incomplete, keys, args.out, left_out)
-    loss_space_figure(records(runs), args.out)
-    has_tsne = tsne_figure(chosen, runs, args.sweep_dir, args.out)
+    info = describe_settings(runs)
+    write_runs(runs, info.keys, args.out)
+    chosen = write_tables(runs, info, args.out, left_out)
+    loss_space_figure(runs, args.out)
+    has_tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out)
     print((args.out / "table.md").read_text())
     print(
         f"{len(runs)} runs; wrote table.md, table.csv, runs.csv, loss_space.png"

@@ -108,55 +108,149 @@ def test_runs_without_a_result_duplicates_and_unreadable_files_are_left_out_and_
     assert "Steps skipped for non-finite values in the runs above: 0." in table
 
 
-def _with_settings(root: Path, name: str, settings: dict, **run) -> None:
-    fake_run(root, name, **run)
-    m = json.loads((root / name / "metrics.json").read_text())
-    (root / name / "metrics.json").write_text(json.dumps(m | {"settings": settings}))
+def settings_run(root: Path, name: str, loss: str, seed: int, test: float, val=0.6, **changes):
+    """A run whose metrics.json records its settings (as train.py writes them), with
+    ``changes`` to dotted settings (``{"optimizer.lr": 2e-5}``; None removes the key)."""
+    objective, combiner = {"CE": ("ce", "ls"), "CE+EPO": ("moo", "epo")}[loss]
+    obj = {"_target_": f"moo_lightning.tasks.glue.objectives.{objective}"}
+    if objective == "moo":
+        obj.update(lam=0.3, temperature=0.3)
+    settings = {
+        "seed": seed,
+        "preference": [0.1, 0.9],
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-5},
+        "trainer": {"max_steps": 150, "val_check_interval": 25},
+        "encoder": {"_target_": "moo_lightning.tasks.glue.encoders.Backbone", "name": "minilm"},
+        "combiner": {"_target_": f"moo_lightning.combiners.{combiner.upper()}"},
+        "objective": obj,
+        "scheduler": {"_target_": "moo_lightning.schedules.LinearWarmupDecay", "warmup": 0.1},
+        "data": {"path": "/data/sst2", "num_train": 20, "seed": seed, "task": "sst2"},
+        "module": {"objective": dict(obj), "dropout": 0.1},
+        "task_name": "sst2",
+    }
+    if combiner == "epo":
+        settings["combiner"]["eps"] = 1e-4
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = settings
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    m = {
+        "task": settings["task_name"],
+        "num_train": 20,
+        "seed": seed,
+        "objective": objective,
+        "combiner": combiner,
+        "preference": [0.1, 0.9],
+        "val/acc_best": val,
+        "test/acc": test,
+        "complete": True,
+        "settings": settings,
+    }
+    (root / name).mkdir(parents=True)
+    (root / name / "metrics.json").write_text(json.dumps(m))
 
 
-def test_rows_are_told_apart_by_the_settings_that_differ(tmp_path):
-    """Runs of one loss that differ in the encoder are separate rows with an encoder column
-    (never averaged together, never chosen between by validation); what every run shares is
-    said once under the table."""
+def _md_rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| ")]
+
+
+def test_rows_that_differ_in_encoder_get_it_as_a_column_and_their_own_ce_baseline(tmp_path):
     sweep, out = tmp_path / "sweep", tmp_path / "out"
-    for s in range(2):
-        for encoder, acc in (("minilm", 0.6), ("roberta-base", 0.8)):
-            settings = {
-                "encoder": {"name": encoder, "pooling": "cls"},
-                "optimizer": {"lr": 1e-05},
-                "data": {"batch_size": 16, "seed": s},
-                "seed": s,
-            }
-            for objective, combiner in (("ce", "ls"), ("moo", "epo")):
-                _with_settings(
-                    sweep, f"{objective}_{encoder}_s{s}", settings, objective=objective,
-                    combiner=combiner, seed=s, val=acc, test=acc + s / 100,
-                )  # fmt: skip
+    minilm, tiny = [0.60, 0.62, 0.58], [0.80, 0.70, 0.75]
+    for s in range(3):
+        settings_run(sweep, f"ce_minilm_s{s}", "CE", s, minilm[s])
+        settings_run(sweep, f"ce_tiny_s{s}", "CE", s, tiny[s], val=0.9, **{"encoder.name": "tiny"})
+        # EPO = CE + 5 points on every seed (minilm: p≈0), and exactly CE on tiny (p=1)
+        settings_run(sweep, f"epo_minilm_s{s}", "CE+EPO", s, minilm[s] + 0.05 + s / 1000)
+        settings_run(sweep, f"epo_tiny_s{s}", "CE+EPO", s, tiny[s], **{"encoder.name": "tiny"})
+    settings_run(sweep, "epo_roberta_s0", "CE+EPO", 0, 0.9, **{"encoder.name": "roberta"})
     _report(sweep, out)
     table = (out / "table.md").read_text()
-    assert "| loss | N | encoder.name | sst2 |" in table
-    assert "| CE | 20 | minilm | 60.5 ± 0.7 (n=2) |" in table
-    assert "| CE | 20 | roberta-base | 80.5 ± 0.7 (n=2) |" in table
-    assert "| CE+EPO | 20 | roberta-base | 80.5 ± 0.7 (n=2, p=1.000) |" in table  # its own CE
-    assert "All rows: optimizer.lr=1e-05, data.batch_size=16." in table
-    assert "encoder.pooling" not in table  # shared, and not one of the settings named
-    chosen = list(csv.DictReader(open(out / "table.csv")))
-    assert sorted((r["loss"], r["encoder.name"]) for r in chosen) == [
-        ("CE", "minilm"), ("CE", "roberta-base"), ("CE+EPO", "minilm"), ("CE+EPO", "roberta-base")
-    ]  # fmt: skip
+    assert _md_rows(table) == [
+        "| loss | N | encoder.name | sst2 |",
+        "| CE | 20 | minilm | 60.0 ± 2.0 (n=3) |",
+        "| CE | 20 | tiny | 75.0 ± 5.0 (n=3) |",
+        "| CE+EPO | 20 | minilm | 65.1 ± 2.0 (n=3, p=0.000) |",
+        "| CE+EPO | 20 | tiny | 75.0 ± 5.0 (n=3, p=1.000) |",  # against CE tiny, not minilm
+    ]
+    assert "CE+EPO τ=0.3 λ=0.3 r1=0.1 encoder.name=roberta: seeds [0] of [0, 1, 2]" in table
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [(r["loss"], r["encoder.name"]) for r in rows] == [
+        ("CE", "minilm"),
+        ("CE", "tiny"),
+        ("CE+EPO", "minilm"),
+        ("CE+EPO", "tiny"),
+    ]
+    assert list(rows[0])[:4] == ["task", "N", "loss", "encoder.name"]
     runs = list(csv.DictReader(open(out / "runs.csv")))
-    assert len(runs) == 8 and {r["encoder.name"] for r in runs} == {"minilm", "roberta-base"}
+    assert {r["dir"]: r["encoder.name"] for r in runs}["epo_tiny_s2"] == "tiny"
+    # the encoder is a column, not a constant; everything the same in every run is, once
+    (constants,) = [line for line in table.splitlines() if line.startswith("All rows: ")]
+    assert constants == (
+        "All rows: preference=[0.1, 0.9], optimizer._target_=AdamW, lr=1e-05, max_steps=150, "
+        "val_check_interval=25, encoder._target_=Backbone, scheduler._target_=LinearWarmupDecay, "
+        "warmup=0.1, path=/data/sst2, dropout=0.1."
+    )
+    assert table.count("lr=1e-05") == 1 and "seed=" not in table and "_partial_" not in table
+    # settings of one loss only are no column (the loss tells those rows apart): stated once
+    assert "Per loss: eps=0.0001 (CE+EPO); lam=0.3 (CE+EPO); temperature=0.3 (CE+EPO)." in table
 
 
-def test_a_sweep_without_differing_settings_has_no_extra_columns(tmp_path):
+def test_rows_that_differ_in_lr_get_it_as_a_column_even_when_it_follows_the_loss(tmp_path):
     sweep, out = tmp_path / "sweep", tmp_path / "out"
     for s in range(2):
-        settings = {"encoder": {"name": "minilm"}, "optimizer": {"lr": 2e-05}, "seed": s}
-        _with_settings(sweep, f"ce_s{s}", settings, objective="ce", combiner="ls", seed=s,
-                       val=0.6, test=0.6)  # fmt: skip
+        settings_run(sweep, f"ce_s{s}", "CE", s, 0.6 + s / 100)
+        settings_run(sweep, f"epo_lr2_s{s}", "CE+EPO", s, 0.7, **{"optimizer.lr": 2e-5})
+        settings_run(sweep, f"epo_lr3_s{s}", "CE+EPO", s, 0.8, val=0.1, **{"optimizer.lr": 3e-5})
     _report(sweep, out)
     table = (out / "table.md").read_text()
-    assert (
-        "| loss | N | sst2 |" in table
-        and "All rows: encoder.name=minilm, optimizer.lr=2e-05." in table
-    )
+    # not the best-by-validation lr alone: each lr its own row; CE (lr 1e-05) has none to pair
+    assert _md_rows(table) == [
+        "| loss | N | lr | sst2 |",
+        "| CE | 20 | 1e-05 | 60.5 ± 0.7 (n=2) |",
+        "| CE+EPO | 20 | 2e-05 | 70.0 ± 0.0 (n=2) |",
+        "| CE+EPO | 20 | 3e-05 | 80.0 ± 0.0 (n=2) |",
+    ]
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [float(r["optimizer.lr"]) for r in rows] == [1e-5, 2e-5, 3e-5]
+    assert "All rows: " in table and "lr=" not in table.split("All rows: ")[1]
+
+
+def test_settings_set_per_task_are_stated_once_and_not_columns(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        for task in ("sst2", "qnli"):
+            where = {"task_name": task, "data.task": task, "data.path": f"/data/{task}"}
+            settings_run(sweep, f"{task}_ce_s{s}", "CE", s, 0.6 + s / 100, **where)
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert _md_rows(table) == [
+        "| loss | N | qnli | sst2 |",
+        "| CE | 20 | 60.5 ± 0.7 (n=2) | 60.5 ± 0.7 (n=2) |",
+    ]
+    assert "Per task: path: /data/qnli (qnli), /data/sst2 (sst2)." in table
+    assert "task_name" not in table and "path=" not in table
+
+
+def test_a_combiner_setting_varied_within_one_loss_is_a_column_and_ce_still_pairs(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        settings_run(sweep, f"ce_s{s}", "CE", s, 0.6 + s / 100)
+        settings_run(sweep, f"epo_e4_s{s}", "CE+EPO", s, 0.7 + s / 50)
+        settings_run(sweep, f"epo_e3_s{s}", "CE+EPO", s, 0.6 + s / 100, **{"combiner.eps": 1e-3})
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    # eps is EPO's own (CE has none: —), so CE's row is the baseline of both EPO rows
+    assert _md_rows(table) == [
+        "| loss | N | eps | sst2 |",
+        "| CE | 20 | — | 60.5 ± 0.7 (n=2) |",
+        "| CE+EPO | 20 | 0.0001 | 71.0 ± 1.4 (n=2, p=0.030) |",
+        "| CE+EPO | 20 | 0.001 | 60.5 ± 0.7 (n=2, p=1.000) |",
+    ]
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [r["combiner.eps"] for r in rows] == ["", "0.0001", "0.001"]
