@@ -117,3 +117,27 @@ def write_digits(folder: Path, n: int = 600) -> Path:
     )
     write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
     return folder
+
+
+def wandb_records(path):
+    """Records of an offline .wandb file (a LevelDB-style log of protobuf records after a 7-byte
+    ':W&B' header; this wandb keeps no Python reader for it)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # full record, or the last piece of one
+            rec = pb.Record()
+            rec.ParseFromString(pending + chunk)
+            pending = b""
+            yield rec
+        elif kind in (2, 3):
+            pending += chunk

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, write_glue
+from tests.helpers import ROOT, wandb_records, write_glue
 
 
 def _train(args, tmp_path, env=None, timeout=900):
@@ -53,30 +53,6 @@ def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
     assert "already holds this job's result" in again.stdout + again.stderr
     assert paths[0].stat().st_mtime_ns == stamp[0]  # untouched
     assert paths[1].exists()  # re-run
-
-
-def wandb_records(path):
-    """Records of an offline .wandb file (a LevelDB-style log of protobuf records after a 7-byte
-    ':W&B' header; this wandb keeps no Python reader for it)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, block, pending = 7, 32768, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # full record, or the last piece of one
-            rec = pb.Record()
-            rec.ParseFromString(pending + chunk)
-            pending = b""
-            yield rec
-        elif kind in (2, 3):
-            pending += chunk
 
 
 def test_wandb_offline_run_holds_summary_and_diagnostics(sst2, tmp_path):

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, write_glue
-from tests.integration.test_sweeps import wandb_records
+from tests.helpers import ROOT, wandb_records, write_digits, write_glue
 
 wandb = pytest.importorskip("wandb")
 
@@ -261,10 +260,21 @@ def test_an_invalid_key_fails_in_one_line_and_a_found_key_builds_the_logger(
     assert init["config"] == {"labels": {k: v for k, v in labels.items() if v is not None}}
 
 
-def test_an_ensemble_with_member_preferences_has_no_single_r_label():
+def test_an_ensemble_with_member_preferences_has_no_single_r_label(run_train, offline, tmp_path):
+    """A Multi-MNIST set (5 members on spread preferences) is labelled by its preferences and
+    members, not by the unused top-level r; metrics.json says the same (no single preference)."""
     from moo_lightning.loggers import run_labels
 
-    labels = {"task": "multi_mnist", "combiner": "epo", "r": [0.1, 0.9], "preferences": "spread"}
-    kept = run_labels(labels, unless={"r": "spread"})
-    assert "r" not in kept and kept["preferences"] == "spread"
-    assert run_labels(labels, unless={"r": None})["r"] == [0.1, 0.9]  # shared preference: kept
+    digits = write_digits(tmp_path / "mnist")
+    m = run_train(
+        "experiment=mm_epo", f"data.path={digits}", "logger=wandb", "data.num_train=128",
+        "data.num_val=32", "data.num_test=64", "data.batch_size=64", "trainer.max_epochs=1",
+    )  # fmt: skip
+    run, _, config, _ = read_run(_dir(m))
+    assert m["preference"] is None and len(m["preferences"]) == 5
+    assert not [t for t in run.tags if t.startswith("r=")]
+    assert "preferences=spread" in run.tags and "members=5" in run.tags
+    assert "r" not in config["labels"] and " r0.1" not in run.display_name
+    # a shared preference keeps its label
+    labels = {"task": "toy", "combiner": "epo", "r": [0.1, 0.9]}
+    assert run_labels(labels, unless={"r": None})["r"] == [0.1, 0.9]
