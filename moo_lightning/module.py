@@ -156,6 +156,11 @@ class MultiObjectiveModule(L.LightningModule):
         done; on rank 0 only."""
         return {}
 
+    def test_results(self) -> dict:
+        """The last test's results beyond the logged scalars (per-member losses, ...), as plain
+        numbers and lists, writing nothing: what ``moo-evaluate`` records and compares."""
+        return {}
+
     # --- Lightning hooks ------------------------------------------------------------------------
 
     def on_fit_start(self):

@@ -164,6 +164,7 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
         job.module, datamodule=job.data, ckpt_path=str(ckpt), weights_only=True, verbose=False
     )
     metrics = {k: scalar(v) for k, v in (results[0] if results else {}).items()}
+    metrics.update(job.module.test_results())  # per-member results of a set, ...
     record = {
         "run_dir": str(run_dir),
         "checkpoint": str(ckpt),
@@ -175,11 +176,7 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
     }
     if not differences:
         # the same weights on the same data: the recorded test metrics should come back
-        same = {
-            k: _close(v, recorded[k])
-            for k, v in metrics.items()
-            if isinstance(recorded.get(k), float)
-        }
+        same = {k: _close(v, recorded[k]) for k, v in metrics.items() if k in recorded}
         record["reproduces_recorded"] = same
     if job.trainer.is_global_zero:
         write_json_atomic(out or run_dir / "evaluation.json", record)
@@ -187,7 +184,11 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
 
 
 def _close(a, b) -> bool:
-    return isinstance(a, float) and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+    """Equal up to round-off: numbers, or lists (of lists) of numbers of the same shape."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    return numbers and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def main(argv: list[str] | None = None) -> int:

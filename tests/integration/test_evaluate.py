@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,26 @@ def test_a_crashed_jobs_log_holds_the_traceback(tmp_path):
     assert proc.returncode == 1
     log = (run_dir / "train.log").read_text()
     assert "failed:" in log and "Traceback (most recent call last)" in log and "Nope" in log
+
+
+def test_evaluate_a_pareto_set_compares_every_members_test_results(tmp_path, capsys):
+    from tests.helpers import write_digits
+
+    digits = write_digits(tmp_path / "mnist")
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable, "train.py", "experiment=mm_epo", f"data.path={digits}",
+        "data.num_train=128", "data.num_val=32", "data.num_test=64", "data.batch_size=64",
+        "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert evaluate([str(run_dir)]) == 0
+    record = json.loads((run_dir / "evaluation.json").read_text())
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert np.allclose(record["metrics"]["test_losses"], recorded["test_losses"])
+    assert len(record["metrics"]["test_errors"]) == 5
+    assert record["reproduces_recorded"] == {
+        "test/hv_loss": True, "test/hv_error": True, "test_losses": True, "test_errors": True
+    }  # fmt: skip

@@ -174,8 +174,7 @@ class MultiMNISTSet(EnsembleModule):
             out["preferences"] = None
         if self._test is not None:
             losses, errors = self._test
-            out["test_losses"] = losses.tolist()
-            out["test_errors"] = errors.tolist()
+            out.update(self.test_results())
             if self.combiner.name == "epo":
                 out["non_uniformity"] = [
                     float(non_uniformity(losses[n], self.member_preferences[n])[0])
@@ -184,6 +183,13 @@ class MultiMNISTSet(EnsembleModule):
             else:
                 out["non_uniformity"] = None
         return out
+
+    def test_results(self) -> dict:
+        """Each member's test losses and errors (N, 2) of the last test."""
+        if self._test is None:
+            return {}
+        losses, errors = self._test
+        return {"test_losses": losses.tolist(), "test_errors": errors.tolist()}
 
     @property
     def preferences_matter(self) -> bool:
