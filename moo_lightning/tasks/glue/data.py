@@ -120,11 +120,13 @@ def load_splits(task_name: str, path: str | None):
 
     task = _task(task_name)
     if path is None:
-        from moo_lightning.hub import OFFLINE_HINT, HubUnreachableError, hub_reachable
+        from moo_lightning.hub import HubUnreachableError, hub_reachable
 
         if not hub_reachable():
             raise HubUnreachableError(
-                f"cannot reach the Hugging Face hub to fetch GLUE {task_name}; {OFFLINE_HINT}"
+                f"cannot reach the Hugging Face hub to fetch GLUE {task_name}: give a local "
+                f"copy with data.path=/path/to/glue/{task_name} (a folder in the glue schema or "
+                "the GLUE TSVs)"
             )
         ds = datasets.load_dataset("nyu-mll/glue", task_name)
         return ds["train"], ds[task.validation]
