@@ -4,8 +4,10 @@ per class."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +208,25 @@ def _normalise_labels(ds, task: GlueTask, folder: Path, filename: str):
     )
 
 
+@contextlib.contextmanager
+def _quiet_preparation():
+    """Reading, sampling and tokenising a few hundred rows takes a second: the datasets
+    library's per-call progress bars ("Map", "Flattening the indices") and a deprecation
+    warning pyarrow raises inside it say nothing about the run. Off while the data are
+    prepared, as they were before afterwards."""
+    import datasets
+
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*null_placement.*", category=FutureWarning)
+            yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
 def few_shot_indices(labels: np.ndarray, n: int, num_labels: int, seed: int, balanced: bool):
     """n indices sampled with ``seed``; label-balanced (n // C per class, remainder spread)."""
     if n > len(labels):
@@ -369,6 +390,10 @@ class GlueFewShot(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
+        with _quiet_preparation():
+            self._prepare()
+
+    def _prepare(self) -> None:
         key = self._cache_key()
         if key is not None and key in _PREPARED:
             # a later job of the same process (same task, files, tokenizer and lengths): the

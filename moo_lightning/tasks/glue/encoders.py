@@ -37,14 +37,22 @@ class _PoolerOnlyReport(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_pooler_report():
+def _quiet_loading():
+    """While the encoder loads: transformers' per-tensor "Loading weights" bar off (a second
+    for these encoders) and its loading report only when it reports more than the pooler."""
+    from transformers.utils import logging as hf_logging
+
     log = logging.getLogger("transformers.modeling_utils")
     only_pooler = _PoolerOnlyReport()
     log.addFilter(only_pooler)
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         log.removeFilter(only_pooler)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def tiny_roberta(
@@ -137,7 +145,7 @@ class Backbone:
 
         path = minilm_path() if name == "minilm" else name
         self.tokenizer = from_hub_or_disk(AutoTokenizer.from_pretrained, path)
-        with _quiet_pooler_report():
+        with _quiet_loading():
             self.encoder = from_hub_or_disk(
                 lambda p, **kw: AutoModel.from_pretrained(p, add_pooling_layer=False, **kw), path
             )
