@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -22,6 +24,13 @@ from moo_lightning.gradients import (
     objective_grads,
     write_direction,
 )
+
+# Neither says anything about a run, and a user cannot act on either: Lightning's advertisement
+# for its cloud logger at every fit, and a deprecation warning Lightning raises inside itself.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip")
+)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 OptimizerFactory = Callable[[Sequence[torch.nn.Parameter]], torch.optim.Optimizer]
 

@@ -14,7 +14,6 @@ import re
 import sys
 import time
 import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,12 +39,6 @@ from moo_lightning.records import (  # noqa: E402
 )
 
 log = logging.getLogger("moo_lightning")
-# neither says anything about the run: Lightning's advertisement for its cloud logger, and a
-# deprecation warning raised inside Lightning itself on every fit
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: not str(record.msg).startswith("💡 Tip")
-)
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # jobs of this process that ended without a result (a status other than "ok", or a folder another
 # process was writing): the process's exit code says so after a sweep
 _OUTCOMES: list[str] = []
