@@ -71,6 +71,11 @@ TINY = ("task=sst2", "encoder=tiny", "logger=none", "trainer.max_steps=2")
 CASES = [
     # (overrides, exception, message fragment)
     (("task=cola",), (MissingConfigException, ConfigCompositionException), "task"),
+    (
+        ("task=_glue",),
+        ValueError,
+        "data.task must be one of sst2, qnli, mnli (task=sst2|qnli|mnli)",
+    ),
     (("combiner=adam",), (MissingConfigException, ConfigCompositionException), "combiner"),
     (("objective=focal",), (MissingConfigException, ConfigCompositionException), "objective"),
     (("encoder=bert_huge",), (MissingConfigException, ConfigCompositionException), "encoder"),
@@ -106,7 +111,7 @@ CASES = [
     (("data.max_length=1",), ValueError, "data.max_length must be an integer >= 2. Found 1"),
     (("data.num_train=0",), ValueError, "data.num_train must be a positive integer or null"),
     (("data.eval_batch_size=0",), ValueError, "data.eval_batch_size must be an integer >= 1"),
-    (("data.task=cola",), ValueError, "data.task must be one of sst2, qnli, mnli. Found 'cola'"),
+    (("data.task=cola",), ValueError, "mnli (task=sst2|qnli|mnli). Found 'cola'"),
     (("+trainer.gradient_clip_val=1.0",), Exception, "gradient_clip_val"),
     (("+trainer.accumulate_grad_batches=2",), Exception, "accumulate_grad_batches"),
     (("trainer.precision=16-mixed",), ValueError, "trainer.precision=16-mixed is not supported"),

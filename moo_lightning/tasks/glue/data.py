@@ -58,7 +58,9 @@ _PREPARED: dict[tuple, tuple] = {}
 
 def _task(name: str) -> GlueTask:
     if name not in TASKS:
-        raise ValueError(f"data.task must be one of {', '.join(TASKS)}. Found {name!r}")
+        raise ValueError(
+            f"data.task must be one of {', '.join(TASKS)} (task={'|'.join(TASKS)}). Found {name!r}"
+        )
     return TASKS[name]
 
 
