@@ -24,8 +24,9 @@ class StepBudgetProgressBar(RichProgressBar):
         return f"{text:{len(self.validation_description)}}"  # same width: no flicker
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Lightning sets the description at each epoch's start only
-        if self.progress is not None and self.train_progress_bar_id is not None:
+        # Lightning sets the description at each epoch's start only; the step moves every batch
+        ready = self.progress is not None and self.train_progress_bar_id is not None
+        if ready and budgeted_in_steps(trainer):
             description = self._get_train_description(trainer.current_epoch)
             self.progress.update(self.train_progress_bar_id, description=description)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -35,8 +35,6 @@ from moo_lightning.records import (
     write_json_atomic,
 )
 
-log = logging.getLogger("moo_lightning")
-
 # settings forced for a re-evaluation: one process, nothing written but evaluation.json
 _EVALUATION = {
     "ckpt_path": None,
@@ -49,8 +47,6 @@ _EVALUATION = {
         "profiler": None,  # debug=profiler would rewrite the run's own profile tables
     },
 }
-# the evaluation's own trainer settings, which change no test result
-_FORCED = tuple(f"trainer.{k}" for k in _EVALUATION["trainer"])
 # settings read from the run's record (resolved when it ran: absolute paths, environment
 # variables such as MNIST_DIR) rather than re-resolved here, in another folder or environment
 _PINNED = ("data.path", "encoder.name")
@@ -145,11 +141,10 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
     # what this evaluation runs with that the run did not (the user's changes, or a setting
     # that resolves differently here): the recorded test metrics are compared only without
     if "settings" in recorded:
-        differences = [
-            d
-            for d in settings_differences(recorded["settings"], train._settings(cfg))
-            if not d.split(":")[0].startswith(_FORCED)
-        ]
+        current = train._settings(cfg)
+        for key in _EVALUATION["trainer"]:  # the evaluation's own: they change no test result
+            current.get("trainer", {}).pop(key, None)
+        differences = settings_differences(recorded["settings"], current)
     else:
         differences = ["(the run recorded no settings)"]
     try:

@@ -216,15 +216,14 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
 
 
 def _progress_bar(cfg: DictConfig, callbacks: list) -> list:
-    """The step-budget progress bar for runs budgeted in optimizer steps when the console shows
-    a bar and the config brings none; other runs keep Lightning's default bar."""
+    """Lightning's default bar (rich, when rich is installed) as the step-budget bar, which
+    reads the optimizer steps on runs budgeted in steps and is Lightning's own bar on the others,
+    when the console shows a bar and the config brings none."""
     from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
-    max_steps, max_epochs = cfg.trainer.get("max_steps") or -1, cfg.trainer.get("max_epochs")
-    by_steps = max_steps > 0 and (max_epochs is None or max_epochs < 0)
     wanted = cfg.trainer.get("enable_progress_bar", True) and not cfg.trainer.get("fast_dev_run")
-    if not (wanted and by_steps and _RICH_AVAILABLE):
+    if not (wanted and _RICH_AVAILABLE):
         return []
     if any(isinstance(c, ProgressBar) for c in callbacks):
         return []
@@ -370,6 +369,12 @@ _NOT_SETTINGS = (
 )
 
 
+def _changes_results(key: str) -> bool:
+    """Whether the dotted setting ``key`` can change a run's result (it is not, and is not
+    inside, one of _NOT_SETTINGS)."""
+    return not any(key == k or key.startswith(k + ".") for k in _NOT_SETTINGS)
+
+
 def job_folder(overrides) -> str:
     """A sweep job's folder name (hydra.sweep.subdir): its command-line overrides that change
     results, sorted and joined by ',' (Hydra's override_dirname, so plain names are the same as
@@ -390,7 +395,7 @@ def job_folder(overrides) -> str:
         except Exception:  # Hydra parsed the line once already; name it as typed
             key, value = line[len(prefix) :].partition("=")[0], None
         name = key.replace("/", ".")
-        if any(name == k or name.startswith(k + ".") for k in _NOT_SETTINGS):
+        if not _changes_results(name):
             continue
         if isinstance(value, str) and _local_path(value):
             where = os.path.abspath(os.path.expanduser(value))
@@ -414,7 +419,7 @@ OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
 
 def _settings(cfg: DictConfig) -> dict:
     """The resolved settings that define this run's result (plain containers)."""
-    top = [k for k in cfg if k not in _NOT_SETTINGS]  # hydra's own node is never resolved
+    top = [k for k in cfg if _changes_results(k)]  # hydra's own node is never resolved
     full = {
         k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
         for k in top
@@ -424,9 +429,7 @@ def _settings(cfg: DictConfig) -> dict:
         if not isinstance(tree, dict):
             return tree
         return {
-            k: keep(v, f"{prefix}{k}.")
-            for k, v in tree.items()
-            if f"{prefix}{k}" not in _NOT_SETTINGS
+            k: keep(v, f"{prefix}{k}.") for k, v in tree.items() if _changes_results(f"{prefix}{k}")
         }
 
     settings = keep(full)
