@@ -8,7 +8,9 @@ best-validation weights). The run is rebuilt from the config it saved (``.hydra/
 so nothing has to be repeated; ``key=value`` pairs change values of it, e.g. another copy of the
 data (``data.path=...``), a larger evaluation batch (``data.eval_batch_size=256``) or a device
 (``trainer.accelerator=gpu``). The checkpoint's SHA-256 is checked before it is read, and it is
-read as weights only.
+read as weights only. The config is data, not code: before anything is built, every ``_target_``
+in it must be one the package's own configs build (or an optimizer class, or one named with
+``--trust``); anything else is refused in one line.
 
 Writes ``evaluation.json`` into the run folder (``--out FILE`` elsewhere; the run's own
 ``metrics.json`` is never touched): the test metrics, the checkpoint and its SHA-256, the changes
@@ -27,6 +29,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from moo_lightning.cli.trust import UntrustedConfig, check_config_targets
 from moo_lightning.records import (
     file_sha256,
     read_json,
@@ -126,8 +129,12 @@ def run_config(run_dir: Path, changes: list[str], recorded: dict | None = None):
 _MISSING = object()
 
 
-def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
-    """Rebuild the run, test the checkpoint, write and return the evaluation record."""
+def evaluate(
+    target: Path, changes: list[str], out: Path | None = None, trusted: tuple[str, ...] = ()
+) -> dict:
+    """Rebuild the run, test the checkpoint, write and return the evaluation record. The saved
+    config's ``_target_`` keys are checked first (``trust.check_config_targets``): only what the
+    package's configs build, optimizer classes and the ``trusted`` targets are instantiated."""
     import lightning as L
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -138,6 +145,10 @@ def evaluate(target: Path, changes: list[str], out: Path | None = None) -> dict:
     run_dir, ckpt = find_run(target)
     recorded = read_json(run_dir / "metrics.json") or {}
     cfg = run_config(run_dir, changes, recorded.get("settings"))
+    try:  # before anything is built: a shared folder's config is data, not code
+        check_config_targets(cfg, str(run_dir / ".hydra" / "config.yaml"), trusted)
+    except UntrustedConfig as err:
+        raise EvaluationError(str(err)) from None
     # what this evaluation runs with that the run did not (the user's changes, or a setting
     # that resolves differently here): the recorded test metrics are compared only without
     if "settings" in recorded:
@@ -207,10 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where to write the record (default: RUN/evaluation.json)",
     )
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="a _target_ of your own that the run's config may build (e.g. a criterion you "
+        "wrote: --trust my_pkg.my_criterion); without it only the package's own classes are built",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        record = evaluate(args.run, args.changes, args.out)
+        record = evaluate(args.run, args.changes, args.out, tuple(args.trust))
     except EvaluationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> float | None:
     """One job: check the run folder (lock; a finished job with the same settings is skipped),
     build, fit and test, record. Returns the optimised metric for Hydra's sweepers."""
     start = time.perf_counter()
+    check_optimized_metric(cfg.get("optimized_metric"))
     join_submitit_tasks()
     run_dir = Path(cfg.paths.run_dir)
     settings = _settings(cfg)
@@ -94,6 +95,18 @@ def run(cfg: DictConfig) -> float | None:
         log.warning("skipping this job: %s", err)
         _OUTCOMES.append("busy")
         return None
+
+
+def check_optimized_metric(key) -> None:
+    """A search maximises a validation or training metric, never a test metric: choosing
+    settings by test results would make every reported test number optimistic."""
+    if key is None:
+        return
+    if not isinstance(key, str) or not key.startswith(("val/", "train/")):
+        raise BadSetting(
+            f"optimized_metric={key!r}: a search may optimise a validation or training metric "
+            "(val/..., train/...; e.g. val/acc_best), never a test metric"
+        )
 
 
 def _finished_result(cfg: DictConfig, run_dir: Path, settings: dict) -> dict | None:

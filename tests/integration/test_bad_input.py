@@ -120,6 +120,8 @@ CASES = [
     (("combiner.cvxpy_solver=GLPK",), ValueError, "'GLPK' is not installed"),
     (("module.gradient_scope=[nothing]",), ValueError, "matches no trainable parameter"),
     (("module.gradient_scope=everything",), ValueError, "gradient_scope must be 'all'"),
+    (("optimized_metric=test/acc",), ValueError, "never a test metric"),
+    (("optimized_metric=acc",), ValueError, "optimized_metric='acc': a search may optimise"),
 ]
 
 

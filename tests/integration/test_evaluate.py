@@ -165,3 +165,77 @@ def test_evaluate_a_run_without_a_model_names_its_checkpoints(finished_run, tmp_
     shutil.copytree(run_dir / "checkpoints", bare / "checkpoints")
     assert evaluate([str(bare)]) == 2
     assert f"pass one of its checkpoints instead: {bare}/checkpoints/" in capsys.readouterr().err
+
+
+class _Payload:
+    """Unpickling this touches a marker file: what a shared folder's pickle could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize(
+    "section, target, body",
+    [
+        # the probe's case: a pickle carried inside the folder, loaded by torch.load
+        ("scheduler", "torch.load", {"f": "${paths.run_dir}/notes.bin", "weights_only": False}),
+        ("scheduler", "shutil.copyfile", {"src": "${paths.run_dir}/notes.bin", "dst": "{marker}"}),
+        # a function of this package that writes files is not a class its configs build
+        ("data", "moo_lightning.records.write_json_atomic", {"path": "{marker}", "value": 1}),
+        # nested, in a list: the trainer's plugins
+        ("trainer.plugins", "builtins.open", {"file": "{marker}", "mode": "w"}),
+    ],
+)
+def test_evaluate_never_runs_code_a_run_folder_names(finished_run, tmp_path, section, target, body):
+    """A run folder is shared data: moo-evaluate builds only what the package's configs build,
+    and refuses anything else in one line naming the key and target, before building anything."""
+    import yaml
+
+    run_dir, _ = finished_run
+    copy = tmp_path / "shared_run"
+    shutil.copytree(run_dir, copy)
+    marker = tmp_path / "PWNED"
+    torch.save(_Payload(marker), copy / "notes.bin")
+    config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
+    body = {k: v.replace("{marker}", str(marker)) if isinstance(v, str) else v
+            for k, v in body.items()}  # fmt: skip
+    node = {"_target_": target, **body}
+    if section == "trainer.plugins":
+        config["trainer"]["plugins"] = [node]
+    else:
+        config[section] = node
+    (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", str(copy)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), proc.stderr[-2000:]
+    key = "trainer.plugins[0]._target_" if section == "trainer.plugins" else f"{section}._target_"
+    assert f"{key} = '{target}' is not a class moo-lightning's configs build" in err[0]
+    assert not marker.exists()
+    assert not (copy / "evaluation.json").exists() or (
+        (copy / "evaluation.json").read_bytes() == (run_dir / "evaluation.json").read_bytes()
+    )
+
+
+def test_evaluate_builds_a_target_the_user_trusts_by_name(finished_run, tmp_path, capsys):
+    """An optimizer class is accepted as it is; a target of one's own with --trust."""
+    import yaml
+
+    run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
+    config["optimizer"]["_target_"] = "torch.optim.RMSprop"
+    config["objective"]["_target_"] = "tests.helpers.OwnObjective"
+    (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    assert evaluate([str(copy)]) == 2
+    assert "objective._target_ = 'tests.helpers.OwnObjective'" in capsys.readouterr().err
+    assert evaluate([str(copy), "--trust", "tests.helpers.OwnObjective"]) == 0
+    record = json.loads((copy / "evaluation.json").read_text())
+    assert record["metrics"]["test/examples"] > 0

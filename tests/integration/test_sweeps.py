@@ -186,3 +186,20 @@ def test_optuna_search_maximises_the_returned_validation_metric(sst2, tmp_path):
         "optimizer.lr", "objective.temperature", "objective.lam", "preference"
     }  # fmt: skip
     assert "setup plugin alembic" not in proc.stdout + proc.stderr
+
+
+def test_a_search_refuses_to_optimise_a_test_metric(sst2, tmp_path):
+    """hparams_search with optimized_metric=test/acc stops in one line before any trial trains."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = [
+        "-m", "hparams_search=glue_optuna", "optimized_metric=test/acc", "task=sst2",
+        "encoder=tiny", f"data.path={sst2}", "logger=none", "trainer.max_steps=2",
+        "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}",
+    ]  # fmt: skip
+    proc = _train(args, tmp_path)
+    assert proc.returncode != 0
+    assert "optimized_metric='test/acc': a search may optimise a validation or training metric" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*/metrics.json"))
