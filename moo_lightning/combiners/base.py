@@ -76,6 +76,59 @@ class Combiner(abc.ABC):
     weights_on_simplex: bool = True
     unique_weights: bool = True
     gram_scale_invariant: bool = True
+    #: False for combiners whose weights ignore the preference (CAGrad, PCGrad, Nash-MTL, ...):
+    #: their runs record no preference, carry no W&B ``r`` label, and a sweep over
+    #: ``preference`` with them is refused instead of running duplicates.
+    uses_preference: bool = True
+    #: True for combiners that update their state from the losses recomputed on the same batch
+    #: after the optimizer step (FAMO): the module recomputes them (no grad), averages them over
+    #: DDP ranks and calls :meth:`after_step`.
+    needs_losses_after_step: bool = False
+    #: False for combiners whose state cannot be checkpointed (a wrapped third-party method
+    #: with hidden state): resuming such a run is refused in one line.
+    resumable: bool = True
+
+    # --- state (COMBINERS.md §2: explicit, small, identical on every DDP rank) -------------------
+    #
+    # A stateful combiner keeps vectors or matrices of size m or m×m and counters, updated only
+    # from its inputs (the all-reduced losses and Gram), so every rank holds the same state.
+    # ``state_dict`` returns it as plain numbers, lists and tensors (saved in the training
+    # checkpoint, read back with weights_only); ``load_state_dict`` restores it exactly, so a
+    # resumed run takes the same steps as the uninterrupted one. Randomness comes from
+    # :meth:`generator`, seeded by (run seed, global step), never from the global RNG.
+
+    #: the run's seed (set by the module at fit start); with the step it seeds ``generator``
+    seed: int = 0
+
+    def state_dict(self) -> dict:
+        """The combiner's state between steps (empty for a stateless combiner)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        if state:
+            raise ValueError(
+                f"combiner {self.name!r} keeps no state, but the checkpoint holds some for it "
+                f"({', '.join(sorted(state))}): it was made with another combiner"
+            )
+
+    def parameters(self) -> list:
+        """Learnable weights of the combiner (UW's log-variances): the module hands them to the
+        optimizer next to the model's, and the checkpoint carries them. Their ``.grad`` is set
+        by the combiner when it combines."""
+        return []
+
+    def after_step(self, losses: torch.Tensor) -> None:
+        """The losses (m,) of the same batch after the optimizer step, averaged over DDP ranks
+        (only for ``needs_losses_after_step``)."""
+
+    def generator(self) -> np.random.Generator:
+        """A generator seeded by (run seed, current global step): DDP ranks and a resumed run
+        draw the same numbers as the uninterrupted one-process run."""
+        return np.random.default_rng([int(self.seed) % 2**63, int(self._step) % 2**63])
+
+    _step: int = 0
+    _calls: int = 0
 
     def supports(self, m: int) -> bool:
         """Whether this combiner (with its settings) handles ``m`` objectives."""
@@ -118,7 +171,12 @@ class Combiner(abc.ABC):
         gram: torch.Tensor | None,
         preference,
         criterion_grad: torch.Tensor | None = None,
+        step: int | None = None,
     ) -> Combined:
+        """Weights for one step. ``step`` is the global optimizer step (seeds
+        :meth:`generator`; the module passes it); without it the combiner counts its calls."""
+        self._step = self._calls if step is None else int(step)
+        self._calls = self._step + 1
         l_np = self._check_losses(losses)
         m = l_np.size
         r = as_preference(preference, m)
