@@ -49,7 +49,7 @@ class OneLeNet(MultiObjectiveModule):
 def step_stacked(ens: MultiMNISTSet, opt, batch) -> None:
     opt.zero_grad(set_to_none=True)
     losses = ens.objectives(batch)
-    ens.write_member_gradients(losses, losses.detach(), None)
+    ens.write_gradients(losses, losses.detach())
     opt.step()
 
 
@@ -57,7 +57,7 @@ def step_sequential(models, opts, batch) -> None:
     for model, opt in zip(models, opts):
         opt.zero_grad(set_to_none=True)
         losses = model.objectives(batch)
-        model.write_gradients(losses, losses.detach(), model.preference)
+        model.write_gradients(losses[None], losses.detach()[None])
         opt.step()
 
 

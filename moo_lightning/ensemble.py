@@ -9,10 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from moo_lightning.combiners.base import Combined, as_preference
+from moo_lightning.combiners.base import as_preference
 from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.gradients import (
-    all_reduce_grads,
     member_gram_matrices,
     objective_grads,
     write_member_directions,
@@ -41,7 +40,7 @@ class EnsembleModule(MultiObjectiveModule):
     One step: m backward passes in all, whatever N — the gradient of Σ_n ℓ_ni w.r.t. the stacked
     parameters holds every member's ∇ℓ_ni in its own slice — then one Gram matrix and one combiner
     solve per member (with its own preference and, for coupling criteria, its own ∂F/∂ℓ_n from
-    ``criterion_grads``), each member's slice of ``.grad`` set to its own direction, and one
+    ``coupling_grads``), each member's slice of ``.grad`` set to its own direction, and one
     optimizer step for all. Gram-free combiners (LS) take one backward of Σ_n Σ_i w_ni ℓ_ni.
 
     ``preferences``: one row per member (N, m); ``'spread'`` spreads them over the quarter
@@ -100,11 +99,28 @@ class EnsembleModule(MultiObjectiveModule):
                     f"({self.members}). Found shape {rows.shape}"
                 )
         self.member_preferences = rows
+        self._own_preferences = preferences is not None
         self.criterion = criterion
         self.criterion_reference = tuple(criterion_reference)
         self.bound_criterion_grad = bound_criterion_grad
 
-    def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
+    @property
+    def num_rows(self) -> int:
+        return self.members
+
+    @property
+    def row_preferences(self) -> np.ndarray:
+        return self.member_preferences
+
+    @property
+    def recorded_preference(self) -> list[float] | None:
+        """None when the members have preferences of their own (``preferences`` given) or follow
+        a coupling criterion: the run followed no single preference."""
+        if self._own_preferences or self.criterion is not None:
+            return None
+        return super().recorded_preference
+
+    def coupling_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
         """∂F/∂ℓ (N, m) of the criterion coupling the members' losses (N, m); None: none."""
         if self.criterion is None:
             return None
@@ -144,54 +160,21 @@ class EnsembleModule(MultiObjectiveModule):
         for g in grads:
             g.mul_(scale.to(g).view((self.members,) + (1,) * (g.dim() - 1)))
 
-    def multi_objective_step(self, losses: torch.Tensor) -> list[Combined] | None:
+    def loss_rows(self, losses: torch.Tensor) -> torch.Tensor:
         if losses.dim() != 2 or losses.shape[0] != self.members:
             raise ValueError(
                 f"objectives must return losses (members={self.members}, m). Found shape "
                 f"{tuple(losses.shape)}"
             )
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        global_losses = self._global_losses(losses)
-        if global_losses is None:
-            return self._bad_step(f"non-finite losses {losses.detach().cpu().tolist()}")
-        fgrads = self.criterion_grads(global_losses)
-        if fgrads is not None and not torch.isfinite(fgrads).all():
-            return self._bad_step("a non-finite criterion gradient")
-        results = self.write_member_gradients(losses, global_losses, fgrads)
-        if isinstance(results, str):
-            return self._bad_step(results)
-        self._finish_step(opt, global_losses, results)
-        return results
+        return losses
 
-    def write_member_gradients(self, losses, global_losses, fgrads) -> list[Combined] | str:
-        """Every member's weights and its slice of ``.grad``; or why the step must be skipped."""
-        params = self.trainable_parameters()
-        prefs = self.member_preferences
-        extra = [None if fgrads is None else fgrads[n] for n in range(self.members)]
-        if not self.combiner.needs_gram:
-            results = [
-                self.combiner(global_losses[n], None, prefs[n], extra[n])
-                for n in range(self.members)
-            ]
-            W = torch.stack([r.weights for r in results]).to(losses)
-            if not torch.isfinite(W).all():
-                return "non-finite combiner weights"
-            self.manual_backward((W * losses).sum())
-            if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
-                return "non-finite gradients"
-            return results
-        # members are independent: ∇ of Σ_n ℓ_ni gives each member's ∇ℓ_ni in its own slice
-        grads = objective_grads(losses.sum(0), params)
-        all_reduce_grads(grads)
-        K = member_gram_matrices(grads)
-        if not torch.isfinite(K).all():
-            return "non-finite gradients (Gram matrix)"
-        results = [
-            self.combiner(global_losses[n], K[n], prefs[n], extra[n]) for n in range(self.members)
-        ]
-        W = torch.stack([r.weights for r in results])
-        if not torch.isfinite(W).all():
-            return "non-finite combiner weights"
-        write_member_directions(grads, W, params)
-        return results
+    # members are independent: ∇ of Σ_n ℓ_ni gives each member's ∇ℓ_ni in its own slice
+
+    def _row_grads(self, rows, params):
+        return objective_grads(rows.sum(0), params)
+
+    def _row_grams(self, grads) -> torch.Tensor:
+        return member_gram_matrices(grads)
+
+    def _write_rows(self, grads, weights, params) -> None:
+        write_member_directions(grads, weights, params)

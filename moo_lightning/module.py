@@ -24,6 +24,7 @@ from moo_lightning.gradients import (
     objective_grads,
     write_direction,
 )
+from moo_lightning.step import CombinerSchedule, RowCombiners, combine_rows
 
 # Neither says anything about a run, and a user cannot act on either: Lightning's advertisement
 # for its cloud logger at every fit, and a deprecation warning Lightning raises inside itself.
@@ -139,6 +140,9 @@ class MultiObjectiveModule(L.LightningModule):
         self.max_bad_steps = max_bad_steps
         self.scope = GradientScope.parse(gradient_scope)
         self._base_seed: int | None = None
+        self.schedule = CombinerSchedule()  # no warm-up: the main combiner from the first step
+        self._row_combiners: RowCombiners | None = None
+        self._used_combiners: list[Combiner] = []
         self.fallbacks = 0
         self.recoveries = 0  # solver failures solved another way (see Combined.recovered)
         self.skipped_steps = 0
@@ -175,6 +179,16 @@ class MultiObjectiveModule(L.LightningModule):
     def on_fit_start(self):
         self._base_seed = torch.initial_seed()  # the run's seed (seed_everything), before reseeding
         self.scope = self.scope.resolve(self)  # a wrong scope fails before the first step
+        # combiners' randomness: from (run seed, global step), the same on every rank and resume
+        self.row_combiners.set_seed(self._base_seed)
+        if self.schedule.warmup is not None:
+            self.schedule.warmup.seed = int(self._base_seed)
+        if not self.row_combiners.resumable and self._resumes_or_saves_state():
+            raise ConfigError(
+                f"combiner {self.combiner.name!r} keeps state that cannot be checkpointed, so a "
+                "run with it cannot be resumed exactly: use callbacks=none (no resume "
+                "checkpoint) and no ckpt_path"
+            )
         precision = str(self.trainer.precision)
         if precision.startswith("16"):
             raise ValueError(
@@ -183,11 +197,22 @@ class MultiObjectiveModule(L.LightningModule):
                 "by the module, not the scaler. Use 32-true or bf16-mixed"
             )
 
+    def _resumes_or_saves_state(self) -> bool:
+        """Whether this fit resumes from a checkpoint or writes resume checkpoints."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        trainer = self.trainer
+        saves_last = any(isinstance(c, ModelCheckpoint) and c.save_last for c in trainer.callbacks)
+        return bool(trainer.ckpt_path) or saves_last
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.trainable_parameters())
+        learnable = self.row_combiners.parameters()
+        if learnable:  # the combiner's own weights (UW) step with the model's
+            opt.add_param_group({"params": learnable})
         if self.scheduler_factory is None:
             return opt
         # the budget in optimizer steps, from max_steps or max_epochs × batches per epoch
@@ -198,7 +223,8 @@ class MultiObjectiveModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def training_step(self, batch, batch_idx):
-        self.multi_objective_step(self.objectives(batch))
+        results = self.multi_objective_step(self.objectives(batch))
+        self.after_step(batch, results)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["moo_counters"] = {
@@ -207,6 +233,9 @@ class MultiObjectiveModule(L.LightningModule):
             "skipped_steps": self.skipped_steps,
             "consecutive_bad": self._consecutive_bad,
         }
+        # a stateful combiner's state (loss history, warm start, learnable weights, ...): a
+        # resumed run continues with exactly the state the interrupted one had
+        checkpoint["combiner_state"] = self.row_combiners.state_dict()
 
     def on_load_checkpoint(self, checkpoint):
         counters = checkpoint.get("moo_counters", {})
@@ -214,6 +243,11 @@ class MultiObjectiveModule(L.LightningModule):
         self.recoveries = counters.get("recoveries", 0)
         self.skipped_steps = counters.get("skipped_steps", 0)
         self._consecutive_bad = counters.get("consecutive_bad", 0)
+        if "combiner_state" in checkpoint or "moo_counters" in checkpoint:
+            try:
+                self.row_combiners.load_state_dict(checkpoint.get("combiner_state"))
+            except ValueError as err:
+                raise ConfigError(f"ckpt_path: {err}") from None
 
     def on_train_batch_start(self, batch, batch_idx):
         # Dropout (and any other global randomness) is reseeded from (run seed, epoch) at each
@@ -230,25 +264,79 @@ class MultiObjectiveModule(L.LightningModule):
         torch.manual_seed(seed)
 
     # --- the step -------------------------------------------------------------------------------
+    #
+    # One step combines a loss matrix (N, m) row by row: N = 1 for a single model (``objectives``
+    # returns a vector (m,)), N members for an EnsembleModule. Only how the rows' gradients are
+    # taken, reduced to Gram matrices and written back differs between the two (``_row_grads``,
+    # ``_row_grams``, ``_write_rows``); the combining, the checks, skipping and logging are one.
 
-    def multi_objective_step(self, losses: torch.Tensor) -> Combined | None:
-        """One optimizer step from the loss vector (m,). Returns the combiner's result, or None
-        when the step was skipped."""
+    @property
+    def num_rows(self) -> int:
+        """Rows of the loss matrix: 1 for a single model."""
+        return 1
+
+    @property
+    def row_combiners(self) -> RowCombiners:
+        """The main combiner of each row (copies with their own state for stateful combiners)."""
+        if self._row_combiners is None or self._row_combiners.template is not self.combiner:
+            self._row_combiners = RowCombiners(self.combiner, self.num_rows)
+        return self._row_combiners
+
+    @property
+    def row_preferences(self) -> np.ndarray:
+        """The preference of each row (N, m)."""
+        return self.preference[None]
+
+    @property
+    def recorded_preference(self) -> list[float] | None:
+        """The one preference this run followed, as metrics.json and the W&B label ``r`` record
+        it; None when the combiner ignores the preference (CAGrad, PCGrad, MGDA, ...)."""
+        if not self.combiner.uses_preference:
+            return None
+        return [float(v) for v in self.preference]
+
+    def coupling_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
+        """∂F/∂ℓ (N, m) of a criterion coupling the rows (ensembles); None: none."""
+        return None
+
+    def loss_rows(self, losses: torch.Tensor) -> torch.Tensor:
+        """The objectives' output as a loss matrix (N, m); a single model gives a vector (m,)."""
         if losses.dim() != 1:
             raise ValueError(
                 f"objectives must return a loss vector (m,). Found shape {tuple(losses.shape)} "
                 "(ensembles: moo_lightning.ensemble.EnsembleModule)"
             )
+        return losses[None]
+
+    def multi_objective_step(self, losses: torch.Tensor) -> list[Combined] | None:
+        """One optimizer step from the losses ((m,) for one model, (N, m) for N members).
+        Returns every row's combiner result, or None when the step was skipped."""
+        rows = self.loss_rows(losses)
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
-        global_losses = self._global_losses(losses)
-        if global_losses is None:
+        global_rows = self._global_losses(rows)
+        if global_rows is None:
             return self._bad_step(f"non-finite losses {losses.detach().cpu().tolist()}")
-        result = self.write_gradients(losses, global_losses, self.preference)
-        if isinstance(result, str):
-            return self._bad_step(result)
-        self._finish_step(opt, global_losses[None], [result])
-        return result
+        results = self.write_gradients(rows, global_rows)
+        if isinstance(results, str):
+            return self._bad_step(results)
+        self._finish_step(opt, global_rows, results)
+        return results
+
+    def after_step(self, batch, results: list[Combined] | None) -> None:
+        """Combiners that update from the same batch's losses after the optimizer step (FAMO)
+        get them: recomputed without gradients and averaged over DDP ranks."""
+        used = self._used_combiners
+        if results is None or not any(c.needs_losses_after_step for c in used):
+            return
+        with torch.no_grad():
+            rows = self.loss_rows(self.objectives(batch))
+        global_rows = self._global_losses(rows)
+        if global_rows is None:
+            return  # the next step is skipped or stops the run; no update from non-finite losses
+        for n, c in enumerate(used):
+            if c.needs_losses_after_step:
+                c.after_step(global_rows[n])
 
     def _global_losses(self, losses: torch.Tensor) -> torch.Tensor | None:
         """The losses averaged over DDP ranks, or None when any rank's are not finite (decided
@@ -260,41 +348,58 @@ class MultiObjectiveModule(L.LightningModule):
         return all_reduce_mean(losses.detach())
 
     def write_gradients(
-        self,
-        losses: torch.Tensor,
-        global_losses: torch.Tensor,
-        preference,
-        criterion_grad: torch.Tensor | None = None,
-    ) -> Combined | str:
-        """The per-model primitive of a step: combiner weights from ``global_losses`` (m,) (and
-        the Gram of the scope's gradients), and ``.grad`` of the trainable parameters set to the
-        combined direction. Returns the result, or why the step must be skipped."""
+        self, rows: torch.Tensor, global_rows: torch.Tensor
+    ) -> list[Combined] | str:
+        """Every row's combiner weights from ``global_rows`` (N, m) (and the Gram matrices of the
+        scope's gradients), and ``.grad`` of the trainable parameters set to the combined
+        directions. Returns the results, or why the step must be skipped."""
         params = self.trainable_parameters()
-        if self.combiner.needs_gram and self.scope.exact:
-            grads = objective_grads(losses, params)
-            all_reduce_grads(grads)  # the combiner sees the global batch's gradients
-            K = gram_matrix(grads)
+        step = int(self.global_step)
+        combiners = self.schedule.combiners(step, self.row_combiners)
+        self._used_combiners = combiners
+        coupling = None
+        if any(c.uses_criterion_grad for c in combiners):
+            coupling = self.coupling_grads(global_rows)
+            if coupling is not None and not torch.isfinite(coupling).all():
+                return "a non-finite criterion gradient"
+        prefs = self.row_preferences
+        needs_gram = any(c.needs_gram for c in combiners)
+        if needs_gram and self.scope.exact:
+            grads = self._row_grads(rows, params)
+            all_reduce_grads(grads)  # the combiners see the global batch's gradients
+            K = self._row_grams(grads)
             if not torch.isfinite(K).all():
                 return "non-finite gradients (Gram matrix)"
-            result = self.combiner(global_losses, K, preference, criterion_grad)
-            if not torch.isfinite(result.weights).all():
+            results = combine_rows(combiners, global_rows, K, prefs, coupling, step)
+            W = torch.stack([r.weights for r in results])
+            if not torch.isfinite(W).all():
                 return "non-finite combiner weights"
-            write_direction(grads, result.weights, params)
-            return result
-        if self.combiner.needs_gram:
-            K = self._scoped_gram(losses)
-            if not torch.isfinite(K).all():
-                return "non-finite gradients (Gram matrix)"
-            result = self.combiner(global_losses, K, preference, criterion_grad)
-        else:
-            result = self.combiner(global_losses, None, preference, criterion_grad)
-        if not torch.isfinite(result.weights).all():
+            self._write_rows(grads, W, params)
+            return results
+        K = self._scoped_gram(rows[0])[None] if needs_gram else None
+        if K is not None and not torch.isfinite(K).all():
+            return "non-finite gradients (Gram matrix)"
+        results = combine_rows(combiners, global_rows, K, prefs, coupling, step)
+        W = torch.stack([r.weights for r in results])
+        if not torch.isfinite(W).all():
             return "non-finite combiner weights"
         # one ordinary backward of the weighted sum (DDP reduces it as usual)
-        self.manual_backward((result.weights.to(losses) * losses).sum())
+        self.manual_backward((W.to(rows) * rows).sum())
         if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
             return "non-finite gradients"
-        return result
+        return results
+
+    def _row_grads(self, rows: torch.Tensor, params) -> list[list[torch.Tensor]]:
+        """Per-objective gradients of the trainable parameters: grads[i][k] = ∇_{p_k} ℓ_i."""
+        return objective_grads(rows[0], params)
+
+    def _row_grams(self, grads) -> torch.Tensor:
+        """The Gram matrix of each row (N, m, m)."""
+        return gram_matrix(grads)[None]
+
+    def _write_rows(self, grads, weights: torch.Tensor, params) -> None:
+        """``.grad`` = each row's direction Σ_i w_ni ∇ℓ_ni."""
+        write_direction(grads, weights[0], params)
 
     def _scoped_gram(self, losses: torch.Tensor) -> torch.Tensor:
         """K from the gradients w.r.t. the scope only (cheap: the backward stops there); the

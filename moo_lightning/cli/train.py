@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import sys
 import time
 import traceback
@@ -22,6 +21,7 @@ _PROCESS_START = time.perf_counter()
 import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from moo_lightning.cli.argv import normalise_argv, refuse_duplicate_sweeps  # noqa: E402
 from moo_lightning.launch import is_leader, join_submitit_tasks  # noqa: E402
 from moo_lightning.records import (  # noqa: E402
     ChecksummedCheckpointIO,
@@ -213,7 +213,9 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*_instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     callbacks += _progress_bar(cfg, callbacks)
-    loggers = _instantiate_all(cfg, "logger")
+    # the W&B label r: the preference as typed (0.2 or [0.1,0.9]) when the run follows one
+    followed = module.recorded_preference is not None
+    loggers = _instantiate_all(cfg, "logger", preference=preference if followed else None)
     # checkpoints are written with a SHA-256 beside them and checked before they are read,
     # unless the config brings a checkpoint writer of its own (its other plugins are kept)
     from lightning.fabric.plugins import CheckpointIO
@@ -275,9 +277,9 @@ def fit_and_test(job: Job) -> dict:
         "num_train": cfg.data.get("num_train"),
         "combiner": job.combiner.name,  # the one that ran (single-objective losses: ls)
         "seed": cfg.seed,
-        # the preference every model followed; an ensemble whose members have preferences of
-        # their own records those (``preferences``, from its export) and no single one here
-        "preference": _shared_preference(cfg, module),
+        # the one preference every model followed (the module's rule, also the W&B label r):
+        # none for a combiner that ignores it or an ensemble whose members have their own
+        "preference": module.recorded_preference,
         "steps": trainer.global_step,
         "combiner_fallbacks": module.fallbacks,
         "combiner_recoveries": module.recoveries,
@@ -304,13 +306,6 @@ def fit_and_test(job: Job) -> dict:
         trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
         metrics["model"] = MODEL_FILE
     return metrics
-
-
-def _shared_preference(cfg: DictConfig, module) -> list[float] | None:
-    # the same rule as the W&B label r (logger/wandb.yaml `unless`): member preferences given
-    if cfg.get("module") and cfg.module.get("preferences") is not None:
-        return None
-    return [float(v) for v in module.preference]
 
 
 def record(job: Job, metrics: dict, start: float) -> float | None:
@@ -345,11 +340,24 @@ def record(job: Job, metrics: dict, start: float) -> float | None:
     return metrics.get(key) if key else None
 
 
-def _instantiate_all(cfg: DictConfig, section: str) -> list:
+_UNSET = object()
+
+
+def _instantiate_all(cfg: DictConfig, section: str, preference=_UNSET) -> list:
+    """Every object of a config section (callbacks, loggers). ``preference``: the W&B logger's
+    label ``r``, given when the module records the preference it followed (None: no label)."""
     group = cfg.get(section)
     if not group:
         return []
-    return [hydra.utils.instantiate(c) for c in group.values() if c is not None]
+    built = []
+    for c in group.values():
+        if c is None:
+            continue
+        if preference is not _UNSET and c.get("_target_") == "moo_lightning.loggers.wandb_logger":
+            built.append(hydra.utils.instantiate(c, labels={"r": preference}))
+        else:
+            built.append(hydra.utils.instantiate(c))
+    return built
 
 
 # settings that do not change a run's result: left out of the record compared before a finished
@@ -534,30 +542,6 @@ def _wandb_results(lg, metrics: dict, summary) -> None:
             lg.log_image(key=f"figures/{Path(name).stem}", images=[str(run_dir / name)], step=step)
 
 
-_SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
-
-
-def normalise_argv(argv: list[str]) -> list[str]:
-    """Make the command users type work with Hydra's parser: `seed=A-B` becomes the inclusive
-    sweep `seed=range(A,B+1)`, and `-m`/`--multirun` may stand anywhere (argparse only accepts it
-    before the overrides)."""
-    multirun = [a for a in argv[1:] if a in ("-m", "--multirun")]
-    rest = []
-    for arg in argv[1:]:
-        if arg in ("-m", "--multirun"):
-            continue
-        m = _SEED_RANGE.match(arg)
-        if m:
-            key, a, b = m.group(1), int(m.group(2)), int(m.group(3))
-            if b < a:
-                raise SystemExit(f"error: {arg}: the range end must be >= its start")
-            if not multirun:
-                raise SystemExit(f"error: {arg} is a sweep over seeds; add -m (multirun)")
-            arg = f"{key}=range({a},{b + 1})"
-        rest.append(arg)
-    return argv[:1] + multirun[:1] + rest
-
-
 @hydra.main(version_base="1.3", config_path="pkg://moo_lightning.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -629,6 +613,7 @@ def cli() -> None:
     """``moo-train`` / ``python train.py``: Hydra's command line plus ``seed=A-B`` and ``-m``
     anywhere; the exit code says whether every job has a result."""
     sys.argv = normalise_argv(sys.argv)
+    refuse_duplicate_sweeps(sys.argv)
     main()
     sys.exit(_exit_code())
 

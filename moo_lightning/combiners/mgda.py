@@ -108,6 +108,7 @@ class MGDA(Combiner):
     """MGDA (Désidéri 2012; Sener & Koltun 2018): w* = argmin_{w∈Δ} wᵀKw, K (m, m) -> w (m,)."""
 
     name = "mgda"
+    uses_preference = False  # the min-norm point ignores r
 
     def __init__(self, tol: float = 1e-10, max_iter: int = 2000, on_failure: str = "raise"):
         super().__init__(on_failure)

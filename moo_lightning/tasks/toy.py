@@ -166,7 +166,8 @@ class ToyModule(_Trajectory, MultiObjectiveModule):
 
     def objectives(self, batch) -> torch.Tensor:
         losses = _toy_losses(self.theta)
-        self.trajectory.append(losses.detach().cpu().numpy().copy())
+        if torch.is_grad_enabled():  # a training step's losses, not a recomputation after it
+            self.trajectory.append(losses.detach().cpu().numpy().copy())
         return losses
 
     def final_losses(self) -> np.ndarray:

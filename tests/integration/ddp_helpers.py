@@ -47,7 +47,7 @@ class TwoHeads(MultiObjectiveModule):
     def multi_objective_step(self, losses):
         results = super().multi_objective_step(losses)
         if results is not None:  # None: a skipped step
-            self.weight_history.append(results.weights.detach().clone())
+            self.weight_history.append(results[0].weights.detach().clone())
         return results
 
     def train_dataloader(self):

@@ -1,13 +1,14 @@
 """train.py itself: the command line it accepts and how it tells bad input from bugs (the
 bad-input table is test_bad_input.py)."""
 
+import json
 import os
 
 import pytest
 
 
 def test_argv_normalisation():
-    from moo_lightning.cli.train import normalise_argv
+    from moo_lightning.cli.argv import normalise_argv
 
     argv = ["train.py", "task=qnli", "combiner=epo", "-m", "seed=0-9"]
     assert normalise_argv(argv) == [
@@ -64,3 +65,27 @@ def test_sweep_folder_names_carry_every_override_that_changes_results(tmp_path):
         "trainer.enable_progress_bar=false",
     ]
     assert job_folder(["seed=1", *noise]) == "seed=1"
+
+
+def test_a_preference_sweep_with_a_combiner_that_ignores_it_is_refused(tmp_path):
+    """combiner=mgda (the min-norm point ignores r) swept over preference would run the same
+    job twice: refused in one line before any job runs; LS runs it."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    def train(folder, *args):
+        cmd = [sys.executable, "train.py", "-m", "task=toy", "logger=none",
+               f"hydra.sweep.dir={tmp_path / folder}", *args]  # fmt: skip
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    proc = train("refused", "combiner=ls,mgda", "preference=0.2,0.8")
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "combiner mgda ignores the preference" in err[0], proc.stderr
+    assert not list(tmp_path.rglob("metrics.json"))
+    proc = train("runs", "combiner=mgda", "seed=0,1")  # no preference sweep: runs
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
+    assert len(records) == 2 and all(r["preference"] is None for r in records)

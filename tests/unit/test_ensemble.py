@@ -52,12 +52,12 @@ def test_stacked_step_equals_every_members_own_step(make):
     batch = _data()
     ens = Stacked(make(), w0, b0, preferences="spread")
     losses = ens.objectives(batch)
-    results = ens.write_member_gradients(losses, losses.detach(), None)
+    results = ens.write_gradients(losses, losses.detach())
     assert not isinstance(results, str)
     for n in range(N):
         one = Single(make(), w0[n], b0[n], ens.member_preferences[n])
         own = one.objectives(batch)
-        res = one.write_gradients(own, own.detach(), one.preference)
+        (res,) = one.write_gradients(own[None], own.detach()[None])
         torch.testing.assert_close(results[n].weights, res.weights)
         torch.testing.assert_close(ens.w.grad[n], one.w.grad)
         torch.testing.assert_close(ens.b.grad[n], one.b.grad)
@@ -72,11 +72,11 @@ def test_spread_preferences_lie_strictly_inside_the_quarter_circle():
 
 def test_criterion_gradient_reaches_only_combiners_that_use_it():
     w0, b0 = torch.zeros(N, D, 2, dtype=torch.float64), torch.zeros(N, 2, dtype=torch.float64)
-    ens = Stacked(EPO(), w0, b0)
-    losses = ens.objectives(_data())
-    fgrads = torch.ones(N, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="combiner must be one that uses it"):
+        Stacked(EPO(), w0, b0, criterion="energy")
+    losses = Stacked(EPO(), w0, b0).objectives(_data())[0].detach()
     with pytest.raises(ValueError, match="combiner 'epo' does not steer by a criterion"):
-        ens.write_member_gradients(losses, losses.detach(), fgrads)
+        EPO()(losses, torch.eye(2, dtype=torch.float64), [0.5, 0.5], torch.ones(2))
 
 
 def test_bad_member_preferences_fail_with_one_line():

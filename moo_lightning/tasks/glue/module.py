@@ -63,7 +63,7 @@ class TextClassificationModule(MultiObjectiveModule):
 
     def training_step(self, batch, batch_idx):
         losses = self.objectives(batch)
-        self.multi_objective_step(losses)
+        self.after_step(batch, self.multi_objective_step(losses))
         self._epoch_losses.append(losses.detach().float().cpu())
 
     def on_train_epoch_end(self):

@@ -13,6 +13,7 @@ from torchmetrics import Metric
 from moo_lightning.combiners import LinearScalarization
 from moo_lightning.combiners.epo import non_uniformity
 from moo_lightning.ensemble import EnsembleModule
+from moo_lightning.step import CombinerSchedule
 from moo_lightning.tasks.multi_mnist.lenet import StackedMultiLeNet
 
 # the cross-entropy of a chance-level 10-class prediction, and the chance error: the reference
@@ -96,7 +97,6 @@ class MultiMNISTSet(EnsembleModule):
         self.net = StackedMultiLeNet(self.members, seed=seed)
         self.ls_warmup = float(ls_warmup)
         self.ls_warmup_steps = 0  # from the budget, at fit start
-        self._warmup_combiner = LinearScalarization()
         self.source_note = source_note
         self.method = method or combiner.name
         self.val_stats = MemberStats(self.members)
@@ -115,24 +115,12 @@ class MultiMNISTSet(EnsembleModule):
     def on_fit_start(self):
         super().on_fit_start()
         self.ls_warmup_steps = int(self.ls_warmup * self.trainer.estimated_stepping_batches)
+        # the declared warm-up: LS on the members' preferences, no criterion, then the combiner
+        self.schedule = CombinerSchedule(LinearScalarization(), self.ls_warmup_steps)
 
     def objectives(self, batch) -> torch.Tensor:
         logits = self.net(batch["images"])  # (N, B, 2, 10)
         return member_cross_entropy(logits, batch["labels"]).mean(1)  # (N, 2)
-
-    def criterion_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
-        if self.global_step < self.ls_warmup_steps:  # the declared LS warm-up: no criterion
-            return None
-        return super().criterion_grads(losses)
-
-    def write_member_gradients(self, losses, global_losses, fgrads):
-        if self.global_step >= self.ls_warmup_steps:
-            return super().write_member_gradients(losses, global_losses, fgrads)
-        combiner, self.combiner = self.combiner, self._warmup_combiner  # the declared warm-up
-        try:
-            return super().write_member_gradients(losses, global_losses, fgrads)
-        finally:
-            self.combiner = combiner
 
     def validation_step(self, batch, batch_idx):
         self.val_stats.update(self.net(batch["images"]), batch["labels"])
@@ -193,7 +181,6 @@ class MultiMNISTSet(EnsembleModule):
 
     @property
     def preferences_matter(self) -> bool:
-        """Whether the members' preferences steer them (LS, EPO, STCH; MGDA's LS warm-up)."""
-        if self.combiner.uses_criterion_grad:  # PNG: its own criterion reads them, a set's does not
-            return self.criterion is None
-        return self.combiner.name in ("ls", "epo", "stch") or self.ls_warmup > 0
+        """Whether the members' preferences steer them: a combiner that uses the preference (LS,
+        EPO, STCH, PNG without a coupling criterion), or the LS warm-up before any combiner."""
+        return (self.combiner.uses_preference and self.criterion is None) or self.ls_warmup > 0

@@ -1,0 +1,86 @@
+"""The command line as users type it, made ready for Hydra, and sweeps refused before any job
+runs when every job but one would repeat another."""
+
+from __future__ import annotations
+
+import re
+
+_SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
+_MULTIRUN = ("-m", "--multirun")
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Make the command users type work with Hydra's parser: `seed=A-B` becomes the inclusive
+    sweep `seed=range(A,B+1)`, and `-m`/`--multirun` may stand anywhere (argparse only accepts it
+    before the overrides)."""
+    multirun = [a for a in argv[1:] if a in _MULTIRUN]
+    rest = []
+    for arg in argv[1:]:
+        if arg in _MULTIRUN:
+            continue
+        m = _SEED_RANGE.match(arg)
+        if m:
+            key, a, b = m.group(1), int(m.group(2)), int(m.group(3))
+            if b < a:
+                raise SystemExit(f"error: {arg}: the range end must be >= its start")
+            if not multirun:
+                raise SystemExit(f"error: {arg} is a sweep over seeds; add -m (multirun)")
+            arg = f"{key}=range({a},{b + 1})"
+        rest.append(arg)
+    return argv[:1] + multirun[:1] + rest
+
+
+def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the preference sweep, the combiners of this command that ignore the preference) when
+    the command sweeps ``preference``; (None, []) otherwise. A combiner that ignores the
+    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, in its words
+        return None, []
+    sweep = next(
+        (o for o in overrides if o.key_or_group == "preference" and o.is_sweep_override()), None
+    )
+    if sweep is None:
+        return None, []
+    names = ["ls"]  # the default combiner (train.yaml)
+    combiner_args = []
+    for o in overrides:
+        if o.key_or_group == "combiner":
+            names = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        elif o.key_or_group.startswith(("combiner.", "combiner/")) and not o.is_sweep_override():
+            combiner_args.append(o.input_line)
+    ignoring = [n for n in names if not _uses_preference(str(n), tuple(combiner_args))]
+    return sweep.input_line, ignoring
+
+
+def _uses_preference(name: str, combiner_args: tuple[str, ...]) -> bool:
+    """Whether combiner ``name`` (with the command's combiner settings) uses the preference:
+    the combiner is built from its config, as the job would build it."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    try:
+        with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+            cfg = compose("train", overrides=[f"combiner={name}", *combiner_args])
+        return bool(instantiate(cfg.combiner).uses_preference)
+    except Exception:  # noqa: BLE001 - a wrong combiner setting is reported by the job, in one line
+        return True
+
+
+def refuse_duplicate_sweeps(argv: list[str]) -> None:
+    """Stop in one line, before any job runs, when ``preference`` is swept with a combiner that
+    ignores it."""
+    if not any(a in _MULTIRUN for a in argv):
+        return
+    sweep, ignoring = preference_free_combiners(argv)
+    if ignoring:
+        raise SystemExit(
+            f"error: {sweep} sweeps the preference, but combiner {', '.join(ignoring)} "
+            "ignores the preference: every value would run the same job again. Sweep the "
+            "preference only with combiners that use it (ls, epo, png, stch, upgrad, ...), or "
+            "run the others once without preference="
+        )

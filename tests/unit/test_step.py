@@ -1,0 +1,255 @@
+"""The module's side of the combiner interface (COMBINERS.md §2): a combiner's state is saved in
+the checkpoint and a resumed run continues bit for bit; randomness comes from (run seed, global
+step); learnable combiner weights step with the model's; combiners that update after the step get
+the same batch's losses; stateful combiners get one copy per ensemble member; a combiner whose
+state cannot be checkpointed refuses resume checkpoints."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from moo_lightning.combiners.base import Combiner
+from moo_lightning.ensemble import EnsembleModule
+from moo_lightning.errors import ConfigError
+from moo_lightning.module import MultiObjectiveModule
+from moo_lightning.step import CombinerSchedule, RowCombiners, keeps_state
+
+
+class EMAWeights(Combiner):
+    """Stateful and random: weights from an EMA of the losses, jittered by the step's draw."""
+
+    needs_gram = False
+    name = "ema_test"
+    weights_on_simplex = False
+
+    def __init__(self):
+        super().__init__()
+        self.ema: list[float] | None = None
+        self.draws: list[float] = []
+
+    def _combine(self, losses, gram, preference):
+        ema = losses if self.ema is None else 0.5 * np.asarray(self.ema) + 0.5 * losses
+        self.ema = [float(v) for v in ema]
+        u = float(self.generator().uniform())
+        self.draws.append(u)
+        w = (1.0 + u) * ema / ema.sum()
+        return w, {}
+
+    def state_dict(self):
+        return {"ema": self.ema}
+
+    def load_state_dict(self, state):
+        self.ema = state["ema"]
+
+
+class Learnable(Combiner):
+    """UW-like: learnable log-weights s, w = exp(-s), s.grad set from the given losses."""
+
+    needs_gram = False
+    name = "learnable_test"
+    weights_on_simplex = False
+    uses_preference = False
+
+    def __init__(self):
+        super().__init__()
+        self.s = torch.nn.Parameter(torch.zeros(3))
+
+    def parameters(self):
+        return [self.s]
+
+    def _combine(self, losses, gram, preference):
+        s = self.s.detach().double().numpy()
+        self.s.grad = torch.as_tensor(0.5 - losses * np.exp(-s), dtype=self.s.dtype)
+        return np.exp(-s), {}
+
+    def state_dict(self):
+        return {"s": self.s.detach().clone()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.s.copy_(state["s"])
+
+
+class AfterStep(Combiner):
+    needs_gram = False
+    needs_losses_after_step = True
+    name = "after_test"
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[list[float]] = []
+
+    def _combine(self, losses, gram, preference):
+        return preference / preference.sum(), {}
+
+    def after_step(self, losses):
+        self.seen.append(losses.tolist())
+
+
+class Hidden(EMAWeights):
+    resumable = False
+
+
+def _net():
+    with torch.random.fork_rng():  # the run's seed stays the global RNG's initial seed
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+
+class Tiny(MultiObjectiveModule):
+    def __init__(self, combiner):
+        super().__init__(
+            combiner, [0.2, 0.5, 0.3], optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1)
+        )
+        self.net = _net()
+        self.recomputed: list[list[float]] = []
+
+    def objectives(self, batch):
+        out = self.net(batch[0])
+        losses = torch.stack(
+            [out[:, 0].pow(2).mean(), (out[:, 1] - 1).abs().mean(), out[:, 2].exp().mean()]
+        )
+        if not torch.is_grad_enabled():
+            self.recomputed.append(losses.tolist())
+        return losses
+
+
+def _trainer(max_steps, enable_checkpointing=False, **kw):
+    return L.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kw,
+    )
+
+
+def _loader():
+    g = torch.Generator().manual_seed(3)
+    data = torch.utils.data.TensorDataset(torch.randn(16, 5, generator=g))
+    # one full batch per epoch: a resume at an epoch's end replays no data order
+    return torch.utils.data.DataLoader(data, batch_size=16)
+
+
+def _fit(combiner, steps, ckpt_path=None, seed=7, checkpoints=None):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(seed, verbose=False)
+    module = Tiny(combiner)
+    callbacks = []
+    if checkpoints:  # every epoch's checkpoint kept (the resume preset keeps the newest)
+        callbacks = [ModelCheckpoint(dirpath=checkpoints, save_top_k=-1, every_n_epochs=1)]
+    trainer = _trainer(steps, callbacks=callbacks, enable_checkpointing=bool(checkpoints))
+    trainer.fit(module, _loader(), ckpt_path=ckpt_path, weights_only=True)
+    return module, trainer
+
+
+@pytest.mark.parametrize("make", [EMAWeights, Learnable], ids=["ema+random", "learnable"])
+def test_a_resumed_run_continues_bit_for_bit_with_the_combiners_state(make, tmp_path):
+    whole, _ = _fit(make(), 8, checkpoints=tmp_path)
+    fourth_epoch = tmp_path / "epoch=3-step=4.ckpt"  # what a run killed at step 5 resumes from
+    resumed, _ = _fit(make(), 8, ckpt_path=str(fourth_epoch))
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert whole.combiner.state_dict().keys() == resumed.combiner.state_dict().keys()
+    for k, v in whole.combiner.state_dict().items():
+        other = resumed.combiner.state_dict()[k]
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(other)), k
+    if make is EMAWeights:  # the resumed run drew what the uninterrupted one drew at steps 4-7
+        assert resumed.combiner.draws == whole.combiner.draws[4:]
+        assert len(set(whole.combiner.draws)) == 8  # a new draw each step
+
+
+def test_randomness_depends_on_the_run_seed_and_the_step_only():
+    a, _ = _fit(EMAWeights(), 4, seed=7)
+    b, _ = _fit(EMAWeights(), 4, seed=7)
+    c, _ = _fit(EMAWeights(), 4, seed=8)
+    assert a.combiner.draws == b.combiner.draws != c.combiner.draws
+    # the global RNG (dropout, data order) does not move the combiner's draws
+    comb = EMAWeights()
+    comb.seed = 7
+    torch.manual_seed(123)
+    np.random.seed(5)
+    comb(torch.ones(3), None, [0.2, 0.5, 0.3], step=2)
+    assert comb.draws[0] == np.random.default_rng([7, 2]).uniform()
+
+
+def test_learnable_combiner_weights_are_stepped_by_the_optimizer():
+    module, _ = _fit(Learnable(), 6)
+    s = module.combiner.s.detach()
+    assert not torch.equal(s, torch.zeros(3))  # moved by SGD from its own gradient
+    opt = module.optimizers().optimizer
+    assert any(p is module.combiner.s for g in opt.param_groups for p in g["params"])
+
+
+def test_a_combiner_that_updates_after_the_step_gets_the_same_batchs_new_losses():
+    module, _ = _fit(AfterStep(), 5)
+    assert len(module.combiner.seen) == 5
+    assert module.combiner.seen == module.recomputed  # one process: the global mean = own
+
+
+def test_a_combiner_whose_state_cannot_be_saved_refuses_resume_checkpoints(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(0, verbose=False)
+    module = Tiny(Hidden())
+    trainer = _trainer(
+        2, enable_checkpointing=True, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)]
+    )
+    with pytest.raises(ConfigError, match="cannot be resumed exactly: use callbacks=none"):
+        trainer.fit(module, _loader())
+    # without resume checkpoints it trains
+    _fit(Hidden(), 2)
+
+
+def test_the_preference_is_recorded_only_when_the_combiner_uses_it():
+    assert Tiny(EMAWeights()).recorded_preference == [0.2, 0.5, 0.3]
+    assert Tiny(Learnable()).recorded_preference is None
+
+
+class Stacked(EnsembleModule):
+    def __init__(self, combiner):
+        super().__init__(combiner, [0.5, 0.5], members=3)
+        self.w = torch.nn.Parameter(torch.randn(3, 4, 2, dtype=torch.float64))
+
+    def objectives(self, batch):
+        out = torch.einsum("bd,ndk->nbk", batch[0].double(), self.w)
+        return torch.stack([out[..., 0].pow(2).mean(1), (out[..., 1] - 1).abs().mean(1)], dim=1)
+
+
+class EMAGram(EMAWeights):
+    needs_gram = True  # the stacked per-member gradient path
+
+
+def test_every_member_of_an_ensemble_keeps_its_own_state():
+    ens = Stacked(EMAGram())
+    rows = ens.row_combiners
+    assert len({id(c) for c in rows.rows}) == 3 and rows.rows[0] is ens.combiner
+    x = torch.randn(8, 4)
+    ens.write_gradients(ens.objectives((x,)), ens.objectives((x,)).detach())
+    emas = [c.ema for c in rows.rows]
+    assert len({tuple(e) for e in emas}) == 3  # each member's own loss history
+    state = rows.state_dict()
+    fresh = Stacked(EMAGram())
+    fresh.row_combiners.load_state_dict(state)
+    assert [c.ema for c in fresh.row_combiners.rows] == emas
+    # a stateless combiner is shared by the members
+    from moo_lightning.combiners import EPO
+
+    shared = Stacked(EPO()).row_combiners
+    assert len({id(c) for c in shared.rows}) == 1 and not keeps_state(EPO())
+    with pytest.raises(ValueError, match="state for 3 combiner"):
+        RowCombiners(EMAGram(), 2).load_state_dict(state)
+
+
+def test_the_schedule_gives_the_warmup_combiner_first():
+    from moo_lightning.combiners import MGDA, LinearScalarization
+
+    main = RowCombiners(MGDA(), 2)
+    schedule = CombinerSchedule(LinearScalarization(), warmup_steps=3)
+    assert [c.name for c in schedule.combiners(2, main)] == ["ls", "ls"]
+    assert [c.name for c in schedule.combiners(3, main)] == ["mgda", "mgda"]
+    assert CombinerSchedule().combiners(0, main) == main.rows
