@@ -8,23 +8,27 @@ from moo_lightning.combiners.criteria import (
     energy_distance,
     negative_hypervolume,
 )
+from moo_lightning.combiners.dualproj import DualProj
 from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.png import PNG
 from moo_lightning.combiners.stch import SmoothTchebycheff
+from moo_lightning.combiners.upgrad import UPGrad
 
 __all__ = [
     "EPO",
     "MGDA",
     "PNG",
     "Combined",
+    "DualProj",
     "Combiner",
     "ComplexCosine",
     "LinearScalarization",
     "NonUniformity",
     "SmoothTchebycheff",
     "SolverError",
+    "UPGrad",
     "WeightedDistance",
     "as_preference",
     "energy_distance",
