@@ -1,6 +1,7 @@
 """Gradient combiners: (losses, Gram, preference) -> weights of the update direction d = Gᵀw."""
 
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
+from moo_lightning.combiners.cagrad import CAGrad
 from moo_lightning.combiners.criteria import (
     ComplexCosine,
     NonUniformity,
@@ -17,6 +18,7 @@ from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.upgrad import UPGrad
 
 __all__ = [
+    "CAGrad",
     "EPO",
     "MGDA",
     "PNG",
