@@ -11,6 +11,7 @@ from moo_lightning.combiners.criteria import (
 )
 from moo_lightning.combiners.dualproj import DualProj
 from moo_lightning.combiners.epo import EPO
+from moo_lightning.combiners.imtl_g import IMTLG
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.png import PNG
@@ -20,6 +21,7 @@ from moo_lightning.combiners.upgrad import UPGrad
 __all__ = [
     "CAGrad",
     "EPO",
+    "IMTLG",
     "MGDA",
     "PNG",
     "Combined",
