@@ -14,6 +14,7 @@ from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.imtl_g import IMTLG
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
+from moo_lightning.combiners.pcgrad import PCGrad
 from moo_lightning.combiners.png import PNG
 from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.upgrad import UPGrad
@@ -23,6 +24,7 @@ __all__ = [
     "EPO",
     "IMTLG",
     "MGDA",
+    "PCGrad",
     "PNG",
     "Combined",
     "DualProj",
