@@ -14,6 +14,7 @@ from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.imtl_g import IMTLG
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
+from moo_lightning.combiners.nash_mtl import NashMTL
 from moo_lightning.combiners.pcgrad import PCGrad
 from moo_lightning.combiners.png import PNG
 from moo_lightning.combiners.stch import SmoothTchebycheff
@@ -24,6 +25,7 @@ __all__ = [
     "EPO",
     "IMTLG",
     "MGDA",
+    "NashMTL",
     "PCGrad",
     "PNG",
     "Combined",
