@@ -1,5 +1,6 @@
 """Gradient combiners: (losses, Gram, preference) -> weights of the update direction d = Gᵀw."""
 
+from moo_lightning.combiners.aligned_mtl import AlignedMTL
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.cagrad import CAGrad
 from moo_lightning.combiners.criteria import (
@@ -21,6 +22,7 @@ from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.upgrad import UPGrad
 
 __all__ = [
+    "AlignedMTL",
     "CAGrad",
     "EPO",
     "IMTLG",
