@@ -12,6 +12,7 @@ from moo_lightning.combiners.criteria import (
 )
 from moo_lightning.combiners.dualproj import DualProj
 from moo_lightning.combiners.epo import EPO
+from moo_lightning.combiners.fairgrad import FairGrad
 from moo_lightning.combiners.imtl_g import IMTLG
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
@@ -25,6 +26,7 @@ __all__ = [
     "AlignedMTL",
     "CAGrad",
     "EPO",
+    "FairGrad",
     "IMTLG",
     "MGDA",
     "NashMTL",
