@@ -3,6 +3,7 @@
 from moo_lightning.combiners.aligned_mtl import AlignedMTL
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.cagrad import CAGrad
+from moo_lightning.combiners.config import ConFIG
 from moo_lightning.combiners.criteria import (
     ComplexCosine,
     NonUniformity,
@@ -36,6 +37,7 @@ __all__ = [
     "DualProj",
     "Combiner",
     "ComplexCosine",
+    "ConFIG",
     "LinearScalarization",
     "NonUniformity",
     "SmoothTchebycheff",
