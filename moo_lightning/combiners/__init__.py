@@ -13,6 +13,7 @@ from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.png import PNG
 from moo_lightning.combiners.stch import SmoothTchebycheff
+from moo_lightning.combiners.torchjd import TorchJD
 
 __all__ = [
     "EPO",
@@ -25,6 +26,7 @@ __all__ = [
     "NonUniformity",
     "SmoothTchebycheff",
     "SolverError",
+    "TorchJD",
     "WeightedDistance",
     "as_preference",
     "energy_distance",
