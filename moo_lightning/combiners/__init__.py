@@ -9,9 +9,11 @@ from moo_lightning.combiners.criteria import (
     negative_hypervolume,
 )
 from moo_lightning.combiners.epo import EPO
+from moo_lightning.combiners.gls import GeometricLoss
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.png import PNG
+from moo_lightning.combiners.si_ls import ScaleInvariantLS
 from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.torchjd import TorchJD
 
@@ -22,8 +24,10 @@ __all__ = [
     "Combined",
     "Combiner",
     "ComplexCosine",
+    "GeometricLoss",
     "LinearScalarization",
     "NonUniformity",
+    "ScaleInvariantLS",
     "SmoothTchebycheff",
     "SolverError",
     "TorchJD",
