@@ -13,6 +13,7 @@ from moo_lightning.combiners.gls import GeometricLoss
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.png import PNG
+from moo_lightning.combiners.rlw import RandomLossWeighting
 from moo_lightning.combiners.si_ls import ScaleInvariantLS
 from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.torchjd import TorchJD
@@ -27,6 +28,7 @@ __all__ = [
     "GeometricLoss",
     "LinearScalarization",
     "NonUniformity",
+    "RandomLossWeighting",
     "ScaleInvariantLS",
     "SmoothTchebycheff",
     "SolverError",
