@@ -8,6 +8,7 @@ from moo_lightning.combiners.criteria import (
     energy_distance,
     negative_hypervolume,
 )
+from moo_lightning.combiners.dwa import DynamicWeightAverage
 from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.gls import GeometricLoss
 from moo_lightning.combiners.ls import LinearScalarization
@@ -25,6 +26,7 @@ __all__ = [
     "Combined",
     "Combiner",
     "ComplexCosine",
+    "DynamicWeightAverage",
     "GeometricLoss",
     "LinearScalarization",
     "NonUniformity",
