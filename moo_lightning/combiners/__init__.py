@@ -18,6 +18,7 @@ from moo_lightning.combiners.rlw import RandomLossWeighting
 from moo_lightning.combiners.si_ls import ScaleInvariantLS
 from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.torchjd import TorchJD
+from moo_lightning.combiners.uw import UncertaintyWeighting
 
 __all__ = [
     "EPO",
@@ -35,6 +36,7 @@ __all__ = [
     "SmoothTchebycheff",
     "SolverError",
     "TorchJD",
+    "UncertaintyWeighting",
     "WeightedDistance",
     "as_preference",
     "energy_distance",
