@@ -10,6 +10,7 @@ from moo_lightning.combiners.criteria import (
 )
 from moo_lightning.combiners.dwa import DynamicWeightAverage
 from moo_lightning.combiners.epo import EPO
+from moo_lightning.combiners.famo import FAMO
 from moo_lightning.combiners.gls import GeometricLoss
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
@@ -22,6 +23,7 @@ from moo_lightning.combiners.uw import UncertaintyWeighting
 
 __all__ = [
     "EPO",
+    "FAMO",
     "MGDA",
     "PNG",
     "Combined",
