@@ -12,16 +12,23 @@ from moo_lightning.combiners.criteria import (
     negative_hypervolume,
 )
 from moo_lightning.combiners.dualproj import DualProj
+from moo_lightning.combiners.dwa import DynamicWeightAverage
 from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.fairgrad import FairGrad
+from moo_lightning.combiners.famo import FAMO
+from moo_lightning.combiners.gls import GeometricLoss
 from moo_lightning.combiners.imtl_g import IMTLG
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
 from moo_lightning.combiners.nash_mtl import NashMTL
 from moo_lightning.combiners.pcgrad import PCGrad
 from moo_lightning.combiners.png import PNG
+from moo_lightning.combiners.rlw import RandomLossWeighting
+from moo_lightning.combiners.si_ls import ScaleInvariantLS
 from moo_lightning.combiners.stch import SmoothTchebycheff
+from moo_lightning.combiners.torchjd import TorchJD
 from moo_lightning.combiners.upgrad import UPGrad
+from moo_lightning.combiners.uw import UncertaintyWeighting
 
 __all__ = [
     "AlignedMTL",
@@ -29,6 +36,7 @@ __all__ = [
     "EPO",
     "FairGrad",
     "IMTLG",
+    "FAMO",
     "MGDA",
     "NashMTL",
     "PCGrad",
@@ -38,11 +46,17 @@ __all__ = [
     "Combiner",
     "ComplexCosine",
     "ConFIG",
+    "DynamicWeightAverage",
+    "GeometricLoss",
     "LinearScalarization",
     "NonUniformity",
+    "RandomLossWeighting",
+    "ScaleInvariantLS",
     "SmoothTchebycheff",
     "SolverError",
     "UPGrad",
+    "TorchJD",
+    "UncertaintyWeighting",
     "WeightedDistance",
     "as_preference",
     "energy_distance",
