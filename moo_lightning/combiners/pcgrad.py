@@ -37,6 +37,7 @@ class PCGrad(Combiner):
 
     name = "pcgrad"
     uses_preference = False
+    random_weights = True
     weights_on_simplex = False  # a sum of m projected gradients; projections only add: Σw ≥ m
 
     def orders(self, m: int) -> list[np.ndarray]:

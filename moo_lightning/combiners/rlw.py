@@ -20,6 +20,7 @@ class RandomLossWeighting(Combiner):
     needs_gram = False
     name = "rlw"
     uses_preference = False
+    random_weights = True
 
     def _combine(self, losses, gram, preference):
         z = self.generator().standard_normal(losses.size)

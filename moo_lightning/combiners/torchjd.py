@@ -86,6 +86,10 @@ def _as_plain(value):
     return value
 
 
+# methods whose weights are random draws (seeded here from the run seed and the step)
+_RANDOM = ("PCGrad", "Random", "GradVac")
+
+
 class TorchJD(Combiner):
     """A TorchJD weighting (``method``, with or without the ``Weighting`` suffix) applied to the
     Gram matrix K (float64) of our per-objective gradients; the update is d = Gᵀw as usual.
@@ -128,6 +132,7 @@ class TorchJD(Combiner):
             const_pref = self.method == "Constant" and self.uses_preference
             self.weights_on_simplex = self.method in _ON_SIMPLEX or const_pref
             self.gram_scale_invariant = self.method in _SCALE_INVARIANT
+        self.random_weights = (inner if self.method == "CRMOGM" else self.method) in _RANDOM
         self.name = f"torchjd[{self.method}]"
 
     def _inner_method(self) -> str:

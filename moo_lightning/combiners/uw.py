@@ -47,6 +47,18 @@ class UncertaintyWeighting(Combiner):
     def _new(m: int) -> torch.nn.Parameter:
         return torch.nn.Parameter(torch.zeros(m, dtype=torch.float32))
 
+    def prepare(self, num_objectives: int) -> None:
+        """The module gives m before building the optimizer: s is created here unless
+        ``num_objectives`` already made it (then the two must agree)."""
+        if self._log_var is None:
+            self.num_objectives = int(num_objectives)
+            self._log_var = self._new(self.num_objectives)
+        elif self._log_var.numel() != num_objectives:
+            raise ValueError(
+                f"combiner.num_objectives={self._log_var.numel()} but the task has "
+                f"{num_objectives} objectives"
+            )
+
     def parameters(self) -> list:
         if self._log_var is None:
             raise ValueError(
