@@ -17,6 +17,7 @@ from moo_lightning.combiners.epo import EPO
 from moo_lightning.combiners.fairgrad import FairGrad
 from moo_lightning.combiners.famo import FAMO
 from moo_lightning.combiners.gls import GeometricLoss
+from moo_lightning.combiners.gradvac import GradVac
 from moo_lightning.combiners.imtl_g import IMTLG
 from moo_lightning.combiners.ls import LinearScalarization
 from moo_lightning.combiners.mgda import MGDA, min_norm_weights
@@ -35,6 +36,7 @@ __all__ = [
     "CAGrad",
     "EPO",
     "FairGrad",
+    "GradVac",
     "IMTLG",
     "FAMO",
     "MGDA",
