@@ -84,6 +84,10 @@ class Combiner(abc.ABC):
     #: after the optimizer step (FAMO): the module recomputes them (no grad), averages them over
     #: DDP ranks and calls :meth:`after_step`.
     needs_losses_after_step: bool = False
+    #: True for combiners whose weights are random draws (PCGrad's order, RLW's weights): the
+    #: same (run seed, step) gives the same weights, but permuting the objectives need not
+    #: permute them (the shared property tests skip that promise).
+    random_weights: bool = False
     #: False for combiners whose state cannot be checkpointed (a wrapped third-party method
     #: with hidden state): resuming such a run is refused in one line.
     resumable: bool = True
@@ -112,6 +116,11 @@ class Combiner(abc.ABC):
                 f"({', '.join(sorted(state))}): it was made with another combiner"
             )
 
+    def prepare(self, num_objectives: int) -> None:
+        """Called by the module with the number of objectives m before the optimizer is built:
+        combiners that size their state or learnable weights by m (UW) create them here."""
+        return None
+
     def parameters(self) -> list:
         """Learnable weights of the combiner (UW's log-variances): the module hands them to the
         optimizer next to the model's, and the checkpoint carries them. Their ``.grad`` is set
@@ -121,6 +130,7 @@ class Combiner(abc.ABC):
     def after_step(self, losses: torch.Tensor) -> None:
         """The losses (m,) of the same batch after the optimizer step, averaged over DDP ranks
         (only for ``needs_losses_after_step``)."""
+        return None
 
     def generator(self) -> np.random.Generator:
         """A generator seeded by (run seed, current global step): DDP ranks and a resumed run
