@@ -130,6 +130,7 @@ class MultiObjectiveModule(L.LightningModule):
         self.automatic_optimization = False
         self.combiner = combiner
         self.preference = as_preference(preference, num_objectives)
+        combiner.prepare(self.preference.size)  # combiners sized by m (UW) before the optimizer
         self.optimizer_factory = optimizer or (lambda ps: torch.optim.AdamW(ps, lr=1e-5))
         self.scheduler_factory = scheduler
         if gradient_clip_val is not None and gradient_clip_val <= 0:

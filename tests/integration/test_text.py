@@ -35,7 +35,7 @@ def fast(task, glue_dir, *extra):
 @pytest.mark.parametrize("combiner", combiner_names())
 def test_fast_dev_run_moo_with_every_combiner(run_train, glue_dir, combiner):
     m = run_train(*fast("sst2", glue_dir, "objective=moo", f"combiner={combiner}"))
-    assert m["objective"] == "moo" and m["combiner"] == combiner
+    assert m["objective"] == "moo" and m["combiner"].startswith(combiner)  # torchjd[UPGrad]
     assert 0.0 <= m["test/acc"] <= 1.0
 
 
