@@ -127,7 +127,8 @@ def test_every_combiner_trains_the_toy_problem_through_train_py(tmp_path):
 
     names = combiner_names()
     cmd = [sys.executable, "train.py", "-m", "task=toy", "logger=none", "save_model=false",
-           "data.steps=30", f"hydra.sweep.dir={tmp_path}", "combiner=" + ",".join(names)]  # fmt: skip
+           "data.steps=30", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+    cmd.append("combiner=" + ",".join(names))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {}
