@@ -89,7 +89,7 @@ class _Wrapper(Combiner):
 
 
 class CRMOGM(_Wrapper):
-    """CR-MOGM (Zhou, Zhang, Jiang, Zhang & Xu, NeurIPS 2022): the inner combiner's weights ŵ_t,
+    """CR-MOGM (Zhou et al., NeurIPS 2022): the inner combiner's weights ŵ_t,
     smoothed across steps, w_t = α·w_{t−1} + (1 − α)·ŵ_t, starting from w_0 = ŵ_0 (so the first
     step is the inner combiner's, as TorchJD's CRMOGMWeighting). α = 0 is the inner combiner;
     α = 1 freezes the first weights.
