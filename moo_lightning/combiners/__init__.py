@@ -30,10 +30,12 @@ from moo_lightning.combiners.stch import SmoothTchebycheff
 from moo_lightning.combiners.torchjd import TorchJD
 from moo_lightning.combiners.upgrad import UPGrad
 from moo_lightning.combiners.uw import UncertaintyWeighting
+from moo_lightning.combiners.wrappers import CRMOGM, LogGram
 
 __all__ = [
     "AlignedMTL",
     "CAGrad",
+    "CRMOGM",
     "EPO",
     "FairGrad",
     "GradVac",
@@ -51,6 +53,7 @@ __all__ = [
     "DynamicWeightAverage",
     "GeometricLoss",
     "LinearScalarization",
+    "LogGram",
     "NonUniformity",
     "RandomLossWeighting",
     "ScaleInvariantLS",

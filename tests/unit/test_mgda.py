@@ -63,3 +63,28 @@ def test_iteration_cap_is_reported():
     K = random_gram(rng, 8)
     _, _, iters, converged = min_norm_weights(K, tol=0.0, max_iter=3)
     assert iters == 3 and not converged
+
+
+@pytest.mark.parametrize(("epsilon", "max_iters"), [(1e-3, 100), (1e-9, 10_000)])
+def test_against_torchjd_mgda_weighting(epsilon, max_iters):
+    """TorchJD 0.18's MGDAWeighting runs Sener & Koltun's plain Frank–Wolfe, stopping when the
+    step γ < ``epsilon``: it never gets below our min-norm value, and only approaches it. On 20
+    random Grams each for m = 2, 3, 5 (mixed rank), relative to max diag K, the largest gaps
+    measured were, at its defaults (1e-3, 100): 5.6e-3 in wᵀKw, 2.5e-2 in Kw (8.3e-2 in w, full
+    rank); at (1e-9, 1e4): 6.8e-5 in wᵀKw, 8.4e-4 in Kw (5.7e-3 in w). Its gap closes only
+    sublinearly (1e5 iterations: 1.0e-4 in Kw), while ours stops at a KKT gap of 1e-10."""
+    from torchjd.aggregation import MGDAWeighting
+
+    bound = {1e-3: 5e-2, 1e-9: 2e-3}[epsilon]
+    worst = 0.0
+    for m in (2, 3, 5):
+        rng = np.random.default_rng(80 + m)
+        for k in range(20):
+            K = random_gram(rng, m, rank=m + 2 if k % 2 else int(rng.integers(1, m + 1)))
+            scale = np.max(np.diag(K))
+            w = MGDA()(torch.ones(m, dtype=torch.float64), torch.tensor(K), np.ones(m)).weights
+            w = w.numpy()
+            ref = MGDAWeighting(epsilon=epsilon, max_iters=max_iters)(torch.tensor(K)).numpy()
+            assert w @ K @ w <= ref @ K @ ref + 1e-12 * scale  # ours is the minimum
+            worst = max(worst, np.abs(K @ (w - ref)).max() / scale)
+    assert worst <= bound, worst

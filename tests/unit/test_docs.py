@@ -1,0 +1,55 @@
+"""Every combiner config has a documentation page with the standard sections and a usage line."""
+
+import re
+
+import pytest
+
+from tests.helpers import ROOT, combiner_names
+
+DOCS = ROOT / "docs" / "combiners"
+SECTIONS = (
+    "The update",
+    "What it promises, and what not",
+    "Settings",
+    "Preference and state",
+    "Cross-check",
+    "Usage",
+)
+
+
+def test_every_page_belongs_to_a_combiner_config():
+    assert {p.stem for p in DOCS.glob("*.md")} == set(combiner_names())
+
+
+@pytest.mark.parametrize("name", combiner_names())
+def test_page_has_the_standard_sections_and_a_usage_line(name):
+    page = DOCS / f"{name}.md"
+    assert page.exists(), f"docs/combiners/{name}.md is missing"
+    text = page.read_text()
+    title = text.splitlines()[0]
+    assert title.startswith("# ") and f"(`combiner={name}`)" in title, title
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    missing = [s for s in SECTIONS if s not in headings]
+    assert not missing, f"{name}.md lacks {missing}"
+    assert headings[-1] == "Usage", f"{name}.md: Usage must come last"
+    usage = text.split("\n## Usage\n", 1)[1]
+    commands = [line.strip() for line in usage.splitlines() if line.startswith("    python ")]
+    assert commands and all(f"combiner={name}" in c.split() for c in commands), commands
+
+
+@pytest.mark.parametrize("name", combiner_names())
+def test_usage_lines_compose(name):
+    """The usage commands are valid Hydra overrides of train.yaml (composed, not run)."""
+    import shlex
+
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONF
+
+    usage = (DOCS / f"{name}.md").read_text().split("\n## Usage\n", 1)[1]
+    for line in usage.splitlines():
+        if line.startswith("    python train.py "):
+            overrides = shlex.split(line.strip())[2:]
+            with initialize_config_dir(CONF, version_base="1.3"):
+                cfg = compose("train", overrides=overrides)
+            assert cfg.combiner._target_.startswith("moo_lightning.combiners.")
