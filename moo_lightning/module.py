@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from moo_lightning.combiners.base import Combined, Combiner, as_preference
+from moo_lightning.combiners.criteria import ParameterCriterion
 from moo_lightning.errors import ConfigError
 from moo_lightning.gradients import (
     all_reduce_grads,
@@ -358,6 +359,9 @@ class MultiObjectiveModule(L.LightningModule):
         step = int(self.global_step)
         combiners = self.schedule.combiners(step, self.row_combiners)
         self._used_combiners = combiners
+        criterion = self.parameter_criterion()
+        if criterion is not None:
+            return self._write_with_parameter_criterion(rows, global_rows, combiners, criterion)
         coupling = None
         if any(c.uses_criterion_grad for c in combiners):
             coupling = self.coupling_grads(global_rows)
@@ -388,6 +392,68 @@ class MultiObjectiveModule(L.LightningModule):
         self.manual_backward((W.to(rows) * rows).sum())
         if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
             return "non-finite gradients"
+        return results
+
+    # --- a criterion of the parameters (ALGORITHMS.md §5, general case) ------------------------
+
+    def parameter_criterion(self) -> torch.Tensor | None:
+        """F(θ) on the current batch when the criterion depends on the parameters directly
+        (features, an adversary's view, a fairness gap): a scalar tensor with a graph to the
+        trainable parameters, which ``objectives`` leaves in ``self._parameter_criterion``.
+        None (the default): combiners steer by their own criterion of the losses, if any.
+
+        With a combiner that steers by a criterion (PNG) the step takes one more backward: the
+        Gram of the m objectives' and F's gradients gives K and the inner products ∇ℓ_iᵀ∇F, the
+        combiner solves its dual on them, and the direction is ∇F + Σ λ_i ∇ℓ_i. With any other
+        combiner F is a regulariser added with weight ``criterion_weight`` (0: ignored)."""
+        return getattr(self, "_parameter_criterion", None)
+
+    #: the weight of a parameter criterion F(θ) added to the combined loss when the combiner does
+    #: not steer by a criterion (JiGen + adversarial regulariser); PNG ignores it
+    criterion_weight: float = 0.0
+
+    def _write_with_parameter_criterion(self, rows, global_rows, combiners, criterion):
+        if self.num_rows != 1 or not self.scope.exact:
+            raise ConfigError(
+                "a criterion of the parameters needs a single model and gradient_scope='all'"
+            )
+        params = self.trainable_parameters()
+        step = int(self.global_step)
+        criterion = criterion.reshape(())
+        self._criterion_value = float(all_reduce_mean(criterion.detach().reshape(1)))
+        steer = combiners[0].uses_criterion_grad
+        m = rows.shape[1]
+        if not (steer or combiners[0].needs_gram):
+            # a loss-only combiner (LS): one backward of Σ w_i ℓ_i + β·F
+            results = combine_rows(combiners, global_rows, None, self.row_preferences, None, step)
+            W = results[0].weights
+            if not torch.isfinite(W).all():
+                return "non-finite combiner weights"
+            loss = (W.to(rows) * rows[0]).sum()
+            if self.criterion_weight:
+                loss = loss + self.criterion_weight * criterion
+            self.manual_backward(loss)
+            if not all(torch.isfinite(p.grad).all() for p in params if p.grad is not None):
+                return "non-finite gradients"
+            return results
+        # m + 1 gradients: the objectives' and F's, reduced over ranks like any row of G
+        grads = objective_grads(torch.cat([rows[0], criterion.reshape(1)]), params)
+        all_reduce_grads(grads)
+        full = gram_matrix(grads)
+        if not torch.isfinite(full).all():
+            return "non-finite gradients (Gram matrix)"
+        K = full[:m, :m][None]
+        given = None
+        if steer:
+            cross = full[:m, m].numpy()
+            given = [ParameterCriterion(cross, float(full[m, m]))]
+        results = combine_rows(combiners, global_rows, K, self.row_preferences, given, step)
+        w = results[0].weights
+        extra = results[0].criterion_weight if steer else float(self.criterion_weight)
+        weights = torch.cat([w, w.new_tensor([extra])])
+        if not torch.isfinite(weights).all():
+            return "non-finite combiner weights"
+        write_direction(grads, weights, params)
         return results
 
     def _row_grads(self, rows: torch.Tensor, params) -> list[list[torch.Tensor]]:
@@ -472,6 +538,8 @@ class MultiObjectiveModule(L.LightningModule):
                 logs[f"train/{tag}weight_{i}"] = v
             for k, v in res.diagnostics.items():
                 logs[f"train/combiner/{tag}{k}"] = float(v)
+        if self.parameter_criterion() is not None:  # F(θ) on the global batch
+            logs["train/criterion"] = self._criterion_value
         logs["train/combiner/fallbacks"] = float(self.fallbacks)
         logs["train/combiner/recoveries"] = float(self.recoveries)
         logs["train/skipped_steps"] = float(self.skipped_steps)

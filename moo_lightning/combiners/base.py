@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from moo_lightning.combiners.criteria import ParameterCriterion
+
 
 @dataclass
 class Combined:
@@ -23,6 +25,9 @@ class Combined:
     diagnostics: dict[str, float] = field(default_factory=dict)
     fallback: bool = False
     recovered: bool = False
+    #: the weight of a parameter-space criterion's own gradient ∇F(θ) in the direction
+    #: (PNG given a ParameterCriterion: 1); 0 otherwise
+    criterion_weight: float = 0.0
 
 
 def _fmt(values: np.ndarray) -> str:
@@ -206,6 +211,7 @@ class Combiner(abc.ABC):
             diag["combine_ms"] = 1e3 * (time.perf_counter() - start)
             fallback = False
             recovered = bool(diag.pop("recovered", 0.0))
+            criterion_weight = float(diag.pop("criterion_weight", 0.0))
         except SolverError as err:
             if self.on_failure == "raise":
                 raise
@@ -216,9 +222,10 @@ class Combiner(abc.ABC):
                 stacklevel=2,
             )
             w, diag, fallback, recovered = r / r.sum(), {"solver_failed": 1.0}, True, False
+            criterion_weight = 0.0
         weights = torch.as_tensor(np.asarray(w, dtype=np.float64))
         weights = weights.to(device=losses.device, dtype=losses.dtype)
-        return Combined(weights, diag, fallback, recovered)
+        return Combined(weights, diag, fallback, recovered, criterion_weight)
 
     @abc.abstractmethod
     def _combine(
@@ -226,7 +233,17 @@ class Combiner(abc.ABC):
     ) -> tuple[np.ndarray, dict[str, float]]: ...
 
     @staticmethod
-    def _check_criterion_grad(grad, m: int) -> np.ndarray:
+    def _check_criterion_grad(grad, m: int):
+        if isinstance(grad, ParameterCriterion):
+            cross = np.asarray(grad.cross, dtype=np.float64)
+            if cross.shape != (m,):
+                raise ValueError(
+                    f"a parameter criterion's inner products with the {m} objective gradients "
+                    f"must be a vector ({m},). Found shape {cross.shape}"
+                )
+            if not (np.all(np.isfinite(cross)) and math.isfinite(grad.sq_norm)):
+                raise ValueError("a parameter criterion's inner products must be finite")
+            return ParameterCriterion(cross, float(grad.sq_norm))
         arr = torch.as_tensor(grad).detach().to("cpu", torch.float64).numpy()
         if arr.shape != (m,):
             raise ValueError(f"criterion_grad must be a vector ({m},). Found shape {arr.shape}")

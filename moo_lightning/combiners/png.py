@@ -8,7 +8,12 @@ import cvxpy as cp
 import numpy as np
 
 from moo_lightning.combiners.base import Combiner, SolverError, normalised_gram
-from moo_lightning.combiners.criteria import Criterion, NonUniformity, criterion_gradient
+from moo_lightning.combiners.criteria import (
+    Criterion,
+    NonUniformity,
+    ParameterCriterion,
+    criterion_gradient,
+)
 from moo_lightning.combiners.mgda import min_norm_weights
 
 # --- the dual box QP: min_{λ≥0} ½ λᵀKλ + λᵀq ---
@@ -105,9 +110,10 @@ class PNG(Combiner):
     def _combine(self, losses, gram, preference, criterion_grad=None):
         m = losses.size
         diag: dict[str, float] = {}
+        on_parameters = isinstance(criterion_grad, ParameterCriterion)
         if criterion_grad is None:
             diag["F"], f = criterion_gradient(self.criterion, losses, preference)
-        else:  # checked (shape, finite) by the base class
+        elif not on_parameters:  # ∂F/∂ℓ, checked (shape, finite) by the base class
             f = criterion_grad
         start = time.perf_counter()
         _, g, _, _ = min_norm_weights(gram)
@@ -116,7 +122,12 @@ class PNG(Combiner):
         if active:
             phi = self.alpha * g
             Kn, scale = normalised_gram(gram)  # λ is invariant to rescaling K, q together
-            q = Kn @ f - phi / scale
+            # q_i = ∇ℓ_iᵀ∇F − φ: from the Gram for a criterion of the losses (∇F = Gᵀ ∂F/∂ℓ),
+            # given directly for a criterion of the parameters
+            if on_parameters:
+                q = (criterion_grad.cross - phi) / scale
+            else:
+                q = Kn @ f - phi / scale
             if m <= 2:
                 lam = box_qp_two(Kn, q)
             else:
@@ -132,4 +143,7 @@ class PNG(Combiner):
             }
         )
         diag.update({f"lambda_{i}": float(v) for i, v in enumerate(lam)})
+        if on_parameters:  # v = ∇F + Gᵀλ: the module adds ∇F with this weight
+            diag["criterion_weight"] = 1.0
+            return lam, diag
         return f + lam, diag

@@ -16,7 +16,7 @@ class TwoHeads(MultiObjectiveModule):
     """Two regression heads on a shared body, or (``contrastive`` set to "local" / "global") a
     classifier trained on the ℓ_pos / ℓ_neg objectives over each rank's batch or the global one."""
 
-    def __init__(self, combiner: str, out_dir: str, scope="all", contrastive=None):
+    def __init__(self, combiner: str, out_dir: str, scope="all", contrastive=None, criterion=False):
         super().__init__(
             build_combiner(combiner),
             [0.3, 0.7],
@@ -28,6 +28,8 @@ class TwoHeads(MultiObjectiveModule):
         self.heads = torch.nn.Linear(16, 2)
         self.out_dir = out_dir
         self.weight_history = []
+        self.criterion = criterion  # a criterion of the parameters: the features' mean square
+        self.criterion_weight = 0.5  # its weight as a regulariser with LS
         self.contrastive = None
         if contrastive is not None:
             self.contrastive = MOOContrastive(0.5, 0.5, global_batch=contrastive == "global")
@@ -36,6 +38,8 @@ class TwoHeads(MultiObjectiveModule):
         x, y = batch
         z = self.body(x)
         self._representation = z
+        if self.criterion:
+            self._parameter_criterion = z.pow(2).mean()
         out = self.heads(z)
         if self.contrastive is not None:
             labels = (y[:, 0] > 0).long()
@@ -80,9 +84,11 @@ def dataset():
     return torch.utils.data.TensorDataset(x, y)
 
 
-def train(combiner: str, devices: int, out_dir: str, scope="all", contrastive=None):
+def train(
+    combiner: str, devices: int, out_dir: str, scope="all", contrastive=None, criterion=False
+):
     """Same global batches either way: 16 per step (1 process × 16, or 2 processes × 8)."""
-    module = TwoHeads(combiner, out_dir, scope, contrastive)
+    module = TwoHeads(combiner, out_dir, scope, contrastive, criterion)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,

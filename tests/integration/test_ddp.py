@@ -10,18 +10,18 @@ def _load(path):
     return torch.load(path, weights_only=False)
 
 
-def _run(combiner, tmp_path, scope="all", contrastive=None):
+def _run(combiner, tmp_path, scope="all", contrastive=None, criterion=False):
     single, double = tmp_path / "single", tmp_path / "double"
     single.mkdir()
     double.mkdir()
-    train(combiner, 1, str(single), scope, contrastive)
-    train(combiner, 2, str(double), scope, contrastive)
+    train(combiner, 1, str(single), scope, contrastive, criterion)
+    train(combiner, 2, str(double), scope, contrastive, criterion)
     ref = _load(single / "rank0_of1.pt")
     return ref, _load(double / "rank0_of2.pt"), _load(double / "rank1_of2.pt")
 
 
-def _compare(combiner, tmp_path, scope="all", contrastive=None):
-    ref, r0, r1 = _run(combiner, tmp_path, scope, contrastive)
+def _compare(combiner, tmp_path, scope="all", contrastive=None, criterion=False):
+    ref, r0, r1 = _run(combiner, tmp_path, scope, contrastive, criterion)
     # ranks never disagree on the weights, and agree with the single-process run
     torch.testing.assert_close(r0["weights"], r1["weights"], rtol=0, atol=0)
     torch.testing.assert_close(r0["weights"], ref["weights"], rtol=1e-6, atol=1e-6)
@@ -88,3 +88,11 @@ def test_gather_global_batch_uneven_ranks(tmp_path):
         torch.testing.assert_close(o["z_all"][:, 0], expected_y.float())
         rows = slice(0, 3) if r == 0 else slice(3, 8)
         torch.testing.assert_close(o["grad"], 2 * o["coeff"][rows])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combiner", ["png", "ls"])
+def test_ddp_parameter_criterion_matches_single_process(combiner, tmp_path):
+    """A criterion of the parameters (the features' mean square): its gradient is reduced like
+    the objectives' (PNG steers by it; LS adds it as a regulariser, criterion_weight 0.5)."""
+    _compare(combiner, tmp_path, criterion=True)
