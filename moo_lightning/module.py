@@ -171,6 +171,11 @@ class MultiObjectiveModule(L.LightningModule):
         done; on rank 0 only."""
         return {}
 
+    def validation_record(self) -> dict:
+        """The headline validation metrics from the module's own (checkpointed) state, for the
+        record of a resumed run whose fit had no validation left to log. Empty by default."""
+        return {}
+
     def test_results(self) -> dict:
         """The last test's results beyond the logged scalars (per-member losses, ...), as plain
         numbers and lists, writing nothing: what ``moo-evaluate`` records and compares."""

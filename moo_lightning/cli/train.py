@@ -114,7 +114,15 @@ def _finished_result(cfg: DictConfig, run_dir: Path, settings: dict) -> dict | N
     A finished result made with other settings is refused (never overwritten) unless
     ``skip_completed=false`` asks for a re-run."""
     done = read_json(run_dir / "metrics.json")
-    finished = done and done.get("complete") and cfg.get("ckpt_path") is None
+    if done and done.get("complete") and cfg.get("ckpt_path") is not None:
+        # resuming a finished run would train nothing and rewrite its record without what the
+        # interrupted parts of a fit hold (the validation history, the final training losses)
+        raise BadSetting(
+            f"ckpt_path={cfg.ckpt_path}: {run_dir} holds a finished run (status "
+            f"{done.get('status', 'ok')}); there is nothing to resume, and its metrics.json is "
+            "left as it is. Resume only an interrupted run (one without metrics.json)"
+        )
+    finished = done and done.get("complete")
     if not (finished and cfg.get("skip_completed")):
         return None
     if "settings" not in done:
@@ -165,6 +173,8 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     from moo_lightning.module import ConfigError, InformsData, InformsModule
 
     check_checkpoint(cfg.get("ckpt_path"))
+    if cfg.get("ckpt_path") == "last":
+        _check_last_checkpoint(cfg, run_dir)
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     timing = {}
@@ -216,6 +226,8 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     # the W&B label r: the preference as typed (0.2 or [0.1,0.9]) when the run follows one
     followed = module.recorded_preference is not None
     loggers = _instantiate_all(cfg, "logger", preference=preference if followed else None)
+    if cfg.get("ckpt_path") is not None:
+        loggers = [_continue_log(lg, cfg) for lg in loggers]
     # checkpoints are written with a SHA-256 beside them and checked before they are read,
     # unless the config brings a checkpoint writer of its own (its other plugins are kept)
     from lightning.fabric.plugins import CheckpointIO
@@ -228,6 +240,48 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     )
     timing["setup"] = time.perf_counter() - start  # everything before fit: a job's fixed cost
     return Job(cfg, run_dir, settings, encoder, data, combiner, module, trainer, loggers, timing)
+
+
+def _continue_log(logger, cfg: DictConfig):
+    """A resumed run's CSV log goes to a new version folder (``csv/resume1/metrics.csv``, ...):
+    Lightning's CSV logger would otherwise delete the log of the steps before the interruption.
+    The record lists every part (``logs``)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    if not isinstance(logger, CSVLogger):
+        return logger
+    root = Path(logger.root_dir)
+    k = 1
+    while (root / f"resume{k}").exists():
+        k += 1
+    cfg_csv = next(
+        c
+        for c in cfg.logger.values()
+        if c is not None and c.get("_target_", "").endswith("CSVLogger")
+    )
+    return hydra.utils.instantiate(cfg_csv, version=f"resume{k}")
+
+
+def _check_last_checkpoint(cfg: DictConfig, run_dir: Path) -> None:
+    """``ckpt_path=last`` needs a checkpoint to resume from: Lightning would otherwise train
+    from scratch with only a warning, and the run would look resumed."""
+    folders = [
+        Path(c.dirpath)
+        for c in (cfg.get("callbacks") or {}).values()
+        if c is not None
+        and str(c.get("_target_", "")).endswith("ModelCheckpoint")
+        and c.get("dirpath")
+    ]
+    if not folders:
+        raise ValueError(
+            "ckpt_path=last resumes from the run's checkpoints, but this run writes none: add "
+            "callbacks=resume (the checkpoints of the interrupted run must be in its folder)"
+        )
+    if not any(f.is_dir() and any(f.glob("*.ckpt")) for f in folders):
+        raise FileNotFoundError(
+            f"ckpt_path=last: no checkpoint in {', '.join(map(str, folders))} to resume from "
+            f"(nothing of an interrupted run in {run_dir}; run without ckpt_path to start)"
+        )
 
 
 def _progress_bar(cfg: DictConfig, callbacks: list) -> list:
@@ -290,6 +344,10 @@ def fit_and_test(job: Job) -> dict:
         metrics.update(
             {k: scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         )
+        # a resumed run whose fit had nothing left to do logged no validation this time: the
+        # module's restored history says what it was (never overwriting a fresh value)
+        for key, value in module.validation_record().items():
+            metrics.setdefault(key, value)
         if cfg.get("test"):
             # the module restores its best-validation weights itself (memory and checkpoints)
             results = trainer.test(module, datamodule=data, verbose=False)
@@ -316,6 +374,9 @@ def record(job: Job, metrics: dict, start: float) -> float | None:
         return None
     metrics.update(job.module.export(job.run_dir))
     _JOBS.append(job.run_dir)
+    # the CSV log, in parts when the run was resumed (csv/metrics.csv, csv/resume1/metrics.csv)
+    csv_logs = sorted(job.run_dir.glob("csv/**/metrics.csv"), key=lambda p: (len(p.parts), p))
+    metrics["logs"] = [str(p.relative_to(job.run_dir)) for p in csv_logs]
     metrics["timing_s"] = {
         **job.timing,
         # imports and Hydra's set-up before the first job of a process; 0 for later jobs

@@ -68,3 +68,76 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def _tiny(data, run_dir, *extra):
+    return [
+        sys.executable, "train.py", "task=sst2", "encoder=tiny", f"data.path={data}",
+        "data.num_train=20", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        "callbacks=resume", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
+        *extra,
+    ]  # fmt: skip
+
+
+def _run(cmd):
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    base = tmp_path_factory.mktemp("resume_cases")
+    data = write_glue(base / "sst2", "sst2")
+    run_dir = base / "run"
+    proc = _run(_tiny(data, run_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return data, run_dir
+
+
+def test_resuming_a_finished_run_is_refused_and_its_record_kept(finished):
+    """Before: exit 0, status ok, and metrics.json lost val/acc_best (null)."""
+    data, run_dir = finished
+    before = (run_dir / "metrics.json").read_bytes()
+    assert json.loads(before)["val/acc_best"] is not None
+    proc = _run(_tiny(data, run_dir, "ckpt_path=last"))
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert (
+        len(err) == 1 and "holds a finished run (status ok); there is nothing to resume" in err[0]
+    )
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+def test_a_run_killed_while_testing_resumes_to_the_uninterrupted_record(finished, tmp_path):
+    """Killed after its last checkpoint, before metrics.json (during testing): the resumed run
+    records the same validation history, best validation, final training losses and test
+    result as the uninterrupted run; the earlier CSV log is kept and a new part is added.
+    Before: status ok with no val/acc_best and final_train_losses null; the CSV log deleted."""
+    import shutil
+
+    data, run_dir = finished
+    killed = tmp_path / "killed"
+    shutil.copytree(run_dir, killed)
+    (killed / "metrics.json").unlink()  # what a kill before the record leaves
+    for path in killed.glob("model.ckpt*"):
+        path.unlink()
+    first_log = (killed / "csv" / "metrics.csv").read_bytes()
+    proc = _run(_tiny(data, killed, "ckpt_path=last", "logger=csv"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    whole = json.loads((run_dir / "metrics.json").read_text())
+    resumed = json.loads((killed / "metrics.json").read_text())
+    for key in ("status", "val/acc_best", "val/acc", "val_history", "final_train_losses",
+                "best_step", "test/acc", "steps"):  # fmt: skip
+        assert resumed[key] == whole[key], key
+    assert resumed["final_train_losses"] is not None
+    assert (killed / "csv" / "metrics.csv").read_bytes() == first_log  # kept, not deleted
+    assert resumed["logs"] == ["csv/metrics.csv", "csv/resume1/metrics.csv"]
+
+
+def test_ckpt_path_last_with_nothing_to_resume_is_refused(finished, tmp_path):
+    """Before: Lightning trained from scratch with a warning, and the run looked resumed."""
+    data, _ = finished
+    proc = _run(_tiny(data, tmp_path / "fresh", "ckpt_path=last"))
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "ckpt_path=last: no checkpoint in" in err[0], proc.stderr[-2000:]
+    assert not (tmp_path / "fresh" / "metrics.json").exists()

@@ -203,11 +203,16 @@ def _normalise_labels(ds, task: GlueTask, folder: Path, filename: str):
             raise ValueError(f"{where}: label {v} is not {allowed}")
         return v
 
-    return ds.map(
+    from datasets import Value
+
+    mapped = ds.map(
         lambda b, idx: {"label": [to_id(v, i) for v, i in zip(b["label"], idx)]},
         batched=True,
         with_indices=True,
     )
+    # the ids as int64 whatever the file held: a float or boolean column keeps its type through
+    # map, and cross-entropy needs integer targets
+    return mapped.cast_column("label", Value("int64"))
 
 
 @contextlib.contextmanager

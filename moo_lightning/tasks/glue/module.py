@@ -65,10 +65,12 @@ class TextClassificationModule(MultiObjectiveModule):
         losses = self.objectives(batch)
         self.after_step(batch, self.multi_objective_step(losses))
         self._epoch_losses.append(losses.detach().float().cpu())
+        # the loss vector of the epoch so far (of the last epoch once the run ends), for
+        # loss-space figures; kept current at every step, so an epoch-end checkpoint (written
+        # before the module's own epoch-end hook) holds the epoch's whole mean
+        self.final_train_losses = torch.stack(self._epoch_losses).mean(0).tolist()
 
     def on_train_epoch_end(self):
-        if self._epoch_losses:  # the loss vector of the last epoch, for loss-space figures
-            self.final_train_losses = torch.stack(self._epoch_losses).mean(0).tolist()
         self._epoch_losses = []
 
     def validation_step(self, batch, batch_idx):
@@ -101,6 +103,7 @@ class TextClassificationModule(MultiObjectiveModule):
             "state": state,
             "acc": None if self._best_state is None else float(self.val_best.compute()),
             "history": list(self.val_history),
+            "final_train_losses": self.final_train_losses,
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -108,8 +111,17 @@ class TextClassificationModule(MultiObjectiveModule):
         best = checkpoint.get("best_validation", {})
         self._best_state = best.get("state")
         self.val_history = [tuple(h) for h in best.get("history", [])]
+        self.final_train_losses = best.get("final_train_losses", self.final_train_losses)
         if best.get("acc") is not None:
             self.val_best.update(torch.tensor(best["acc"]))
+
+    def validation_record(self) -> dict:
+        if not self.val_history:
+            return {}
+        return {
+            "val/acc": float(self.val_history[-1][1]),
+            "val/acc_best": float(max(acc for _, acc in self.val_history)),
+        }
 
     def _best_step(self) -> int | None:
         """The optimizer step whose weights are tested (the first best validation)."""

@@ -122,6 +122,9 @@ class MultiMNISTSet(EnsembleModule):
         logits = self.net(batch["images"])  # (N, B, 2, 10)
         return member_cross_entropy(logits, batch["labels"]).mean(1)  # (N, 2)
 
+    def validation_record(self) -> dict:
+        return {"val/hv_loss": float(self.val_history[-1][1])} if self.val_history else {}
+
     def validation_step(self, batch, batch_idx):
         self.val_stats.update(self.net(batch["images"]), batch["labels"])
 
