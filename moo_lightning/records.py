@@ -308,11 +308,23 @@ def summary_block(run_dir: Path, m: dict) -> str:
         f"{m['members']} members" if m.get("members") else "",
         f"seed {m['seed']}" if m.get("seed") is not None else "",
     ]
+    early = m.get("stopped_early")
+    if early:
+        best = early.get("best")
+        counts += (
+            f" · stopped early at step {early['step']}: {early['monitor']} "
+            + (f"best {best:.4g}, " if isinstance(best, float) else "")
+            + str(early.get("reason", ""))
+        )
+    model = ""
+    if m.get("model"):
+        size = m.get("model_bytes")
+        model = f", {m['model']}" + (f" ({size / 1e6:.0f} MB)" if size else "")
     lines = [
         f"== {m['status']}: {run_dir}",
         "   " + " · ".join(w for w in what if w),
         "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
         f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json"
-        + (f", {m['model']}" if m.get("model") else ""),
+        + model,
     ]
     return "\n".join(lines)

@@ -129,6 +129,10 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         if cfg is None:  # runs written before settings were recorded in metrics.json
             cfg_path = path.parent / ".hydra" / "config.yaml"
             cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+        # runs on other numbers of processes or at another precision take other steps: they are
+        # other settings (a column where they differ), never duplicates of each other
+        cfg = {**cfg, "run": {"world_size": m.get("world_size", 1),
+                              "precision": m.get("precision", "32-true")}}  # fmt: skip
         identity = (m["task"], m.get("num_train"), loss_name(m), str(m.get("preference")))
         key = (_group_key(cfg), identity, m["seed"])
         if key in seen:

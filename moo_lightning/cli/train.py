@@ -173,6 +173,7 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     from moo_lightning.module import ConfigError, InformsData, InformsModule
 
     check_checkpoint(cfg.get("ckpt_path"))
+    _saves_model(cfg)  # a wrong value fails before training, not after
     if cfg.get("ckpt_path") == "last":
         _check_last_checkpoint(cfg, run_dir)
     if cfg.seed is not None:
@@ -262,6 +263,40 @@ def _continue_log(logger, cfg: DictConfig):
     return hydra.utils.instantiate(cfg_csv, version=f"resume{k}")
 
 
+def _saves_model(cfg: DictConfig) -> bool:
+    """save_model: true, false, or auto (the default): a single run keeps its tested model, the
+    jobs of a sweep (-m) keep none (91 MB per MiniLM job, ~500 MB per RoBERTa-base job)."""
+    value = cfg.get("save_model", "auto")
+    if value == "auto":
+        return not _is_multirun()
+    if not isinstance(value, bool):
+        raise ValueError(f"save_model must be true, false or auto. Found {value!r}")
+    return value
+
+
+def _early_stop(trainer) -> dict | None:
+    """Early stopping's verdict when it ended the run: the step, the monitored metric, its best
+    value and Lightning's reason; None when the run used its whole budget."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.stopping_reason.name != "NOT_STOPPED":
+            best = cb.best_score
+            return {
+                "step": int(trainer.global_step),
+                "monitor": cb.monitor,
+                "best": float(best) if best is not None else None,
+                "reason": cb.stopping_reason_message or cb.stopping_reason.name.lower(),
+            }
+    return None
+
+
+def _has_active_dropout(module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in module.modules())
+
+
 def _check_last_checkpoint(cfg: DictConfig, run_dir: Path) -> None:
     """``ckpt_path=last`` needs a checkpoint to resume from: Lightning would otherwise train
     from scratch with only a warning, and the run would look resumed."""
@@ -324,6 +359,7 @@ def fit_and_test(job: Job) -> dict:
         stopped = str(err)
     job.timing["fit"] = time.perf_counter() - fit_start
     status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
+    early = _early_stop(trainer)
     metrics: dict = {
         "task": cfg.task_name,
         "status": status,
@@ -338,7 +374,15 @@ def fit_and_test(job: Job) -> dict:
         "combiner_fallbacks": module.fallbacks,
         "combiner_recoveries": module.recoveries,
         "skipped_steps": module.skipped_steps,
+        # why the run ended before its budget (early stopping), with the step and the value
+        "stopped_early": early,
+        "world_size": trainer.world_size,
+        "precision": str(trainer.precision),
     }
+    if trainer.world_size > 1:
+        # ranks draw their own dropout masks: with dropout on, the steps differ from one
+        # process's on the same global batches (equal with encoder.dropout=0 module.dropout=0)
+        metrics["ddp_equals_one_process"] = not _has_active_dropout(module)
     test_start = time.perf_counter()
     if status == "ok":
         metrics.update(
@@ -357,12 +401,14 @@ def fit_and_test(job: Job) -> dict:
         metrics["status_reason"] = why
         log.error("run %s: %s (recorded in metrics.json)", status, why)
     job.timing["test"] = time.perf_counter() - test_start
-    if status == "ok" and cfg.get("save_model") and not trainer.fast_dev_run:
+    if status == "ok" and _saves_model(cfg) and not trainer.fast_dev_run:
         # the weights that were tested (the best-by-validation ones), no optimizer state, with
         # a SHA-256 beside them: `moo-evaluate <run dir>` tests them again later. Every DDP rank
         # takes part; rank 0 writes
         trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
         metrics["model"] = MODEL_FILE
+        if trainer.is_global_zero:
+            metrics["model_bytes"] = (job.run_dir / MODEL_FILE).stat().st_size
     return metrics
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -75,14 +75,12 @@ def _required(cls) -> list[str]:
 
 
 def _as_plain(value):
-    """OmegaConf containers -> dicts and lists."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, DictConfig | ListConfig):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    """Mappings and sequences (a config's containers included) as plain dicts and lists: the
+    library never imports the config system (Hydra stays at the edge)."""
+    if isinstance(value, Mapping):
+        return {str(k): _as_plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_as_plain(v) for v in value]
     return value
 
 

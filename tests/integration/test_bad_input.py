@@ -121,6 +121,9 @@ CASES = [
     (("module.gradient_scope=[nothing]",), ValueError, "matches no trainable parameter"),
     (("module.gradient_scope=everything",), ValueError, "gradient_scope must be 'all'"),
     (("optimized_metric=test/acc",), ValueError, "never a test metric"),
+    (("module.dropout=nan",), ValueError, "module.dropout must be a probability in [0, 1)"),
+    (("encoder.dropout=1.5",), ValueError, "encoder.dropout must be a probability in [0, 1)"),
+    (("save_model=maybe",), ValueError, "save_model must be true, false or auto"),
     (("optimized_metric=acc",), ValueError, "optimized_metric='acc': a search may optimise"),
 ]
 

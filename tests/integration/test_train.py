@@ -89,3 +89,49 @@ def test_a_preference_sweep_with_a_combiner_that_ignores_it_is_refused(tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
     assert len(records) == 2 and all(r["preference"] is None for r in records)
+
+
+def _glue_run(tmp_path, *extra, multirun=False):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, write_glue
+
+    data = write_glue(tmp_path / "sst2", "sst2")
+    where = (
+        f"hydra.sweep.dir={tmp_path / 'sweep'}" if multirun else f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    cmd = [sys.executable, "train.py", *(["-m"] if multirun else []), "task=sst2", "encoder=tiny",
+           f"data.path={data}", "data.num_train=20", "trainer.val_check_interval=2",
+           "trainer.enable_progress_bar=false", where, *extra]  # fmt: skip
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_early_stopping_is_recorded_and_said(tmp_path):
+    """Before: a run stopped at step 8 of 60 said only '8 steps'."""
+    proc = _glue_run(
+        tmp_path, "trainer.max_steps=60", "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=1", "logger=none", "save_model=false",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    early = m["stopped_early"]
+    assert early["step"] == m["steps"] < 60 and early["monitor"] == "val/acc_best"
+    assert early["best"] == m["val/acc_best"] and "did not improve" in early["reason"]
+    assert f"stopped early at step {early['step']}: val/acc_best" in proc.stdout + proc.stderr
+
+
+def test_a_plain_sweep_keeps_no_model_and_a_single_run_says_how_large_its_is(tmp_path):
+    """Before: every job of a plain -m sweep kept model.ckpt (91 MB per MiniLM job)."""
+    proc = _glue_run(tmp_path, "trainer.max_steps=2", "logger=none", "seed=0,1", multirun=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = list((tmp_path / "sweep").rglob("metrics.json"))
+    assert len(jobs) == 2 and not list((tmp_path / "sweep").rglob("model.ckpt"))
+    assert all("model" not in json.loads(p.read_text()) for p in jobs)
+    proc = _glue_run(tmp_path, "trainer.max_steps=2", "logger=none")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    size = (tmp_path / "run" / "model.ckpt").stat().st_size
+    assert m["model"] == "model.ckpt" and m["model_bytes"] == size
+    assert f"metrics.json, model.ckpt ({size / 1e6:.0f} MB)" in proc.stdout + proc.stderr
+    assert m["world_size"] == 1 and "ddp_equals_one_process" not in m

@@ -124,8 +124,20 @@ class Backbone:
     on it). ``tiny`` is never cached: its weights are drawn from the run's seed."""
 
     def __init__(
-        self, name: str = "roberta-base", cache: bool = True, pooling: str = "cls", **tiny_kwargs
+        self,
+        name: str = "roberta-base",
+        cache: bool = True,
+        pooling: str = "cls",
+        dropout: float | None = None,
+        **tiny_kwargs,
     ):
+        if dropout is not None:
+            ok = isinstance(dropout, int | float) and not isinstance(dropout, bool)
+            if not (ok and 0.0 <= dropout < 1.0):
+                raise ValueError(
+                    f"encoder.dropout must be a probability in [0, 1) or null (the encoder's "
+                    f"own). Found {dropout!r}"
+                )
         if pooling not in POOLINGS:
             raise ValueError(
                 f"encoder.pooling must be one of {', '.join(POOLINGS)}. Found {pooling!r}"
@@ -134,12 +146,14 @@ class Backbone:
         self.pooling = pooling
         self.cache_hit = False
         if name == "tiny":
-            self.encoder, self.tokenizer = tiny_roberta(**tiny_kwargs)
+            drop = {} if dropout is None else {"dropout": float(dropout)}
+            self.encoder, self.tokenizer = tiny_roberta(**tiny_kwargs, **drop)
             return
         if cache and name in _PRETRAINED:
             encoder, self.tokenizer = _PRETRAINED[name]
             self.encoder = copy.deepcopy(encoder)
             self.cache_hit = True
+            self._set_dropout(dropout)
             return
         from transformers import AutoModel, AutoTokenizer
 
@@ -152,6 +166,25 @@ class Backbone:
         if cache:
             _PRETRAINED.clear()
             _PRETRAINED[name] = (copy.deepcopy(self.encoder), self.tokenizer)
+        self._set_dropout(dropout)
+
+    def _set_dropout(self, p: float | None) -> None:
+        """Every dropout layer of the encoder at probability ``p`` (None: the checkpoint's own,
+        0.1 for RoBERTa-base and MiniLM); 0 makes training deterministic given the batches,
+        which is what DDP runs need to equal one process exactly."""
+        if p is None:
+            return
+        for module in self.encoder.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = float(p)
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(self.encoder.config, key):
+                setattr(self.encoder.config, key, float(p))
+
+    @property
+    def dropout(self) -> float:
+        """The largest dropout probability in the encoder (0: none)."""
+        return max((m.p for m in self.encoder.modules() if isinstance(m, nn.Dropout)), default=0.0)
 
     @property
     def hidden_size(self) -> int:

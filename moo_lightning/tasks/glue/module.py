@@ -31,6 +31,9 @@ class TextClassificationModule(MultiObjectiveModule):
         save_test_embeddings: bool = False,
         **kwargs,
     ):
+        ok = isinstance(dropout, int | float) and not isinstance(dropout, bool)
+        if not (ok and 0.0 <= dropout < 1.0):
+            raise ValueError(f"module.dropout must be a probability in [0, 1). Found {dropout!r}")
         if objective.num_objectives == 1:  # baselines: nothing to combine
             if not isinstance(combiner, LinearScalarization):
                 raise ValueError(
