@@ -153,3 +153,32 @@ def __getattr__(name):
     own = type("OwnObjective", (MOOContrastive,), {"__module__": __name__})
     globals()[name] = own
     return own
+
+
+def write_pacs(
+    folder: Path,
+    per_class: int = 3,
+    size: int = 12,
+    domains=("art_painting", "cartoon", "photo", "sketch"),
+    classes=("dog", "elephant", "giraffe", "guitar", "horse", "house", "person"),
+    split_lists: bool = False,
+) -> Path:
+    """A tiny folder in the PACS layout (domain/class/image.png, random RGB pictures), with the
+    official ``<domain>_train_kfold.txt`` / ``_crossval_kfold.txt`` lists when asked (the last
+    image of each class to crossval)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for domain in domains:
+        train, val = [], []
+        for c, name in enumerate(classes):
+            (folder / domain / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                rel = f"{domain}/{name}/pic_{i:03d}.png"
+                pixels = (rng.random((size, size, 3)) * 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / rel)
+                (val if i == per_class - 1 else train).append(f"{rel} {c + 1}")
+        if split_lists:
+            (folder / f"{domain}_train_kfold.txt").write_text("\n".join(train) + "\n")
+            (folder / f"{domain}_crossval_kfold.txt").write_text("\n".join(val) + "\n")
+    return folder
