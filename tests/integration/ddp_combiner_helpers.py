@@ -36,6 +36,7 @@ class StatefulHeads(TwoHeads):
         self.out_dir = out_dir
         self.weight_history = []
         self.contrastive = None
+        self.criterion = False
 
     def on_train_end(self):
         super().on_train_end()
