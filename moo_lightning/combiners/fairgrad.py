@@ -9,7 +9,6 @@ import numpy as np
 from moo_lightning.combiners.base import Combiner, SolverError
 from moo_lightning.combiners.mgda import min_norm_weights
 
-
 # the residual max_i |w_i^{1/α}(Kw)_i − 1| accepted when max_iter is spent
 ROUND_OFF_RESIDUAL = 1e-7
 
