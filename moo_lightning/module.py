@@ -218,6 +218,10 @@ class MultiObjectiveModule(L.LightningModule):
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.trainable_parameters())
         learnable = self.row_combiners.parameters()
+        for p in learnable:
+            # each process its own copy: ddp_spawn hands tensors to the ranks in shared memory,
+            # and the module's parameters are the only ones it copies back to private storage
+            p.data = p.data.clone()
         if learnable:  # the combiner's own weights (UW) step with the model's
             opt.add_param_group({"params": learnable})
         if self.scheduler_factory is None:

@@ -152,9 +152,9 @@ class CAGrad(Combiner):
             if m == 2:
                 w_star = _inner_two(Kb, Kn, s)
             else:
-                w_star = self._programs.setdefault(m, _InnerSOCP(m)).solve(
-                    Kn, Kb / s, self.cvxpy_solver
-                )
+                if m not in self._programs:  # built and compiled once per m, not per step
+                    self._programs[m] = _InnerSOCP(m)
+                w_star = self._programs[m].solve(Kn, Kb / s, self.cvxpy_solver)
             gw = math.sqrt(max(float(w_star @ Kn @ w_star), 0.0))
         # ‖g_w‖ ≈ 0 (relative to trace(K) = 1): the min-norm point is 0, a Pareto-stationary
         # point; the term (s/‖g_w‖)·g_w has no direction, and only g₀ is kept (as LibMTL's +1e-4)

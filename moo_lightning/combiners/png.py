@@ -131,7 +131,9 @@ class PNG(Combiner):
             if m <= 2:
                 lam = box_qp_two(Kn, q)
             else:
-                lam = self._programs.setdefault(m, _DualQP(m)).solve(Kn, q, self.cvxpy_solver)
+                if m not in self._programs:  # built and compiled once per m, not per step
+                    self._programs[m] = _DualQP(m)
+                lam = self._programs[m].solve(Kn, q, self.cvxpy_solver)
         else:
             phi, lam = 0.0, np.zeros(m)
         diag.update(
