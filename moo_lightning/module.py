@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -134,11 +135,22 @@ class MultiObjectiveModule(L.LightningModule):
         combiner.prepare(self.preference.size)  # combiners sized by m (UW) before the optimizer
         self.optimizer_factory = optimizer or (lambda ps: torch.optim.AdamW(ps, lr=1e-5))
         self.scheduler_factory = scheduler
-        if gradient_clip_val is not None and gradient_clip_val <= 0:
-            raise ValueError(f"gradient_clip_val must be > 0 or null. Found {gradient_clip_val}")
+        if gradient_clip_val is not None and not (
+            isinstance(gradient_clip_val, int | float) and 0 < gradient_clip_val < math.inf
+        ):
+            raise ValueError(
+                f"module.gradient_clip_val must be a finite number > 0 or null. "
+                f"Found {gradient_clip_val!r}"
+            )
         self.gradient_clip_val = gradient_clip_val
-        if max_bad_steps < 1:
-            raise ValueError(f"max_bad_steps must be >= 1. Found {max_bad_steps}")
+        if (
+            isinstance(max_bad_steps, bool)
+            or not isinstance(max_bad_steps, int)
+            or max_bad_steps < 1
+        ):
+            raise ValueError(
+                f"module.max_bad_steps must be an integer >= 1. Found {max_bad_steps!r}"
+            )
         self.max_bad_steps = max_bad_steps
         self.scope = GradientScope.parse(gradient_scope)
         self._base_seed: int | None = None

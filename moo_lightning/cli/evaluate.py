@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -97,7 +98,7 @@ def run_config(run_dir: Path, changes: list[str], recorded: dict | None = None):
         raise EvaluationError(f"{path} is missing: the run's config is needed to rebuild it")
     try:
         cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, ValueError) as err:
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise EvaluationError(f"{path} could not be read: {err}") from None
     cfg = OmegaConf.merge(cfg, _EVALUATION, {"paths": {"run_dir": str(run_dir)}})
     cfg.logger, cfg.callbacks = {}, {}  # replaced, not merged into the run's own

@@ -22,6 +22,7 @@ import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from moo_lightning.cli.argv import normalise_argv, refuse_duplicate_sweeps  # noqa: E402
+from moo_lightning.cli.checks import check_run_settings  # noqa: E402
 from moo_lightning.launch import is_leader, join_submitit_tasks  # noqa: E402
 from moo_lightning.records import (  # noqa: E402
     ChecksummedCheckpointIO,
@@ -75,6 +76,10 @@ def run(cfg: DictConfig) -> float | None:
     build, fit and test, record. Returns the optimised metric for Hydra's sweepers."""
     start = time.perf_counter()
     check_optimized_metric(cfg.get("optimized_metric"))
+    try:
+        check_run_settings(cfg)
+    except ValueError as err:
+        raise BadSetting(str(err)) from None
     join_submitit_tasks()
     run_dir = Path(cfg.paths.run_dir)
     settings = _settings(cfg)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from moo_lightning.errors import ConfigError
+
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -41,10 +43,22 @@ class WeightedDistance:
     """F = Σ_i (ℓ_i − t_i)² / t_i with target t (the preference when ``target`` is None)."""
 
     def __init__(self, target: list[float] | None = None):
+        if target is not None:
+            values = [float(v) for v in target]
+            if not values or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(
+                    "combiner.criterion.target must be a list of finite numbers > 0 (one per "
+                    f"objective; F divides by them). Found {list(target)!r}"
+                )
         self.target = None if target is None else torch.as_tensor(target, dtype=torch.float64)
 
     def __call__(self, losses: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
         t = preference if self.target is None else self.target.to(losses)
+        if t.shape != losses.shape:
+            raise ConfigError(
+                f"combiner.criterion.target must have one entry per objective "
+                f"({losses.numel()}). Found {t.numel()}"
+            )
         return ((losses - t) ** 2 / t).sum()
 
 

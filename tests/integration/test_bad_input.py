@@ -83,8 +83,16 @@ CASES = [
     (("preference=[-0.5,1.5]",), ValueError, "must be finite and > 0"),
     (("preference=[0,0]",), ValueError, "must be finite and > 0"),
     (("preference=1.5",), ValueError, "must lie in (0, 1)"),
-    (("objective.temperature=0",), ValueError, "objective.temperature must be > 0. Found 0"),
-    (("objective.temperature=-1",), ValueError, "objective.temperature must be > 0"),
+    (
+        ("objective.temperature=0",),
+        ValueError,
+        "objective.temperature must be a finite number > 0. Found 0",
+    ),
+    (
+        ("objective.temperature=-1",),
+        ValueError,
+        "objective.temperature must be a finite number > 0",
+    ),
     (("objective.lam=1.5",), ValueError, "objective.lam must lie in [0, 1]. Found 1.5"),
     (("objective.global_batch=maybe",), ValueError, "objective.global_batch must be true or false"),
     (("objective=ce", "combiner=epo"), ValueError, "single loss: combiner must be 'ls'"),
@@ -124,6 +132,36 @@ CASES = [
     (("module.dropout=nan",), ValueError, "module.dropout must be a probability in [0, 1)"),
     (("encoder.dropout=1.5",), ValueError, "encoder.dropout must be a probability in [0, 1)"),
     (("save_model=maybe",), ValueError, "save_model must be true, false or auto"),
+    # the probe's tracebacks and silent wrongs on run-level settings (C24, X70, X72, X76, X62,
+    # X66, X75, X54, X10, C49, C51)
+    (("seed=null",), ValueError, "seed must be an integer >= 0. Found None"),
+    (("seed=1.5",), ValueError, "seed must be an integer >= 0. Found 1.5"),
+    (("seed=true",), ValueError, "seed must be an integer >= 0. Found True"),
+    (("test=maybe",), ValueError, "test must be true or false. Found 'maybe'"),
+    (("skip_completed=maybe",), ValueError, "skip_completed must be true or false"),
+    (("trainer.val_check_interval=0",), ValueError, "trainer.val_check_interval must be"),
+    (("++trainer.max_steps=nan",), ValueError, "trainer.max_steps must be an integer >= -1"),
+    (("ckpt_path=123",), ValueError, "ckpt_path must be a file path, 'last' or null"),
+    (("module.max_bad_steps=nan",), ValueError, "module.max_bad_steps must be an integer >= 1"),
+    (("objective.temperature=inf",), ValueError, "objective.temperature must be a finite"),
+    (
+        (
+            "combiner=png",
+            "combiner/criterion=weighted_distance",
+            "combiner.criterion.target=[-1,1]",
+        ),
+        ValueError,
+        "combiner.criterion.target must be a list of finite numbers > 0",
+    ),
+    (
+        (
+            "combiner=png",
+            "combiner/criterion=weighted_distance",
+            "combiner.criterion.target=[0.2,0.3,0.5]",
+        ),
+        ValueError,
+        "combiner.criterion.target must have one entry per objective (2). Found 3",
+    ),
     (("optimized_metric=acc",), ValueError, "optimized_metric='acc': a search may optimise"),
 ]
 

@@ -4,6 +4,8 @@ vector."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -94,8 +96,11 @@ def supervised_contrastive_loss(
 def _check_weight(lam: float, temperature: float) -> None:
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"objective.lam must lie in [0, 1]. Found {lam}")
-    if not temperature > 0:
-        raise ValueError(f"objective.temperature must be > 0. Found {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ValueError(
+            f"objective.temperature must be a finite number > 0. Found {temperature} (at inf "
+            "both contrastive terms are the same constant)"
+        )
 
 
 def gather_global_batch(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
