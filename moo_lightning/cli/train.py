@@ -550,6 +550,24 @@ def _local_path(value: str) -> bool:
 OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
 
 
+def few_shot_budget(num_train, budgets) -> int:
+    """The step budget of a few-shot N from the task's ``budget`` table {N: steps}: the entry of
+    the smallest N at or above ``num_train`` (the largest entry beyond the table; the whole
+    training set, null, takes it too). trainer.max_steps: ${few_shot_budget:...} in
+    task/_glue.yaml; the table comes from the validation-only budget checks (sweep/README.md)."""
+    table = sorted((int(n), int(steps)) for n, steps in budgets.items())
+    if num_train is None:
+        return table[-1][1]
+    for n, steps in table:
+        if int(num_train) <= n:
+            return steps
+    return table[-1][1]
+
+
+# trainer.max_steps: ${few_shot_budget:${data.num_train},${budget}} (GLUE tasks)
+OmegaConf.register_new_resolver("few_shot_budget", few_shot_budget, replace=True)
+
+
 def _settings(cfg: DictConfig) -> dict:
     """The resolved settings that define this run's result (plain containers)."""
     top = [k for k in cfg if _changes_results(k)]  # hydra's own node is never resolved

@@ -16,7 +16,12 @@ def run_train(tmp_path):
     def _run(*overrides: str) -> dict:
         with initialize_config_dir(CONF, version_base="1.3"):
             cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-        run_dir = tmp_path / "_".join(o.replace("/", "-") for o in overrides)[:120]
+        import hashlib
+
+        name = "_".join(o.replace("/", "-") for o in overrides)
+        # a long list of overrides is cut, and told apart from another by its hash
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        run_dir = tmp_path / (name if len(name) <= 120 else f"{name[:110]}~{digest}")
         with open_dict(cfg):
             cfg.paths.run_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)

@@ -63,3 +63,21 @@ def test_resume_restores_the_schedule(run_train, tmp_path):
     other = run_train(*common, f"ckpt_path='{reset}'")
     c = torch.load(f"{other['run_dir']}/checkpoints/last.ckpt", weights_only=False)
     assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_the_step_budget_follows_the_few_shot_n():
+    """task/_glue.yaml's budget table: 150 steps at N = 20 (SST-2 budget study), 200 at N = 50
+    and 100 (QNLI N = 100 budget check); an explicit trainer.max_steps wins."""
+    from hydra import compose, initialize_config_dir
+
+    import moo_lightning.cli.train  # noqa: F401  (registers the resolver)
+    from tests.helpers import CONF
+
+    def steps(*overrides):
+        with initialize_config_dir(CONF, version_base="1.3"):
+            return compose("train", overrides=["task=qnli", *overrides]).trainer.max_steps
+
+    assert steps() == 150
+    assert steps("data.num_train=50") == steps("data.num_train=100") == 200
+    assert steps("data.num_train=30") == 200 and steps("data.num_train=1000") == 200
+    assert steps("data.num_train=100", "trainer.max_steps=80") == 80
