@@ -62,7 +62,7 @@ def label(m: dict) -> str:
 def _why(folder: Path) -> str:
     for log in sorted(folder.glob("*.log")):
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "Error" in ln or ln.startswith("error")]
+        errors = [ln for ln in lines if "error" in ln.lower()]
         if errors:
             return errors[-1][-160:]
     return "no metrics.json (the job did not finish)"
