@@ -1,6 +1,7 @@
 """The combiner league table on Multi-MNIST (sweep=combiners_mm): one shared model per run.
 
     python sweep/combiner_table.py SWEEP_DIR --out OUT_DIR [--baseline ls]
+        [--wandb [--project P] [--entity E]]
 
 SWEEP_DIR is searched recursively for ``metrics.json``; each one is a job that trained one
 Multi-LeNet (``members`` = 1) on both digits with one combiner for one seed.
@@ -22,6 +23,10 @@ two tasks against the baseline's on the seeds both rows have (p_task1 / p_task2 
 Nothing is chosen by test accuracy: rows are listed in name order (the baseline first), and the
 line "highest validation accuracy" names the five rows with the best final validation accuracy
 (the ones a follow-up study such as sweep=combiners_sst2 runs).
+
+--wandb also logs the table (a wandb.Table ``league_table``, with Δm and p) and ``delta_m/<row>``
+in the summary to one W&B run of job type ``report`` (WANDB_MODE=offline: a local run in
+OUT_DIR/wandb); ``sweep/dashboard.py --study combiners_mm`` shows that table.
 
 Which runs are averaged: a row is a combiner (as the run records it: ``torchjd[UPGrad]``,
 ``log_gram[mgda]``) together with its settings except the seed; runs of one combiner with other
@@ -224,11 +229,45 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
     return text
 
 
+def log_to_wandb(out: Path, table: pd.DataFrame, project: str, entity: str | None) -> str:
+    """The league table into one W&B run (job type ``report``); returns its folder (offline)
+    or URL. Refuses an online run without an API key, in one line (ValueError)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from moo_lightning.loggers import require_wandb_credentials
+
+    require_wandb_credentials()
+    import wandb
+
+    rows = pd.read_csv(out / "table.csv")
+    rows = rows.astype(object).where(rows.notna(), None)
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        job_type="report",
+        name="report combiners_mm",
+        dir=str(out),
+        config={"report_dir": str(out.resolve())},
+    )
+    try:
+        run.log({"league_table": wandb.Table(columns=list(rows), data=rows.values.tolist())})
+        run.summary["league_rows"] = len(rows)
+        for row, value in table["delta_m"].items():
+            if not pd.isna(value):
+                run.summary[f"delta_m/{row}"] = float(value)
+        where = Path(run.dir).parent if run.offline else run.url
+    finally:
+        run.finish()
+    return str(where)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--baseline", default="ls", help="the combiner Δm and p compare with")
+    ap.add_argument("--wandb", action="store_true", help="also log the table to a W&B run")
+    ap.add_argument("--project", default="moo-lightning", help="W&B project (with --wandb)")
+    ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
     args = ap.parse_args(argv)
     runs, settings_of, left_out = load(args.sweep_dir)
     if runs.empty:
@@ -239,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     table, base = summarise(runs, args.baseline)
     print(write_tables(runs, table, base, args.baseline, settings_of, left_out, args.out))
     print(f"{len(runs)} runs, {len(table)} rows; wrote table.md, table.csv, runs.csv to {args.out}")
+    if args.wandb:
+        try:
+            where = log_to_wandb(args.out, table, args.project, args.entity)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        print(f"W&B run: {where}")
     return 0
 
 

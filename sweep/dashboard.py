@@ -14,8 +14,10 @@ logger=wandb) with the mean ± std over the runs of a combiner (its seeds):
 
 --study adds a section per study (repeatable): ``combiners_mm`` (sweep=combiners_mm, the
 Multi-MNIST league table): test/acc_1 and test/acc_2 (the TaskAccuracy callback's scalars) and
-wall_time_s per combiner, bars with mean ± std over seeds. Δm is a comparison with the LS
-runs' mean, which a per-run panel cannot compute: sweep/combiner_table.py writes it.
+wall_time_s per combiner, bars with mean ± std over seeds, and the league table with Δm% and
+p against LS (a comparison with the LS runs' mean, which a per-run panel cannot compute:
+``sweep/combiner_table.py --wandb`` logs it as ``league_table`` in a report run; keep that
+run in the view, e.g. no --group filter).
 
 --group keeps the runs of the given W&B groups (repeat it to compare several; a group holds the
 runs of one setting, every combiner and seed). Without --save the view's spec (what --save
@@ -64,6 +66,8 @@ STUDIES = {
             _bars("test accuracy, task 2 (bottom-right digit)", ["test/acc_2"]),
             _bars("wall time per run (s)", ["wall_time_s"]),
             _bars("test HV of the errors, ref (0.9, 0.9)", ["test/hv_error"]),
+            # Δm% and p against LS: the league table that `combiner_table.py --wandb` logs
+            wr.WeavePanelSummaryTable(table_name="league_table"),
         ],
     ),
 }
