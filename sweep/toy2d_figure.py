@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))  # `python sweep/toy2d_figure.py` finds moo_lightn
 
 # the combiners that take logs of the losses: run on ℓ + OFFSET (the toy's losses reach -20)
 LOG_LOSS = ("famo", "gls", "log_gram", "si_ls")
+# Newton solvers whose default stopping rule can miss on this problem (a residual of ~1e-7
+# raises with on_failure=raise): run again with on_failure=ls, every fallback counted
+NEWTON = ("fairgrad", "nash_mtl")
 OFFSET = 21.0
 # TorchJD weightings that run with their default arguments (a 2×2 Gram: each is cheap)
 TORCHJD = ("UPGrad", "DualProj", "MGDA", "IMTLG", "AlignedMTL", "PCGrad", "GradVac", "Random")
@@ -43,6 +46,7 @@ def launch(sweep_dir: Path, extra: list[str], torchjd: list[str]) -> None:
     calls = [
         [],
         [f"combiner={','.join(LOG_LOSS)}", f"module.offset={OFFSET:g}"],
+        [f"combiner={','.join(NEWTON)}", "combiner.on_failure=ls"],
     ]
     if torchjd:
         calls.append(["combiner=torchjd", f"combiner.method={','.join(torchjd)}"])
@@ -56,6 +60,8 @@ def label(m: dict) -> str:
     name = m.get("combiner", "?")  # as the run records it: torchjd[UPGrad], log_gram[mgda]
     if m.get("offset"):
         name += f" (ℓ+{m['offset']:g})"
+    if (m.get("settings", {}).get("combiner") or {}).get("on_failure") == "ls":
+        name += f" (on_failure=ls: {m.get('combiner_fallbacks', 0)} fallbacks)"
     return name
 
 
@@ -75,6 +81,8 @@ def _job_name(folder: Path) -> str:
         name = f"torchjd[{parts['combiner.method']}]"
     if parts.get("module.offset"):
         name += f" (ℓ+{float(parts['module.offset']):g})"
+    if parts.get("combiner.on_failure"):
+        name += f" (on_failure={parts['combiner.on_failure']})"
     return name
 
 

@@ -24,6 +24,7 @@ precision and keeps the non-dominated points; distances to the front are measure
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import lightning as L
@@ -266,11 +267,10 @@ def plot_runs(
             ax_l.text(
                 0.5,
                 0.5,
-                notes.get(title, "no run"),
+                textwrap.fill(notes.get(title, "no run"), 38),
                 ha="center",
                 va="center",
-                fontsize=6,
-                wrap=True,
+                fontsize=5,
                 transform=ax_l.transAxes,
             )
         else:
@@ -283,7 +283,7 @@ def plot_runs(
                 ax_l.plot(losses[:, j, 0], losses[:, j, 1], color=c, lw=0.8)
                 ax_l.scatter(*losses[-1, j], color=c, s=30, marker="*", zorder=3)
             if title in notes:
-                ax_l.set_title(notes[title], fontsize=6, loc="left")
+                ax_l.set_title(textwrap.shorten(notes[title], 45), fontsize=6, loc="left")
         ax_t.set_xlim(-10, 10)
         ax_t.set_ylim(-10, 10)
         ax_l.set_xlim(-21, 10)
