@@ -12,6 +12,13 @@ logger=wandb) with the mean ± std over the runs of a combiner (its seeds):
 - weights: the combiner weights train/weight_0 and train/weight_1 against the step;
 - figures: the runs' trajectory.png / loss_space.png.
 
+--study adds a section per study (repeatable): ``combiners_mm`` (sweep=combiners_mm, the
+Multi-MNIST league table): test/acc_1 and test/acc_2 (the TaskAccuracy callback's scalars) and
+wall_time_s per combiner, bars with mean ± std over seeds, and the league table with Δm% and
+p against LS (a comparison with the LS runs' mean, which a per-run panel cannot compute:
+``sweep/combiner_table.py --wandb`` logs it as ``league_table`` in a report run; keep that
+run in the view, e.g. no --group filter).
+
 --group keeps the runs of the given W&B groups (repeat it to compare several; a group holds the
 runs of one setting, every combiner and seed). Without --save the view's spec (what --save
 uploads) is printed as JSON and nothing is sent; --save needs network and a W&B API key.
@@ -45,12 +52,34 @@ def _curve(title: str, metric: str) -> wr.LinePlot:
     return wr.LinePlot(title=title, x=STEP, y=[metric], title_x="step", **_by_combiner())
 
 
+def _bars(title: str, metrics: list[str]) -> wr.BarPlot:
+    return wr.BarPlot(title=title, metrics=metrics, orientation="v", **_by_combiner())
+
+
+# the sections each study adds (--study)
+STUDIES = {
+    "combiners_mm": lambda: ws.Section(
+        name="Multi-MNIST league (sweep=combiners_mm; mean ± std over seeds, by combiner)",
+        is_open=True,
+        panels=[
+            _bars("test accuracy, task 1 (top-left digit)", ["test/acc_1"]),
+            _bars("test accuracy, task 2 (bottom-right digit)", ["test/acc_2"]),
+            _bars("wall time per run (s)", ["wall_time_s"]),
+            _bars("test HV of the errors, ref (0.9, 0.9)", ["test/hv_error"]),
+            # Δm% and p against LS: the league table that `combiner_table.py --wandb` logs
+            wr.WeavePanelSummaryTable(table_name="league_table"),
+        ],
+    ),
+}
+
+
 def build_workspace(
     entity: str,
     project: str,
     groups: list[str] | tuple[str, ...] = (),
     losses: str = "final_train_losses",
     name: str = "Combiners compared",
+    studies: list[str] | tuple[str, ...] = (),
 ) -> ws.Workspace:
     """The workspace object (nothing is sent until its save())."""
     sections = [
@@ -103,6 +132,12 @@ def build_workspace(
             ],
         ),
     ]
+    for study in studies:
+        if study not in STUDIES:
+            raise ValueError(
+                f"study {study!r}: the studies with a section are {', '.join(STUDIES)}"
+            )
+        sections.append(STUDIES[study]())
     for group in groups:
         if set(group) & set(_MANGLED):
             raise ValueError(
@@ -142,10 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         help="summary key of the final losses (final_losses for task=toy)",
     )
     ap.add_argument("--name", default="Combiners compared", help="the view's name")
+    ap.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        help=f"add a study's section (repeatable): {', '.join(STUDIES)}",
+    )
     ap.add_argument("--save", action="store_true", help="upload the view to W&B")
     args = ap.parse_args(argv)
     try:
-        workspace = build_workspace(args.entity, args.project, args.group, args.losses, args.name)
+        workspace = build_workspace(
+            args.entity, args.project, args.group, args.losses, args.name, args.study
+        )
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     if not args.save:
