@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from moo_lightning.combiners.base import Combined, Combiner, as_preference
+from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.criteria import ParameterCriterion
 from moo_lightning.errors import ConfigError
 from moo_lightning.gradients import (
@@ -358,8 +358,15 @@ class MultiObjectiveModule(L.LightningModule):
         if global_rows is None:
             return  # the next step is skipped or stops the run; no update from non-finite losses
         for n, c in enumerate(used):
-            if c.needs_losses_after_step:
+            if not c.needs_losses_after_step or results[n].fallback:
+                continue  # a row whose combine fell back has nothing to update from
+            try:
                 c.after_step(global_rows[n])
+            except SolverError as err:
+                if c.on_failure == "raise":
+                    raise
+                self.fallbacks += 1  # counted like a failed combine; the state is left as it was
+                rank_zero_warn(f"step {self.global_step}: {c.name} after the step: {err}")
 
     def _global_losses(self, losses: torch.Tensor) -> torch.Tensor | None:
         """The losses averaged over DDP ranks, or None when any rank's are not finite (decided

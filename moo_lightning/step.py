@@ -26,7 +26,15 @@ def keeps_state(combiner: Combiner) -> bool:
     """Whether ``combiner`` keeps state between steps (its class overrides ``state_dict``), has
     learnable weights, or updates after the step: such a combiner needs one copy per row."""
     own_state = type(combiner).state_dict is not Combiner.state_dict
-    return own_state or bool(combiner.parameters()) or combiner.needs_losses_after_step
+    # a method with hidden state (a wrapped TorchJD weighting) and one that draws random
+    # weights need their own copy too: members must not share a history or a draw
+    return (
+        own_state
+        or bool(combiner.parameters())
+        or combiner.needs_losses_after_step
+        or not combiner.resumable
+        or combiner.random_weights
+    )
 
 
 class RowCombiners:
@@ -37,6 +45,8 @@ class RowCombiners:
         self.template = combiner
         if keeps_state(combiner):
             self.rows = [combiner] + [copy.deepcopy(combiner) for _ in range(rows - 1)]
+            for n, c in enumerate(self.rows):
+                c.row = n  # member n draws its own random numbers (row 0: as a single model)
         else:
             self.rows = [combiner] * rows
 

@@ -50,7 +50,10 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
     combiner_args = []
     for o in overrides:
         if o.key_or_group == "combiner":
-            names = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+            try:
+                names = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+            except Exception:  # noqa: BLE001 - glob(...) needs Hydra's config loader: jobs check
+                return None, []
         elif o.key_or_group.startswith(("combiner.", "combiner/")) and not o.is_sweep_override():
             combiner_args.append(o.input_line)
     ignoring = [n for n in names if not _uses_preference(str(n), tuple(combiner_args))]

@@ -30,7 +30,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from moo_lightning.cli.trust import UntrustedConfig, check_config_targets
+from moo_lightning.cli.trust import UntrustedConfig, checked_config
 from moo_lightning.records import (
     file_sha256,
     read_json,
@@ -147,7 +147,7 @@ def evaluate(
     recorded = read_json(run_dir / "metrics.json") or {}
     cfg = run_config(run_dir, changes, recorded.get("settings"))
     try:  # before anything is built: a shared folder's config is data, not code
-        check_config_targets(cfg, str(run_dir / ".hydra" / "config.yaml"), trusted)
+        cfg = checked_config(cfg, str(run_dir / ".hydra" / "config.yaml"), trusted)
     except UntrustedConfig as err:
         raise EvaluationError(str(err)) from None
     # what this evaluation runs with that the run did not (the user's changes, or a setting

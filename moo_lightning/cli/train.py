@@ -297,9 +297,15 @@ def _early_stop(trainer) -> dict | None:
 
 
 def _has_active_dropout(module) -> bool:
+    """Layers whose training output depends on the rank's share of the batch or its own random
+    draws: dropout with p > 0, and batch normalisation (per-rank batch statistics)."""
     import torch
 
-    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in module.modules())
+    return any(
+        (isinstance(m, torch.nn.Dropout) and m.p > 0)
+        or isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for m in module.modules()
+    )
 
 
 def _check_last_checkpoint(cfg: DictConfig, run_dir: Path) -> None:

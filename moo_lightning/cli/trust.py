@@ -89,9 +89,43 @@ def _optimizer_class(target: str) -> bool:
     return isinstance(value, type) and issubclass(value, torch.optim.Optimizer)
 
 
+def checked_config(cfg: DictConfig, source: str, trusted: Iterable[str] = ()) -> DictConfig:
+    """``cfg`` resolved to plain values (interpolations and resolvers such as ``oc.create`` or
+    ``oc.decode`` evaluated once, here, so that what they produce is seen), its ``_target_``
+    keys checked, and returned as the config to build from: what is built is what was checked.
+    Raises UntrustedConfig for a target the package's configs never produce (nor an optimizer
+    class, nor one in ``trusted``), a value that would be interpolated again, or a config that
+    does not resolve."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UntrustedConfig(f"{source}: the config does not resolve ({first})") from None
+    _refuse_interpolations(plain, source, "")
+    resolved = OmegaConf.create(plain)
+    check_config_targets(resolved, source, trusted)
+    return resolved
+
+
+def _refuse_interpolations(value, source: str, path: str) -> None:
+    """A resolved value that still holds ``${...}`` would be interpolated again when built."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_interpolations(v, source, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_interpolations(v, source, f"{path}[{i}]")
+    elif isinstance(value, str) and "${" in value:
+        raise UntrustedConfig(
+            f"{source}: {path} resolves to {value!r}, an interpolation of an interpolation; a "
+            "run folder's config is not evaluated twice"
+        )
+
+
 def check_config_targets(cfg: DictConfig, source: str, trusted: Iterable[str] = ()) -> None:
     """Raise UntrustedConfig, before anything is built, when ``cfg`` names a ``_target_`` that
-    the package's configs never produce (nor an optimizer class, nor one in ``trusted``)."""
+    the package's configs never produce (nor an optimizer class, nor one in ``trusted``). Use
+    :func:`checked_config` on a config that may hold interpolations."""
     allowed = package_targets() | frozenset(trusted)
     for path, target in _targets(cfg):
         if isinstance(target, str) and (target in allowed or _optimizer_class(target)):

@@ -108,6 +108,8 @@ class Combiner(abc.ABC):
 
     #: the run's seed (set by the module at fit start); with the step it seeds ``generator``
     seed: int = 0
+    #: the ensemble member this copy combines for (0 for a single model)
+    row: int = 0
 
     def state_dict(self) -> dict:
         """The combiner's state between steps (empty for a stateless combiner)."""
@@ -140,7 +142,10 @@ class Combiner(abc.ABC):
     def generator(self) -> np.random.Generator:
         """A generator seeded by (run seed, current global step): DDP ranks and a resumed run
         draw the same numbers as the uninterrupted one-process run."""
-        return np.random.default_rng([int(self.seed) % 2**63, int(self._step) % 2**63])
+        seed, step = int(self.seed) % 2**63, int(self._step) % 2**63
+        if self.row:  # an ensemble's member n > 0: its own stream
+            return np.random.default_rng([seed, int(self.row), step])
+        return np.random.default_rng([seed, step])
 
     _step: int = 0
     _calls: int = 0

@@ -44,7 +44,10 @@ class WeightedDistance:
 
     def __init__(self, target: list[float] | None = None):
         if target is not None:
-            values = [float(v) for v in target]
+            try:
+                values = [float(v) for v in target]
+            except (TypeError, ValueError):
+                values = []
             if not values or not all(math.isfinite(v) and v > 0 for v in values):
                 raise ValueError(
                     "combiner.criterion.target must be a list of finite numbers > 0 (one per "

@@ -22,6 +22,7 @@ class _Wrapper(Combiner):
             )
         self.inner = inner
         self._seed = 0
+        self._row = 0
 
     # --- forwarded to the inner combiner ----------------------------------------------------
 
@@ -33,6 +34,15 @@ class _Wrapper(Combiner):
     def seed(self, value: int) -> None:
         self._seed = value
         self.inner.seed = value
+
+    @property
+    def row(self) -> int:  # the ensemble member: the inner one draws its own stream for it
+        return self._row
+
+    @row.setter
+    def row(self, value: int) -> None:
+        self._row = value
+        self.inner.row = value
 
     @property
     def needs_gram(self) -> bool:

@@ -239,3 +239,25 @@ def test_evaluate_builds_a_target_the_user_trusts_by_name(finished_run, tmp_path
     assert evaluate([str(copy), "--trust", "tests.helpers.OwnObjective"]) == 0
     record = json.loads((copy / "evaluation.json").read_text())
     assert record["metrics"]["test/examples"] > 0
+
+
+def test_evaluate_never_runs_code_an_interpolation_produces(finished_run, tmp_path):
+    """A resolver (oc.create, oc.decode) can turn a string into a node with a _target_: the
+    config is resolved once, checked, and built from what was checked."""
+    import yaml
+
+    run_dir, _ = finished_run
+    copy = tmp_path / "shared_run"
+    shutil.copytree(run_dir, copy)
+    marker = tmp_path / "PWNED"
+    config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
+    config["scheduler"] = f"${{oc.create:{{_target_: builtins.open, file: '{marker}', mode: w}}}}"
+    (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", str(copy)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "scheduler._target_ = 'builtins.open'" in err[0], proc.stderr
+    assert not marker.exists()

@@ -76,8 +76,8 @@ class AfterStep(Combiner):
     needs_losses_after_step = True
     name = "after_test"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, on_failure="raise"):
+        super().__init__(on_failure)
         self.seen: list[list[float]] = []
 
     def _combine(self, losses, gram, preference):
@@ -253,3 +253,45 @@ def test_the_schedule_gives_the_warmup_combiner_first():
     assert [c.name for c in schedule.combiners(2, main)] == ["ls", "ls"]
     assert [c.name for c in schedule.combiners(3, main)] == ["mgda", "mgda"]
     assert CombinerSchedule().combiners(0, main) == main.rows
+
+
+def test_members_draw_their_own_random_numbers_and_row_0_draws_like_a_single_model():
+    """Before: every member of an ensemble got the same RLW weights / PCGrad order each step."""
+    from moo_lightning.combiners import RandomLossWeighting
+
+    rows = RowCombiners(RandomLossWeighting(), 3)
+    rows.set_seed(7)
+    w = [c(torch.ones(2), None, [0.5, 0.5], step=4).weights for c in rows.rows]
+    assert len({tuple(x.tolist()) for x in w}) == 3
+    single = RandomLossWeighting()
+    single.seed = 7
+    assert torch.equal(single(torch.ones(2), None, [0.5, 0.5], step=4).weights, w[0])
+
+
+def test_a_combiner_with_hidden_state_gets_one_copy_per_member():
+    from moo_lightning.combiners import TorchJD
+
+    rows = RowCombiners(TorchJD("GradVac"), 2)
+    assert rows.rows[0] is not rows.rows[1]
+
+
+def test_after_step_skips_a_fallen_back_row_and_counts_its_own_failures():
+    from moo_lightning.combiners.base import Combined, SolverError
+
+    class Fails(AfterStep):
+        def after_step(self, losses):
+            raise SolverError("no update")
+
+    module = Tiny(AfterStep())
+    module._used_combiners = [module.combiner]
+    fell_back = [Combined(torch.ones(3), fallback=True)]
+    module.after_step((torch.randn(4, 5),), fell_back)
+    assert module.combiner.seen == []  # nothing to update from
+    failing = Tiny(Fails(on_failure="ls"))
+    failing._used_combiners = [failing.combiner]
+    failing.after_step((torch.randn(4, 5),), [Combined(torch.ones(3))])
+    assert failing.fallbacks == 1
+    strict = Tiny(Fails())
+    strict._used_combiners = [strict.combiner]
+    with pytest.raises(SolverError):
+        strict.after_step((torch.randn(4, 5),), [Combined(torch.ones(3))])
