@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import moo_lightning.cli.train  # noqa: F401  (registers the configs' resolvers: few_shot_budget)
 from tests.helpers import CONF, ROOT, combiner_names, write_digits, write_glue
 
 
