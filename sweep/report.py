@@ -131,8 +131,12 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
             cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
         # runs on other numbers of processes or at another precision take other steps: they are
         # other settings (a column where they differ), never duplicates of each other
-        cfg = {**cfg, "run": {"world_size": m.get("world_size", 1),
-                              "precision": m.get("precision", "32-true")}}  # fmt: skip
+        # (named only where they are not the one-process, 32-bit defaults: a setting only some
+        # runs have becomes a column)
+        run = {"world_size": m.get("world_size", 1), "precision": m.get("precision", "32-true")}
+        run = {k: v for k, v in run.items() if v not in (1, "32-true")}
+        if run:
+            cfg = {**cfg, "run": run}
         identity = (m["task"], m.get("num_train"), loss_name(m), str(m.get("preference")))
         key = (_group_key(cfg), identity, m["seed"])
         if key in seen:

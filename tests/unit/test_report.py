@@ -254,3 +254,20 @@ def test_a_combiner_setting_varied_within_one_loss_is_a_column_and_ce_still_pair
     ]
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert [r["combiner.eps"] for r in rows] == ["", "0.0001", "0.001"]
+
+
+def test_a_ddp_run_is_another_setting_not_a_duplicate(tmp_path):
+    """Before: a one-process run was dropped as a 'duplicate (same settings and seed)' of a
+    2-process run of the same seed, although their results differ (dropout)."""
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        fake_run(sweep, f"ce{seed}", "ce", "ls", seed, 0.6, 0.55 + seed / 100)
+        fake_run(sweep, f"ce_ddp{seed}", "ce", "ls", seed, 0.61, 0.57 + seed / 100)
+        m = json.loads((sweep / f"ce_ddp{seed}" / "metrics.json").read_text())
+        m["world_size"] = 2
+        (sweep / f"ce_ddp{seed}" / "metrics.json").write_text(json.dumps(m))
+    out = tmp_path / "out"
+    _report(sweep, out)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 4  # none left out as a duplicate
+    assert "world_size" in (out / "table.md").read_text()
