@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from moo_lightning.batches import IndexBatches
 from moo_lightning.tasks.dg.jigsaw import (
     GRID,
     draw_jigsaw_labels,
@@ -72,36 +73,13 @@ class DomainImages:
         )
 
 
-class EpochBatches:
-    """Batches of indices for rank ``rank`` of ``world``, each yielded as (epoch, indices).
-
-    Shuffled (``seed`` given): a permutation from (seed, epoch) cut into ceil(n / batch_size)
-    near-equal global batches, each rank taking its strided share (any number of ranks takes the
-    same steps). In order (``seed`` None): the rank's strided share of 0..n−1."""
-
-    def __init__(self, n: int, batch_size: int, seed: int | None, rank: int = 0, world: int = 1):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world, self.epoch = rank, world, 0
-        if seed is not None:
-            self.num_batches = max(1, -(-n // batch_size))
-        else:
-            self.num_batches = -(-len(range(rank, n, world)) // batch_size)
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_batches
+class EpochBatches(IndexBatches):
+    """The shared sampler's batches, each yielded as (epoch, indices): the dataset draws every
+    image's jigsaw label from (seed, epoch)."""
 
     def __iter__(self):
-        if self.seed is None:
-            mine = np.arange(self.rank, self.n, self.world)
-            for start in range(0, len(mine), self.batch_size):
-                yield self.epoch, mine[start : start + self.batch_size].tolist()
-            return
-        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        for batch in np.array_split(perm, self.num_batches):
-            yield self.epoch, batch[self.rank :: self.world].tolist()
+        for batch in super().__iter__():
+            yield self.epoch, batch
 
 
 class JigsawSet(Dataset):
