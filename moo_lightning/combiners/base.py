@@ -30,12 +30,38 @@ class Combined:
     criterion_weight: float = 0.0
 
 
+def _float64(values) -> np.ndarray:
+    """A float64 numpy copy-or-view of a tensor, array or list, on the CPU, detached."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy()
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+        return values
+    return torch.as_tensor(values).detach().to("cpu", torch.float64).numpy()
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """Every entry finite. One reduction on the usual path: a finite sum means finite entries;
+    only a sum that is inf or nan (a non-finite entry, or finite entries that overflow) is
+    looked at entry by entry."""
+    return math.isfinite(float(arr.sum())) or bool(np.isfinite(arr).all())
+
+
 def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + "]"
 
 
 def as_preference(preference, m: int | None = None) -> np.ndarray:
     """A preference as a positive float64 vector; a scalar r1 means (r1, 1 - r1) for m = 2."""
+    if (
+        isinstance(preference, np.ndarray)
+        and preference.dtype == np.float64
+        and preference.ndim == 1
+        and (m is None or preference.size == m)
+        and preference.size
+        and math.isfinite(float(preference.sum()))
+        and preference.min() > 0.0
+    ):  # already a valid preference vector (the usual call): one copy, no conversions
+        return preference.copy()
     scalar = np.ndim(preference) == 0
     arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
     if arr.ndim != 1:
@@ -258,10 +284,10 @@ class Combiner(abc.ABC):
 
     @staticmethod
     def _check_losses(losses) -> np.ndarray:
-        arr = torch.as_tensor(losses).detach().to("cpu", torch.float64).numpy()
+        arr = _float64(losses)
         if arr.ndim != 1 or arr.size == 0:
             raise ValueError(f"losses must be a vector (m,) with m >= 1. Found shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
+        if not _all_finite(arr):
             raise ValueError(f"losses must be finite. Found {_fmt(arr)}")
         return arr
 
@@ -269,15 +295,18 @@ class Combiner(abc.ABC):
     def _check_gram(gram, m: int) -> np.ndarray:
         if gram is None:
             raise ValueError("this combiner needs the Gram matrix of the per-objective gradients")
-        K = torch.as_tensor(gram).detach().to("cpu", torch.float64).numpy()
+        K = _float64(gram)
         if K.shape != (m, m):
             raise ValueError(f"Gram matrix must be ({m}, {m}) for {m} losses. Found {K.shape}")
-        if not np.all(np.isfinite(K)):
+        if not _all_finite(K):
             raise ValueError("Gram matrix must be finite. Found non-finite entries")
+        asym = K - K.T
+        if not asym.any():  # exactly symmetric (the usual case): nothing to average
+            return K
         scale = max(float(np.abs(K).max()), 1e-300)
-        if np.abs(K - K.T).max() > 1e-6 * scale:
+        if np.abs(asym).max() > 1e-6 * scale:
             raise ValueError(
-                f"Gram matrix must be symmetric. Found max |K - Kᵀ| = {np.abs(K - K.T).max():.3g}"
+                f"Gram matrix must be symmetric. Found max |K - Kᵀ| = {np.abs(asym).max():.3g}"
             )
         return 0.5 * (K + K.T)
 

@@ -46,5 +46,9 @@ class PCGrad(Combiner):
         return [rng.permutation(m) for _ in range(m)]
 
     def _combine(self, losses, gram, preference):
-        w, projections = pcgrad_weights(gram, self.orders(losses.size))
+        m = losses.size
+        # with two objectives each gradient has one other to meet: the order cannot matter,
+        # so no permutation is drawn
+        orders = [np.array([1]), np.array([0])] if m == 2 else self.orders(m)
+        w, projections = pcgrad_weights(gram, orders)
         return w, {"projections": float(projections)}
