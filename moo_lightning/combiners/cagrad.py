@@ -9,6 +9,7 @@ import cvxpy as cp
 import numpy as np
 
 from moo_lightning.combiners.base import Combiner, SolverError
+from moo_lightning.combiners.programs import ACCEPTED, Program, Programs, psd_factor, solve_program
 
 
 def _inner_two(Kb: np.ndarray, K: np.ndarray, s: float) -> np.ndarray:
@@ -39,7 +40,7 @@ def _inner_two(Kb: np.ndarray, K: np.ndarray, s: float) -> np.ndarray:
     return np.array([t, 1.0 - t])
 
 
-class _InnerSOCP:
+class _InnerSOCP(Program):
     """min_{w∈Δ} qᵀw + ‖Lᵀw‖ with K = LLᵀ and q = Kb/s, compiled once for m objectives (DPP)."""
 
     def __init__(self, m: int):
@@ -48,18 +49,16 @@ class _InnerSOCP:
         self.q = cp.Parameter(m)
         objective = cp.Minimize(self.q @ self.w + cp.norm(self.L.T @ self.w, 2))
         self.problem = cp.Problem(objective, [cp.sum(self.w) == 1])
-        assert self.problem.is_dpp()
+
+    def priming(self):
+        m = self.q.size
+        yield self.problem, {self.L: np.eye(m), self.q: np.ones(m)}
 
     def solve(self, K: np.ndarray, q: np.ndarray, solver: str) -> np.ndarray:
-        vals, vecs = np.linalg.eigh(K)
-        self.L.value = vecs * np.sqrt(np.clip(vals, 0.0, None))
-        self.q.value = q
-        try:
-            self.problem.solve(solver=solver)
-        except cp.error.SolverError as err:
-            raise SolverError(f"CAGrad inner problem failed: {err}") from err
-        if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            raise SolverError(f"CAGrad inner problem returned status {self.problem.status!r}")
+        self.L.value, self.q.value = psd_factor(K), q
+        status = solve_program(self.problem, solver)
+        if status not in ACCEPTED:
+            raise SolverError(f"CAGrad inner problem returned status {status!r}")
         w = np.clip(self.w.value, 0.0, None)
         w /= w.sum()
         polished = _polish(K, q, w)
@@ -136,7 +135,7 @@ class CAGrad(Combiner):
             )
         self.rescale = int(rescale)
         self.cvxpy_solver = self.check_cvxpy_solver(cvxpy_solver)
-        self._programs: dict[int, _InnerSOCP] = {}  # compiled once per m, not per-step state
+        self._programs = Programs(_InnerSOCP, self.cvxpy_solver)  # compiled once per m
 
     def _combine(self, losses, gram, preference):
         m = losses.size
@@ -152,9 +151,7 @@ class CAGrad(Combiner):
             if m == 2:
                 w_star = _inner_two(Kb, Kn, s)
             else:
-                if m not in self._programs:  # built and compiled once per m, not per step
-                    self._programs[m] = _InnerSOCP(m)
-                w_star = self._programs[m].solve(Kn, Kb / s, self.cvxpy_solver)
+                w_star = self._programs(m).solve(Kn, Kb / s, self.cvxpy_solver)
             gw = math.sqrt(max(float(w_star @ Kn @ w_star), 0.0))
         # ‖g_w‖ ≈ 0 (relative to trace(K) = 1): the min-norm point is 0, a Pareto-stationary
         # point; the term (s/‖g_w‖)·g_w has no direction, and only g₀ is kept (as LibMTL's +1e-4)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import cvxpy as cp
 import numpy as np
 
 from moo_lightning.combiners.base import Combiner, SolverError, normalised_gram
-
-_ACCEPTED = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+from moo_lightning.combiners.programs import ACCEPTED, Program, Programs, solve_program
 
 
 def non_uniformity(losses: np.ndarray, preference: np.ndarray) -> tuple[float, np.ndarray]:
@@ -52,12 +52,13 @@ def solve_lp_on_segment(objective: np.ndarray, A: np.ndarray, b: np.ndarray) -> 
     return np.array([t, 1.0 - t])
 
 
-class _EPOPrograms:
+class _EPOPrograms(Program):
     """The two EPO linear programs for m objectives, compiled once (DPP) and re-solved with new
     parameter values each step. Rows that balance mode leaves unconstrained are zeroed through
     the parameters (A_i = 0, b_i = 0), so no ±inf ever reaches the solver."""
 
-    def __init__(self, m: int, restricted: bool, solver: str):
+    def __init__(self, m: int, restricted: bool):
+        self.m = m
         self.w = cp.Variable(m, nonneg=True)
         # balance mode
         self.c = cp.Parameter(m)
@@ -75,17 +76,11 @@ class _EPOPrograms:
         if restricted:
             cons.append(self.c_descent @ self.w >= self.floor)
         self.descent = cp.Problem(cp.Maximize(self.colsum @ self.w), cons)
-        for prob in (self.balance, self.descent):
-            assert prob.is_dpp(), "EPO programs must be DPP so cvxpy compiles them once"
-        # Prime both programs: cvxpy builds a first solve's data by full compilation and later
-        # ones by parameter substitution, which differ in the last bits. Priming sends every real
-        # solve down the same path, so a fresh (e.g. resumed) process reproduces a long run.
-        eye, ones = np.eye(m), np.ones(m)
-        self.c.value, self.A.value, self.b.value = ones, eye, np.zeros(m)
-        self.K.value, self.colsum.value = eye, ones
-        self.c_descent.value, self.floor.value = ones, 0.0
-        self.balance.solve(solver=solver)
-        self.descent.solve(solver=solver)
+
+    def priming(self):
+        eye, ones = np.eye(self.m), np.ones(self.m)
+        yield self.balance, {self.c: ones, self.A: eye, self.b: np.zeros(self.m)}
+        yield self.descent, {self.K: eye, self.colsum: ones, self.c_descent: ones, self.floor: 0.0}
 
 
 class EPO(Combiner):
@@ -123,12 +118,13 @@ class EPO(Combiner):
         self.descent = descent
         self.solver = solver
         self.cvxpy_solver = cvxpy_solver
-        self._programs: dict[int, _EPOPrograms] = {}  # compiled once per m, not per-step state
+        restricted = descent == "restricted"
+        # compiled once per m (not per-step state)
+        self._programs = Programs(partial(_EPOPrograms, restricted=restricted), cvxpy_solver)
 
     def programs(self, m: int) -> _EPOPrograms:
-        if m not in self._programs:
-            self._programs[m] = _EPOPrograms(m, self.descent == "restricted", self.cvxpy_solver)
-        return self._programs[m]
+        """The compiled LPs for m objectives (built and primed on first use)."""
+        return self._programs(m)
 
     def supports(self, m: int) -> bool:
         return self.solver != "exact" or m == 2
@@ -182,12 +178,8 @@ class EPO(Combiner):
                 prog.c_descent.value, prog.floor.value = c, min(float(c.max()), 0.0)
                 problem = prog.descent
             start = time.perf_counter()
-            try:
-                problem.solve(solver=self.cvxpy_solver)
-                status = problem.status
-            except cp.error.SolverError as err:
-                status = f"error ({err})"
-            w = prog.w.value if status in _ACCEPTED else None
+            status = solve_program(problem, self.cvxpy_solver)
+            w = prog.w.value if status in ACCEPTED else None
             if w is None and m == 2:
                 # the interior-point solver can fail on a near-degenerate LP (seen with CLARABEL
                 # in descent mode at μ ≈ 1e-9): for two objectives the same LP has an exact

@@ -15,6 +15,7 @@ from moo_lightning.combiners.criteria import (
     criterion_gradient,
 )
 from moo_lightning.combiners.mgda import min_norm_weights
+from moo_lightning.combiners.programs import ACCEPTED, Program, Programs, psd_factor, solve_program
 
 # --- the dual box QP: min_{λ≥0} ½ λᵀKλ + λᵀq ---
 
@@ -39,7 +40,7 @@ def box_qp_two(K: np.ndarray, q: np.ndarray) -> np.ndarray:
     return candidates[int(np.argmin(values))]
 
 
-class _DualQP:
+class _DualQP(Program):
     """min_{λ≥0} ½‖Lᵀλ‖² + qᵀλ with K = LLᵀ, compiled once for m objectives (DPP)."""
 
     def __init__(self, m: int):
@@ -49,23 +50,16 @@ class _DualQP:
         self.problem = cp.Problem(
             cp.Minimize(0.5 * cp.sum_squares(self.L.T @ self.lam) + self.q @ self.lam)
         )
-        assert self.problem.is_dpp()
-        self._primed = False
+
+    def priming(self):
+        m = self.q.size
+        yield self.problem, {self.L: np.eye(m), self.q: np.ones(m)}
 
     def solve(self, K: np.ndarray, q: np.ndarray, solver: str) -> np.ndarray:
-        vals, vecs = np.linalg.eigh(K)
-        if not self._primed:  # first solves compile, later ones substitute: see EPO's priming
-            self.L.value, self.q.value = np.eye(q.size), np.ones(q.size)
-            self.problem.solve(solver=solver)
-            self._primed = True
-        self.L.value = vecs * np.sqrt(np.clip(vals, 0.0, None))
-        self.q.value = q
-        try:
-            self.problem.solve(solver=solver)
-        except cp.error.SolverError as err:
-            raise SolverError(f"PNG dual QP failed: {err}") from err
-        if self.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            raise SolverError(f"PNG dual QP returned status {self.problem.status!r}")
+        self.L.value, self.q.value = psd_factor(K), q
+        status = solve_program(self.problem, solver)
+        if status not in ACCEPTED:
+            raise SolverError(f"PNG dual QP returned status {status!r}")
         return np.clip(self.lam.value, 0.0, None)
 
 
@@ -95,7 +89,7 @@ class PNG(Combiner):
     ):
         super().__init__(on_failure)
         self.cvxpy_solver = self.check_cvxpy_solver(cvxpy_solver)
-        self._programs: dict[int, _DualQP] = {}  # compiled once per m, not per-step state
+        self._programs = Programs(_DualQP, cvxpy_solver)  # compiled once per m, not state
         alpha = self.check_number("alpha", alpha, 0.0, strict=True)
         e = self.check_number("e", e, 0.0)
         if criterion is not None and not callable(criterion):
@@ -131,9 +125,7 @@ class PNG(Combiner):
             if m <= 2:
                 lam = box_qp_two(Kn, q)
             else:
-                if m not in self._programs:  # built and compiled once per m, not per step
-                    self._programs[m] = _DualQP(m)
-                lam = self._programs[m].solve(Kn, q, self.cvxpy_solver)
+                lam = self._programs(m).solve(Kn, q, self.cvxpy_solver)
         else:
             phi, lam = 0.0, np.zeros(m)
         diag.update(
