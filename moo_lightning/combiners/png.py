@@ -22,22 +22,33 @@ from moo_lightning.combiners.programs import ACCEPTED, Program, Programs, psd_fa
 
 def box_qp_two(K: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Exact min_{λ ≥ 0} ½λᵀKλ + qᵀλ for m ≤ 2: the optimum of each active set (none, {1}, {2},
-    both) is feasible by construction; the one with the lowest objective is the global optimum."""
-    m = q.size
-    candidates = [np.zeros(m)]
-    for i in range(m):
-        if K[i, i] > 0:
-            lam = np.zeros(m)
-            lam[i] = max(0.0, -q[i] / K[i, i])
-            candidates.append(lam)
-    if m == 2:
-        det = K[0, 0] * K[1, 1] - K[0, 1] ** 2
-        if det > 1e-14 * max(K[0, 0] * K[1, 1], 1e-300):
-            lam = np.linalg.solve(K, -q)
-            if np.all(lam >= 0):
-                candidates.append(lam)
-    values = [0.5 * lam @ K @ lam + q @ lam for lam in candidates]
-    return candidates[int(np.argmin(values))]
+    both) is feasible by construction; the one with the lowest objective is the global optimum
+    (the first of equal ones, in that order). Scalar arithmetic: this runs once per step."""
+    if q.size == 1:
+        k, b = float(K[0, 0]), float(q[0])
+        lam = max(0.0, -b / k) if k > 0 else 0.0
+        return np.array([lam if 0.5 * k * lam * lam + b * lam < 0.0 else 0.0])
+    (a, c), (_, d) = K.tolist()
+    q1, q2 = q.tolist()
+    best, best_value = (0.0, 0.0), 0.0
+    if a > 0:
+        x = max(0.0, -q1 / a)
+        value = 0.5 * a * x * x + q1 * x
+        if value < best_value:
+            best, best_value = (x, 0.0), value
+    if d > 0:
+        y = max(0.0, -q2 / d)
+        value = 0.5 * d * y * y + q2 * y
+        if value < best_value:
+            best, best_value = (0.0, y), value
+    det = a * d - c * c
+    if det > 1e-14 * max(a * d, 1e-300):  # both active: K λ = −q by Cramer's rule
+        x, y = (c * q2 - d * q1) / det, (c * q1 - a * q2) / det
+        if x >= 0.0 and y >= 0.0:
+            value = 0.5 * (a * x * x + 2.0 * c * x * y + d * y * y) + q1 * x + q2 * y
+            if value < best_value:
+                best = (x, y)
+    return np.array(best)
 
 
 class _DualQP(Program):

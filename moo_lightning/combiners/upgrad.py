@@ -18,6 +18,7 @@ from scipy.optimize import nnls
 
 from moo_lightning.combiners.base import Combiner, SolverError
 from moo_lightning.combiners.png import box_qp_two
+from moo_lightning.combiners.programs import psd_factor
 
 
 def conditioned_gram(gram: np.ndarray, norm_eps: float, reg_eps: float) -> np.ndarray:
@@ -32,12 +33,6 @@ def conditioned_gram(gram: np.ndarray, norm_eps: float, reg_eps: float) -> np.nd
     return Kn + reg_eps * np.eye(m)
 
 
-def _factor(A: np.ndarray) -> np.ndarray:
-    """L with A = LLᵀ for a PSD A (eigenvalues below round-off clipped to zero)."""
-    vals, vecs = np.linalg.eigh(A)
-    return vecs * np.sqrt(np.clip(vals, 0.0, None))
-
-
 def dual_cone_weights(A: np.ndarray, u: np.ndarray, L: np.ndarray | None = None) -> np.ndarray:
     """v = argmin_{v ≥ u} vᵀAv for a PSD A (m, m) with trace O(1): the weights of the projection of
     Gᵀu onto the dual cone of G's rows. Raises SolverError when the KKT conditions fail."""
@@ -45,7 +40,7 @@ def dual_cone_weights(A: np.ndarray, u: np.ndarray, L: np.ndarray | None = None)
     if m <= 2:
         lam = box_qp_two(A, A @ u)
     else:
-        L = _factor(A) if L is None else L
+        L = psd_factor(A) if L is None else L
         try:
             lam, _ = nnls(L.T, -(L.T @ u))
         except RuntimeError as err:  # iteration limit of the active-set method
@@ -94,7 +89,7 @@ class UPGrad(_DualConeCombiner):
         A = conditioned_gram(gram, self.norm_eps, self.reg_eps)
         u = preference / preference.sum()
         m = u.size
-        L = _factor(A) if m > 2 else None
+        L = psd_factor(A) if m > 2 else None
         w = np.zeros(m)
         lifted = 0
         for i in range(m):
