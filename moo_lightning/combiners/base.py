@@ -206,7 +206,8 @@ class Combiner(abc.ABC):
     def __init__(self, on_failure: str = "raise"):
         if on_failure not in ("raise", "ls"):
             raise ValueError(
-                f"combiner.on_failure must be 'raise' or 'ls' (normalised preference). "
+                f"combiner.on_failure must be 'raise' or 'ls' (linear scalarisation at the "
+                f"preference, or at equal weights for a combiner that ignores it). "
                 f"Found {on_failure!r}"
             )
         self.on_failure = on_failure
@@ -246,13 +247,17 @@ class Combiner(abc.ABC):
         except SolverError as err:
             if self.on_failure == "raise":
                 raise
+            # LS at the run's preference; a combiner that ignores the preference has none
+            # recorded for the run, so its fallback is LS at equal weights
+            target = "the normalised preference" if self.uses_preference else "equal weights"
             warnings.warn(
-                f"{self.name}: {err}; falling back to the normalised preference "
+                f"{self.name}: {err}; falling back to {target} "
                 "(counted in train/combiner/fallbacks)",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            w, diag, fallback, recovered = r / r.sum(), {"solver_failed": 1.0}, True, False
+            w = r / r.sum() if self.uses_preference else np.full(m, 1.0 / m)
+            diag, fallback, recovered = {"solver_failed": 1.0}, True, False
             criterion_weight = 0.0
         weights = torch.as_tensor(np.asarray(w, dtype=np.float64))
         weights = weights.to(device=losses.device, dtype=losses.dtype)

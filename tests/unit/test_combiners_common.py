@@ -167,4 +167,16 @@ def test_failure_policy_raise_or_counted_fallback():
     with pytest.warns(RuntimeWarning, match="falling back"):
         res = _Failing(on_failure="ls")(*args)
     assert res.fallback and res.diagnostics["solver_failed"] == 1.0
+    # MGDA ignores the preference (the run records none): its fallback is LS at equal weights
+    np.testing.assert_allclose(res.weights.numpy(), [0.5, 0.5])
+
+
+class _FailingEPO(EPO):
+    def _combine(self, losses, gram, preference, **extra):
+        raise SolverError("status 'infeasible'")
+
+
+def test_the_fallback_of_a_preference_combiner_is_ls_at_that_preference():
+    with pytest.warns(RuntimeWarning, match="falling back to the normalised preference"):
+        res = _FailingEPO(on_failure="ls")(torch.tensor([0.5, 0.5]), torch.eye(2), [0.25, 0.75])
     np.testing.assert_allclose(res.weights.numpy(), [0.25, 0.75])

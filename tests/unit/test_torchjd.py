@@ -162,7 +162,8 @@ def test_torchjd_errors_become_solver_errors_and_follow_on_failure():
             torch.tensor([0.5, 0.5]), K, [0.25, 0.75]
         )
     assert res.fallback
-    np.testing.assert_allclose(res.weights.numpy(), [0.25, 0.75])
+    # Krum ignores the preference (none is recorded for the run): LS at equal weights
+    np.testing.assert_allclose(res.weights.numpy(), [0.5, 0.5])
 
 
 def test_preference_rule():
