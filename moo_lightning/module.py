@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -340,8 +341,14 @@ class MultiObjectiveModule(L.LightningModule):
         global_rows = self._global_losses(rows)
         if global_rows is None:
             return self._bad_step(f"non-finite losses {losses.detach().cpu().tolist()}")
+        # the combiners' state as it was: a skipped step must leave it untouched (a GradVac EMA
+        # or a DWA history updated by a step that is then skipped would not match a run that
+        # never saw the batch)
+        saved = copy.deepcopy(self.row_combiners.state_dict())
         results = self.write_gradients(rows, global_rows)
         if isinstance(results, str):
+            if saved is not None:
+                self.row_combiners.load_state_dict(saved)
             return self._bad_step(results)
         self._finish_step(opt, global_rows, results)
         return results

@@ -123,3 +123,33 @@ def test_a_loss_matrix_is_refused_by_the_single_model_step():
     module = Tiny(LinearScalarization())
     with pytest.raises(ValueError, match="EnsembleModule"):
         module.multi_objective_step(torch.ones(2, 3))
+
+
+def test_a_skipped_step_leaves_the_combiners_state_as_it_was():
+    """The combine runs before the step is found non-finite (here: the combiner's weights); the
+    state it updated on the way (GradVac's targets and step) is put back."""
+    import copy
+
+    from moo_lightning.combiners.gradvac import GradVac
+
+    class NaNWeightsOnce(GradVac):
+        calls = 0
+
+        def _combine(self, losses, gram, preference):
+            w, diag = super()._combine(losses, gram, preference)
+            NaNWeightsOnce.calls += 1
+            return (w * float("nan"), diag) if NaNWeightsOnce.calls == 3 else (w, diag)
+
+    states = []
+
+    class Recording(Tiny):
+        def on_train_batch_start(self, batch, batch_idx):
+            states.append(copy.deepcopy(self.row_combiners.state_dict()))
+
+    torch.manual_seed(1)
+    module = Recording(NaNWeightsOnce())
+    data = torch.utils.data.TensorDataset(torch.randn(64, 5))
+    _quiet_trainer().fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    assert module.skipped_steps == 1
+    assert states[3] == states[2]  # the third step (index 2) was skipped: nothing changed
+    assert states[2] != states[1]  # an ordinary step does change it
