@@ -235,8 +235,11 @@ class MultiObjectiveModule(L.LightningModule):
             # each process its own copy: ddp_spawn hands tensors to the ranks in shared memory,
             # and the module's parameters are the only ones it copies back to private storage
             p.data = p.data.clone()
-        if learnable:  # the combiner's own weights (UW) step with the model's
-            opt.add_param_group({"params": learnable})
+        if learnable:  # the combiner's own weights (UW) step with the model's optimizer
+            group = {"params": learnable}
+            if "weight_decay" in opt.defaults:
+                group["weight_decay"] = 0.0  # a decay would pull UW's log-variances towards 0
+            opt.add_param_group(group)
         if self.scheduler_factory is None:
             return opt
         # the budget in optimizer steps, from max_steps or max_epochs × batches per epoch
@@ -526,10 +529,17 @@ class MultiObjectiveModule(L.LightningModule):
         self._log_step(global_losses, results)
 
     def clip(self, opt) -> None:
-        """Clip the direction to norm ``gradient_clip_val``."""
+        """Clip the direction to norm ``gradient_clip_val``: the model's parameters only (the
+        combiner's own weights, UW's log-variances, are set aside while clipping)."""
+        learnable = self.row_combiners.parameters()
+        aside = [p.grad for p in learnable]
+        for p in learnable:
+            p.grad = None  # clipping skips parameters without a gradient
         self.clip_gradients(
             opt, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm"
         )
+        for p, g in zip(learnable, aside):
+            p.grad = g
 
     def _optimizer_step(self, opt) -> None:
         """One optimizer step and one scheduler step: the budget (``trainer.max_steps``, which

@@ -153,3 +153,36 @@ def test_a_skipped_step_leaves_the_combiners_state_as_it_was():
     assert module.skipped_steps == 1
     assert states[3] == states[2]  # the third step (index 2) was skipped: nothing changed
     assert states[2] != states[1]  # an ordinary step does change it
+
+
+def test_uw_log_variances_get_no_weight_decay_and_no_clipping():
+    """UW's log-variances step with the model's optimizer, but a weight decay would pull them to
+    0 and the direction's clipping would shrink their own gradient: neither applies to them."""
+    from moo_lightning.combiners import UncertaintyWeighting
+
+    class WithDecay(Tiny):
+        def __init__(self, combiner):
+            super().__init__(combiner)
+            self.optimizer_factory = lambda ps: torch.optim.AdamW(ps, lr=0.1, weight_decay=0.5)
+            self.gradient_clip_val = 1e-6
+
+    seen = {}
+
+    class Spy(WithDecay):
+        def _optimizer_step(self, opt):
+            (s,) = self.row_combiners.parameters()
+            seen["s_grad"] = s.grad.clone()
+            seen["model_norm"] = float(
+                torch.sqrt(sum((p.grad**2).sum() for p in self.net.parameters()))
+            )
+            seen["groups"] = [g["weight_decay"] for g in opt.param_groups]
+            super()._optimizer_step(opt)
+
+    torch.manual_seed(1)
+    module = Spy(UncertaintyWeighting(num_objectives=3))
+    data = torch.utils.data.TensorDataset(torch.randn(16, 5))
+    _quiet_trainer().fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    assert seen["groups"] == [0.5, 0.0]
+    assert seen["model_norm"] <= 1.01e-6  # the model's direction is clipped
+    # s.grad_i = 1 − ℓ_i e^{−s_i} at s = 0: untouched by the clipping (|s.grad| is O(1))
+    assert float(seen["s_grad"].abs().max()) > 1e-3
