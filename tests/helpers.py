@@ -107,7 +107,7 @@ def write_glue(folder: Path, task: str, n_train: int = 60, n_val: int = 40) -> P
 
 def write_digits(folder: Path, n: int = 600) -> Path:
     """``n`` random 28×28 'digits' with labels 0..9 as MNIST t10k IDX files."""
-    from moo_lightning.tasks.multi_mnist.data import write_idx
+    from moo_lightning.mnist import write_idx
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from moo_lightning.mnist import read_idx, read_images, read_labels, read_mnist, write_idx
 from moo_lightning.tasks.multi_mnist.data import (
     TEST_SPLIT_NOTE,
     TRAIN_SPLIT_NOTE,
@@ -13,12 +14,7 @@ from moo_lightning.tasks.multi_mnist.data import (
     MultiMNIST,
     build_splits,
     compose,
-    read_idx,
-    read_images,
-    read_labels,
-    read_mnist,
     sample_pairs,
-    write_idx,
 )
 from moo_lightning.tasks.multi_mnist.lenet import MultiLeNet, StackedMultiLeNet, member_seed
 

@@ -12,7 +12,6 @@ own disjoint digits of an MNIST IDX file)."""
 
 from __future__ import annotations
 
-import gzip
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from moo_lightning.batches import IndexBatches
+from moo_lightning.mnist import find_idx, read_mnist
 from moo_lightning.tasks.dg.jigsaw import (
     GRID,
     draw_jigsaw_labels,
@@ -290,44 +290,11 @@ class JigsawData(L.LightningDataModule):
 # --- Rotated MNIST (the offline stand-in) ---------------------------------------------------------
 
 
-def _idx_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if path.name.endswith(".gz") else raw
-
-
-def read_idx_ubyte(path, ndim: int) -> np.ndarray:
-    """An IDX file of unsigned bytes (plain or .gz) with ``ndim`` dimensions as uint8."""
-    path = Path(path)
-    data = _idx_bytes(path)
-    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else -1
-    if magic != (0x08 << 8) | ndim:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes with {ndim} dimensions")
-    dims = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
-    header = 4 + 4 * ndim
-    if len(data) - header != math.prod(dims):
-        raise ValueError(f"{path}: {len(data) - header} bytes of data for shape {dims}")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()
-
-
-def find_mnist(folder, split: str = "t10k") -> tuple[Path, Path]:
-    folder = Path(folder)
-    found = []
-    for kind, dims in (("images", 3), ("labels", 1)):
-        names = [f"{split}-{kind}-idx{dims}-ubyte", f"{split}-{kind}.idx{dims}-ubyte"]
-        hits = [
-            where / (n + gz)
-            for where in (folder, folder / "MNIST" / "raw")
-            for n in names
-            for gz in ("", ".gz")
-            if (where / (n + gz)).is_file()
-        ]
-        if not hits:
-            raise FileNotFoundError(
-                f"{folder}: no {names[0]}[.gz] (also looked in MNIST/raw/). data.path must be "
-                "a folder with MNIST IDX files; offline, ../shared/data/mnist holds the t10k split"
-            )
-        found.append(hits[0])
-    return found[0], found[1]
+MNIST_HINT = (
+    "data.path must be a folder with the MNIST IDX files <split>-images-idx3-ubyte and "
+    "<split>-labels-idx1-ubyte (plain or .gz; also found under MNIST/raw/); offline, "
+    "../shared/data/mnist holds the t10k split"
+)
 
 
 def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
@@ -394,7 +361,7 @@ class RotatedMNIST(JigsawData):
         return str(int(self.target)) if str(self.target).lstrip("-").isdigit() else str(self.target)
 
     def _cache_key(self) -> tuple:
-        files = find_mnist(self.path, self.split)
+        files = [find_idx(self.path, self.split, kind, MNIST_HINT) for kind in ("images", "labels")]
         stamp = tuple((str(f.resolve()), f.stat().st_mtime_ns) for f in files)
         return ("rmnist", stamp, tuple(self.angles), self.per_domain, self.image_size,
                 self.split_seed, self.val_fraction)  # fmt: skip
@@ -402,16 +369,13 @@ class RotatedMNIST(JigsawData):
     def _load(self):
         if not Path(self.path).is_dir():
             raise FileNotFoundError(f"data.path {self.path!r} is not a folder")
-        image_file, label_file = find_mnist(self.path, self.split)
-        images, labels = read_idx_ubyte(image_file, 3), read_idx_ubyte(label_file, 1)
-        if len(images) != len(labels):
-            raise ValueError(f"{image_file}: {len(images)} images, {len(labels)} labels")
+        images, labels = read_mnist(self.path, self.split, MNIST_HINT)
         k = len(self.angles)
         per = self.per_domain or len(images) // k
         if per * k > len(images):
             raise ValueError(
                 f"data.per_domain={per} × {k} domains needs {per * k:,} digits; "
-                f"{image_file} holds {len(images):,}"
+                f"the {self.split} split in {self.path} holds {len(images):,}"
             )
         order = np.random.default_rng([self.split_seed, 6]).permutation(len(images))
         per_domain = []
