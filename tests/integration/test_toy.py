@@ -206,3 +206,38 @@ def test_every_combiner_trains_the_toy_problem_through_train_py(tmp_path):
         assert m["status"] == "ok" and m["steps"] == 30 and m["skipped_steps"] == 0, name
         uses = build_combiner(name).uses_preference
         assert (m["preference"] is not None) == uses, name
+
+
+@pytest.mark.slow
+def test_every_wrapped_torchjd_method_trains_the_toy_problem_through_train_py(tmp_path):
+    """Every TorchJD method that combiner=torchjd wraps for two objectives (Krum needs three)
+    trains the toy problem through the command line, the preference recorded exactly when the
+    wrapper fills a preference-like argument of the method."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from moo_lightning.combiners import TorchJD
+    from tests.helpers import ROOT
+    from tests.integration.test_combiners_multi_mnist import TORCHJD_KWARGS, TORCHJD_PLAIN
+
+    base = [sys.executable, "train.py", "-m", "task=toy", "logger=none", "save_model=false",
+            "data.steps=30", "combiner=torchjd"]  # fmt: skip
+    runs = [(tmp_path / "plain", ["combiner.method=" + ",".join(TORCHJD_PLAIN)])]
+    for method, kwargs in TORCHJD_KWARGS.items():
+        runs.append((tmp_path / method, [f"combiner.method={method}", f"combiner.kwargs={kwargs}"]))
+    seen = {}
+    for out, overrides in runs:
+        cmd = [*base, f"hydra.sweep.dir={out}", *overrides]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        for path in out.rglob("metrics.json"):
+            m = json.loads(path.read_text())
+            method = m["combiner"].removeprefix("torchjd[").rstrip("]")
+            uses = TorchJD(method, yaml.safe_load(TORCHJD_KWARGS.get(method, "null")))
+            seen[method] = m
+            assert m["status"] == "ok" and m["steps"] == 30 and m["skipped_steps"] == 0, method
+            assert (m["preference"] is not None) == uses.uses_preference, method
+    assert sorted(seen) == sorted(TORCHJD_PLAIN + list(TORCHJD_KWARGS))
