@@ -2,7 +2,8 @@
 
 ``wandb_logger`` names, groups and tags a W&B run from a mapping of labels (task, N, objective,
 combiner, preference, τ, λ, lr, seed, ...) and refuses, in one line and before training, an
-online run that has no API key.
+online run that has no API key. ``finish`` puts a run's record into a logger's summary (W&B:
+texts, lists and tables, and the run's figures) and closes it when the run ends.
 """
 
 from __future__ import annotations

@@ -135,10 +135,11 @@ def evaluate(
 
     from moo_lightning.cli.build import build
     from moo_lightning.cli.errors import BadSetting
-    from moo_lightning.cli.naming import settings
+    from moo_lightning.cli.naming import register_resolvers, settings
     from moo_lightning.records import check_checkpoint
 
     start = time.perf_counter()
+    register_resolvers()  # the saved config keeps its interpolations (few_shot_budget, ...)
     run_dir, ckpt = find_run(target)
     recorded = RunRecord.find(run_dir) or RunRecord()
     cfg = run_config(run_dir, changes, recorded.settings)
