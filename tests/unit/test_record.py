@@ -136,7 +136,9 @@ def test_old_and_new_layouts_make_the_same_table(tmp_path):
             ):
                 folder = tmp_path / layout / f"{loss}_s{seed}"
                 (folder / ".hydra").mkdir(parents=True)
-                (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+                (folder / ".hydra" / "config.yaml").write_text(
+                    yaml.safe_dump(config, sort_keys=False)
+                )
                 m = old_layout(seed, loss, val, test)
                 if layout == "new":
                     m = RunRecord.from_json(m)
