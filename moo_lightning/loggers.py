@@ -2,13 +2,17 @@
 
 ``wandb_logger`` names, groups and tags a W&B run from a mapping of labels (task, N, objective,
 combiner, preference, τ, λ, lr, seed, ...) and refuses, in one line and before training, an
-online run that has no API key.
+online run that has no API key. ``finish`` puts a run's record into a logger's summary (W&B:
+texts, lists and tables, and the run's figures) and closes it when the run ends.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from moo_lightning.record import RunRecord
 
 # W&B modes in which nothing is sent, so no API key is needed
 _LOCAL_MODES = ("offline", "dryrun", "disabled")
@@ -122,3 +126,67 @@ def wandb_logger(
         offline=offline,
         **kwargs,
     )
+
+
+# figures a run may leave in its folder: logged to W&B as images under figures/<stem>
+FIGURES = ("trajectory.png", "loss_space.png")
+
+
+def finish(logger, record: RunRecord) -> None:
+    """Put the run's record in the logger's summary (W&B; under the metrics.json keys) and close
+    it, so the next job of an in-process sweep starts a run of its own."""
+    metrics = record.to_json()
+    numeric = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    experiment = getattr(logger, "experiment", None)
+    summary = getattr(experiment, "summary", None)
+    if summary is not None:
+        summary.update(numeric)
+        if _is_wandb(logger):
+            _wandb_results(logger, metrics, summary)
+    logger.finalize("success")
+    if hasattr(experiment, "finish"):
+        experiment.finish()
+
+
+def _is_wandb(logger) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)
+
+
+def _numbers(value) -> bool:
+    """A non-empty flat list of numbers."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _wandb_results(logger, metrics: dict, summary) -> None:
+    """What metrics.json holds beyond numbers, into the W&B run: texts (status, combiner, ...);
+    flat lists of numbers (final losses, preference) as the list and one entry per index
+    (``final_train_losses/0``, ``/1``: what a scatter panel plots); lists of rows (per-member
+    test losses, preferences, the validation history) as tables ``tables/<key>``; and the
+    figures of the run folder (the logger's save_dir) as images ``figures/<name>``."""
+    step = metrics.get("steps")
+    summary.update({k: v for k, v in metrics.items() if isinstance(v, str)})
+    for key, value in metrics.items():
+        if _numbers(value):
+            summary.update({key: value, **{f"{key}/{i}": v for i, v in enumerate(value)}})
+        elif isinstance(value, list) and value and all(_numbers(row) for row in value):
+            width = max(len(row) for row in value)
+            if key == "val_history" and width == 2:  # (step, value) pairs
+                columns, rows = ["step", "value"], value
+            else:
+                columns = ["row", *(f"{key}/{j}" for j in range(width))]
+                rows = [[i, *row, *[None] * (width - len(row))] for i, row in enumerate(value)]
+            logger.log_table(key=f"tables/{key}", columns=columns, data=rows, step=step)
+    run_dir = Path(logger.save_dir or ".")
+    for name in FIGURES:
+        if (run_dir / name).is_file():
+            logger.log_image(
+                key=f"figures/{Path(name).stem}", images=[str(run_dir / name)], step=step
+            )

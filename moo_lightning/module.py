@@ -118,6 +118,9 @@ class MultiObjectiveModule(L.LightningModule):
     ``max_bad_steps`` consecutive ones stop the run. Ensembles: :mod:`moo_lightning.ensemble`.
     """
 
+    # the record's entries the end-of-run summary shows (numbers only), in this order
+    headline_metrics: tuple[str, ...] = ()
+
     def __init__(
         self,
         combiner: Combiner,
@@ -180,7 +183,8 @@ class MultiObjectiveModule(L.LightningModule):
         return feats
 
     def export(self, run_dir) -> dict:
-        """Entries for the run's metrics.json (and files in ``run_dir``) once fit and test are
+        """The task's entries for the run's metrics.json (``RunRecord.task_metrics``; the
+        record's own fields cannot be replaced) and files in ``run_dir``, once fit and test are
         done; on rank 0 only."""
         return {}
 

@@ -1,16 +1,13 @@
-"""What a run leaves behind, made trustworthy: strict-JSON metrics written atomically under a
-unique temporary name, one writer per run folder, the settings that produced a result (compared
-key by key before a finished job is skipped or a checkpoint resumed), and a status that keeps
-diverged or unvalidated runs out of tables."""
+"""What a run leaves behind, made trustworthy: one writer per run folder, the settings that
+produced a result (compared key by key before a finished job is skipped or a checkpoint resumed),
+checksummed checkpoints, and a status that keeps diverged or unvalidated runs out of tables. The
+record itself (metrics.json) is moo_lightning.record."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
-import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,50 +17,6 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from moo_lightning.errors import ConfigError
-
-# the statuses a finished job can have; only "ok" carries headline accuracies
-STATUSES = ("ok", "diverged", "no_steps", "no_validation")
-
-
-def strict_json(value):
-    """``value`` with every non-finite float replaced by None (strict JSON has no NaN/inf)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(v) for v in value]
-    return value
-
-
-def scalar(value):
-    """A logged metric as a plain number (tensors have .item())."""
-    return float(value.item()) if hasattr(value, "item") else value
-
-
-def write_json_atomic(path: Path, value) -> None:
-    """Write strict JSON to a unique temporary file beside ``path`` and rename it into place:
-    readers see the old file or the new one, never half of one, even with concurrent writers."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary file would be (mkstemp makes it 0600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(strict_json(value), f, indent=2, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``, or None when it is missing or unreadable."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class FolderBusyError(RuntimeError):
@@ -275,56 +228,3 @@ def check_checkpoint(path) -> None:
             f"ckpt_path={path!r} was not loaded: a checkpoint is read as weights and plain state "
             f"only, and this file is not one ({first})"
         ) from None
-
-
-def summary_block(run_dir: Path, m: dict) -> str:
-    """The block every run ends with: its folder, headline results and the time it took."""
-    heads = [
-        f"{k} {m[k]:.4g}"
-        for k in (
-            "val/acc_best",
-            "test/acc",
-            "val/hv_loss",
-            "test/hv_loss",
-            "test/hv_error",
-            "hv_ratio",
-            "final_g",
-        )  # fmt: skip
-        if isinstance(m.get(k), float)
-    ]
-    if m.get("best_step") is not None and "val/acc_best" in m:
-        heads.append(f"best at step {m['best_step']}")
-    losses = m.get("final_losses") or m.get("final_train_losses")
-    if losses and not isinstance(losses[0], list):
-        heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
-    steps = m.get("steps")
-    counts = f"{steps} step{'' if steps == 1 else 's'}, {m.get('skipped_steps')} skipped"
-    choices = m.get("choices") or {}
-    what = [
-        str(m.get("task") or choices.get("task") or ""),
-        *(f"{k} {choices[k]}" for k in ("encoder", "objective") if choices.get(k)),
-        f"combiner {m['combiner']}" if m.get("combiner") else "",
-        "r (" + ", ".join(f"{v:g}" for v in m["preference"]) + ")" if m.get("preference") else "",
-        f"{m['members']} members" if m.get("members") else "",
-        f"seed {m['seed']}" if m.get("seed") is not None else "",
-    ]
-    early = m.get("stopped_early")
-    if early:
-        best = early.get("best")
-        counts += (
-            f" · stopped early at step {early['step']}: {early['monitor']} "
-            + (f"best {best:.4g}, " if isinstance(best, float) else "")
-            + str(early.get("reason", ""))
-        )
-    model = ""
-    if m.get("model"):
-        size = m.get("model_bytes")
-        model = f", {m['model']}" + (f" ({size / 1e6:.0f} MB)" if size else "")
-    lines = [
-        f"== {m['status']}: {run_dir}",
-        "   " + " · ".join(w for w in what if w),
-        "   " + (" · ".join(heads) if heads else m.get("status_reason", "")),
-        f"   {counts} · {m['wall_time_s']:.1f} s (fit {m['timing_s']['fit']:.1f} s) · metrics.json"
-        + model,
-    ]
-    return "\n".join(lines)

@@ -15,12 +15,16 @@ rounded up to a multiple of the validation interval.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+# the checkout's package, so that `python sweep/budget_curves.py` reads records as runs wrote them
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning.record import RunRecord  # noqa: E402
 
 LOSS = {"ce": "CE", "ce_scl": "CE+SCL"}
 
@@ -30,26 +34,22 @@ def load_curves(sweep_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(sweep_dir.rglob("metrics.json")):
         try:
-            m = json.loads(path.read_text())
+            m = RunRecord.read(path, strict=False)
         except (OSError, ValueError):
             print(f"left out (unreadable): {path}")
             continue
-        if not m.get("complete") or m.get("status", "ok") != "ok" or not m.get("val_history"):
+        if not m.complete or m.status != "ok" or not m.get("val_history"):
             print(f"left out (no result): {path}")
             continue
         # the settings recorded with the result; older runs only have Hydra's copy
-        cfg = m.get("settings") or yaml.safe_load(
-            (path.parent / ".hydra" / "config.yaml").read_text()
-        )
-        loss = LOSS.get(
-            m["objective"], f"CE+{str(m.get('combiner_used') or m.get('combiner')).upper()}"
-        )
-        for step, acc in m["val_history"]:
+        cfg = m.settings or yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
+        loss = LOSS.get(m.get("objective"), f"CE+{str(m.combiner).upper()}")
+        for step, acc in m.get("val_history"):
             rows.append(
                 {
                     "loss": loss,
                     "lr": float(cfg["optimizer"]["lr"]),
-                    "seed": m["seed"],
+                    "seed": m.seed,
                     "step": int(step),
                     "val_acc": float(acc),
                 }

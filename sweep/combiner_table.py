@@ -47,7 +47,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's moo_lightning
 from pareto_report import label_rows, paired_p, settings_differences, trial_free  # noqa: E402
+
+from moo_lightning.record import RunRecord  # noqa: E402
 
 TASK = "multi_mnist"
 TASKS = (1, 2)
@@ -58,24 +61,22 @@ def _is_number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _parse(m) -> dict:
-    """The fields of one run's metrics.json the table uses; ValueError(why) otherwise."""
-    if not isinstance(m, dict):
-        raise ValueError("metrics.json is not a JSON object")
-    if m.get("complete") is not True:
+def _parse(m: RunRecord) -> dict:
+    """The fields of one run's record the table uses; ValueError(why) otherwise."""
+    if m.complete is not True:
         raise ValueError("incomplete (`complete` is not true: the job did not finish)")
-    if m.get("status") != "ok":
-        raise ValueError(f"status {m.get('status')}: {m.get('status_reason') or ''}".rstrip(": "))
-    if m.get("task") != TASK:
-        raise ValueError(f"not a {TASK} run (task {m.get('task')!r})")
+    if m.status != "ok":
+        raise ValueError(f"status {m.status}: {m.get('status_reason') or ''}".rstrip(": "))
+    if m.task != TASK:
+        raise ValueError(f"not a {TASK} run (task {m.task!r})")
     if m.get("members") != 1:
         raise ValueError(f"members {m.get('members')!r}: this table compares one model per run")
-    seed, combiner = m.get("seed"), m.get("combiner")
+    seed, combiner = m.seed, m.combiner
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed {seed!r} is not an integer")
     if not isinstance(combiner, str) or not combiner:
         raise ValueError("no combiner name")
-    if not isinstance(m.get("settings"), dict):
+    if not isinstance(m.settings, dict):
         raise ValueError("no settings recorded: cannot tell which runs may be averaged")
     errors = m.get("test_errors")
     if not (
@@ -90,11 +91,11 @@ def _parse(m) -> dict:
     return {
         "combiner": combiner,
         "seed": seed,
-        "settings": m["settings"],
+        "settings": m.settings,
         "acc_1": 1.0 - errors[0][0],
         "acc_2": 1.0 - errors[0][1],
         "val_acc": 1.0 - val_error if _is_number(val_error) else np.nan,
-        "wall_time_s": m["wall_time_s"] if _is_number(m.get("wall_time_s")) else np.nan,
+        "wall_time_s": m.wall_time_s if _is_number(m.wall_time_s) else np.nan,
     }
 
 
@@ -104,7 +105,7 @@ def load(sweep_dir: Path) -> tuple[pd.DataFrame, dict, list[tuple[str, str]]]:
     for path in sorted(sweep_dir.rglob("metrics.json")):
         where = str(path.parent.relative_to(sweep_dir)) or "."
         try:
-            run = _parse(json.loads(path.read_text()))
+            run = _parse(RunRecord.read(path, strict=False))
         except (OSError, ValueError) as err:
             left_out.append((where, str(err)))
             continue

@@ -12,11 +12,15 @@ Jobs whose status is not ok are listed and left out."""
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# the checkout's package, so that `python sweep/dg_report.py` reads records as runs wrote them
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning.record import RunRecord  # noqa: E402
 
 ORDER = ["deepall", "jigen", "jigen_adv", "jigen_png"]
 NAMES = {
@@ -32,21 +36,21 @@ def load(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     """(one row per ok job: method, target, seed, acc, val_acc, folder; source notes; skipped)"""
     rows, notes, skipped = [], [], []
     for path in sorted(Path(sweep_dir).rglob("metrics.json")):
-        m = json.loads(path.read_text())
+        m = RunRecord.read(path, strict=False)
         if "method" not in m or "target" not in m:
             continue
-        if m.get("status") != "ok" or "test/acc" not in m:
-            skipped.append(f"{path.parent}: {m.get('status')}")
+        if m.status != "ok" or "test/acc" not in m:
+            skipped.append(f"{path.parent}: {m.status}")
             continue
         notes.append(str(m.get("source_note")))
         rows.append(
             {
-                "method": m["method"],
-                "target": str(m["target"]),
-                "seed": m.get("seed"),
-                "acc": float(m["test/acc"]),
+                "method": m.get("method"),
+                "target": str(m.get("target")),
+                "seed": m.seed,
+                "acc": float(m.get("test/acc")),
                 "val_acc": m.get("val/acc_best"),
-                "wall_s": m.get("wall_time_s"),
+                "wall_s": m.wall_time_s,
                 "folder": str(path.parent),
             }
         )
@@ -155,9 +159,9 @@ def png_figure(runs: pd.DataFrame, out: Path) -> Path | None:
             ax.set_title(title)
             ax.set_xlabel("step")
             ax.legend(fontsize=8)
-        m = json.loads((Path(folder) / "metrics.json").read_text())
+        m = RunRecord.read(folder, strict=False)
         fig.suptitle(
-            f"JiGen + PNG, target {m.get('target')}, seed {m.get('seed')} — {m.get('source_note')}",
+            f"JiGen + PNG, target {m.get('target')}, seed {m.seed} — {m.get('source_note')}",
             fontsize=8,
         )
         fig.tight_layout()

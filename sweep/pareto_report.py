@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -58,6 +59,10 @@ import moocore
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+# the checkout's package, so that `python sweep/pareto_report.py` reads records as runs wrote them
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning.record import RunRecord  # noqa: E402
 
 TASK = "multi_mnist"
 BASELINE = "png"
@@ -125,29 +130,22 @@ def trial_free(settings: dict, seed: int) -> dict:
     return strip({k: v for k, v in settings.items() if k != "seed"})
 
 
-def _not_strict(name: str):
-    raise ValueError(f"{name} is not strict JSON")
-
-
-def _parse(m) -> dict:
-    """The fields of one job's metrics.json that the report uses; ValueError(why) otherwise."""
-    if not isinstance(m, dict):
-        raise ValueError("metrics.json is not a JSON object")
-    if m.get("complete") is not True:
+def _parse(m: RunRecord) -> dict:
+    """The fields of one job's record that the report uses; ValueError(why) otherwise."""
+    if m.complete is not True:
         raise ValueError("incomplete (`complete` is not true: the job did not finish)")
-    status = m.get("status")
-    if status != "ok":
-        raise ValueError(f"status {status}: {m.get('status_reason') or ''}".rstrip(": "))
-    if m.get("task") != TASK:
-        raise ValueError(f"not a {TASK} run (task {m.get('task')!r})")
-    seed, n, method = m.get("seed"), m.get("members"), m.get("method")
+    if m.status != "ok":
+        raise ValueError(f"status {m.status}: {m.get('status_reason') or ''}".rstrip(": "))
+    if m.task != TASK:
+        raise ValueError(f"not a {TASK} run (task {m.task!r})")
+    seed, n, method = m.seed, m.get("members"), m.get("method")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed {seed!r} is not an integer")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"members {n!r} is not a positive integer")
     if not isinstance(method, str) or not method:
         raise ValueError("no method name")
-    if not isinstance(m.get("settings"), dict):
+    if not isinstance(m.settings, dict):
         raise ValueError("no settings recorded: cannot tell which runs may be averaged")
     losses = _pairs(m.get("test_losses"), n, "test_losses")
     errors = _pairs(m.get("test_errors"), n, "test_errors")
@@ -163,10 +161,10 @@ def _parse(m) -> dict:
     note = m.get("source_note")
     return {
         "method": method,
-        "combiner": m.get("combiner"),
+        "combiner": m.combiner,
         "seed": seed,
         "n": n,
-        "settings": m["settings"],
+        "settings": m.settings,
         "source_note": note if isinstance(note, str) and note else None,
         "losses": losses,
         "errors": errors,
@@ -182,7 +180,7 @@ def load(sweep_dir: Path) -> tuple[pd.DataFrame, dict, list[tuple[str, str]]]:
     for path in sorted(sweep_dir.rglob("metrics.json")):
         where = str(path.parent.relative_to(sweep_dir)) or "."
         try:
-            m = json.loads(path.read_text(), parse_constant=_not_strict)
+            m = RunRecord.read(path)
         except (OSError, ValueError) as err:
             left_out.append((where, f"unreadable metrics.json ({type(err).__name__}: {err})"))
             continue

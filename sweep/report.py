@@ -45,6 +45,10 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+# the checkout's package, so that `python sweep/report.py` reads records as the runs wrote them
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning.record import RunRecord  # noqa: E402
+
 LOSS_NAMES = {"ce": "CE", "ce_scl": "CE+SCL"}
 # the trial: never a setting that keeps runs apart
 SEED_KEYS = ("seed", "data.seed")
@@ -62,12 +66,11 @@ RESERVED = (*RUN_COLUMNS, "group", "settings", "gid")
 HYPER = ["temperature", "lam", "r1"]
 
 
-def loss_name(run: dict) -> str:
-    objective = run["objective"]
+def loss_name(record: RunRecord) -> str:
+    objective = record.get("objective")
     if objective in LOSS_NAMES:
         return LOSS_NAMES[objective]
-    # one combiner name per run ("combiner"; runs written before that said "combiner_used")
-    return f"CE+{(run.get('combiner_used') or run['combiner']).upper()}"
+    return f"CE+{record.combiner.upper()}"
 
 
 def _group_key(settings: dict) -> str:
@@ -111,21 +114,20 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     for path in sorted(sweep_dir.rglob("metrics.json")):
         where = str(path.parent.relative_to(sweep_dir))
         try:
-            m = json.loads(path.read_text())
+            m = RunRecord.read(path, strict=False)
         except (OSError, ValueError) as err:
             left_out.append((where, f"unreadable metrics.json ({type(err).__name__})"))
             continue
-        if not isinstance(m, dict) or not m.get("complete"):
+        if not m.complete:
             left_out.append((where, "incomplete (the job did not finish)"))
             continue
-        status = m.get("status", "ok")
-        if status != "ok":
-            left_out.append((where, f"status {status}: {m.get('status_reason', '')}"))
+        if m.status != "ok":
+            left_out.append((where, f"status {m.status}: {m.get('status_reason', '')}"))
             continue
         if "test/acc" not in m or "val/acc_best" not in m:
             left_out.append((where, "no validation/test accuracy (not a text-classification run)"))
             continue
-        cfg = m.get("settings")
+        cfg = m.settings
         if cfg is None:  # runs written before settings were recorded in metrics.json
             cfg_path = path.parent / ".hydra" / "config.yaml"
             cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
@@ -133,26 +135,26 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         # other settings (a column where they differ), never duplicates of each other
         # (named only where they are not the one-process, 32-bit defaults: a setting only some
         # runs have becomes a column)
-        run = {"world_size": m.get("world_size", 1), "precision": m.get("precision", "32-true")}
+        run = {"world_size": m.world_size or 1, "precision": m.precision or "32-true"}
         run = {k: v for k, v in run.items() if v not in (1, "32-true")}
         if run:
             cfg = {**cfg, "run": run}
-        identity = (m["task"], m.get("num_train"), loss_name(m), str(m.get("preference")))
-        key = (_group_key(cfg), identity, m["seed"])
+        identity = (m.task, m.num_train, loss_name(m), str(m.preference))
+        key = (_group_key(cfg), identity, m.seed)
         if key in seen:
             left_out.append((where, f"duplicate of {seen[key]} (same settings and seed)"))
             continue
         seen[key] = where
         objective = cfg.get("objective") or {}
-        pref = m.get("preference") or []
+        pref = m.preference or []
         losses = m.get("final_train_losses") or []
         runs.append(
             {
                 "dir": where,
-                "task": m["task"],
-                "N": m.get("num_train"),
+                "task": m.task,
+                "N": m.num_train,
                 "loss": loss_name(m),
-                "seed": m["seed"],
+                "seed": m.seed,
                 "temperature": objective.get("temperature"),
                 "lam": objective.get("lam"),
                 "r1": round(pref[0], 6) if len(pref) == 2 else None,
@@ -160,11 +162,11 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
                 "test_acc": m.get("test/acc"),
                 "l1": losses[0] if len(losses) == 2 else None,
                 "l2": losses[1] if len(losses) == 2 else None,
-                "skipped_steps": m.get("skipped_steps"),
-                "wall_time_s": m.get("wall_time_s"),
-                "setup_s": (m.get("timing_s") or {}).get("setup"),
-                "fallbacks": m.get("combiner_fallbacks"),
-                "encoder": m.get("encoder", m.get("model")),  # "model" before 0.2
+                "skipped_steps": m.skipped_steps,
+                "wall_time_s": m.wall_time_s,
+                "setup_s": (m.timing_s or {}).get("setup"),
+                "fallbacks": m.combiner_fallbacks,
+                "encoder": m.get("encoder"),
                 "group": _group_key(cfg),
                 "settings": flat_settings(cfg),
             }
@@ -536,8 +538,6 @@ def _cell(text: str):
 def log_to_wandb(out: Path, sweep_dir: Path, project: str, entity: str | None = None) -> str:
     """Table 1, the figures and the report's files into one W&B run; returns the run's folder
     (offline) or URL. Refuses an online run without an API key, in one line (ValueError)."""
-    # the repository root, so that `python sweep/report.py` finds moo_lightning
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from moo_lightning.loggers import require_wandb_credentials
 
     require_wandb_credentials()

@@ -18,7 +18,6 @@ saying why (the last line of their train.log) and a line under the table.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python sweep/toy2d_figure.py` finds moo_lightning
+from moo_lightning.record import RunRecord  # noqa: E402
 
 # the combiners that take logs of the losses: run on ℓ + OFFSET (the toy's losses reach -20)
 LOG_LOSS = ("famo", "gls", "log_gram", "si_ls")
@@ -56,12 +56,12 @@ def launch(sweep_dir: Path, extra: list[str], torchjd: list[str]) -> None:
         subprocess.run(base + args, cwd=ROOT, check=False)
 
 
-def label(m: dict) -> str:
-    name = m.get("combiner", "?")  # as the run records it: torchjd[UPGrad], log_gram[mgda]
+def label(m: RunRecord) -> str:
+    name = m.combiner or "?"  # as the run records it: torchjd[UPGrad], log_gram[mgda]
     if m.get("offset"):
-        name += f" (ℓ+{m['offset']:g})"
-    if (m.get("settings", {}).get("combiner") or {}).get("on_failure") == "ls":
-        name += f" (on_failure=ls: {m.get('combiner_fallbacks', 0)} fallbacks)"
+        name += f" (ℓ+{m.get('offset'):g})"
+    if ((m.settings or {}).get("combiner") or {}).get("on_failure") == "ls":
+        name += f" (on_failure=ls: {m.combiner_fallbacks or 0} fallbacks)"
     return name
 
 
@@ -95,32 +95,33 @@ def load(sweep_dir: Path):
             if any(folder.glob("*.log")):
                 left_out[_job_name(folder)] = _why(folder)
             continue
-        m = json.loads(path.read_text())
-        if m.get("task") != "toy2d":
+        m = RunRecord.read(path, strict=False)
+        if m.task != "toy2d":
             continue
         name = label(m)
         if name in runs:  # combiner=torchjd is torchjd[UPGrad] again: the same run, kept once
             continue
-        if m.get("status") != "ok" or not (folder / "trajectory.npz").is_file():
-            left_out[name] = f"status {m.get('status')}: {m.get('status_reason', '')}"
+        if m.status != "ok" or not (folder / "trajectory.npz").is_file():
+            left_out[name] = f"status {m.status}: {m.get('status_reason', '')}"
             continue
         traj = np.load(folder / "trajectory.npz")
         runs[name] = (traj["thetas"], traj["losses"])
-        for j, start in enumerate(m["starts"]):
+        t = m.task_metrics
+        for j, start in enumerate(t["starts"]):
             rows.append(
                 {
                     "combiner": name,
                     "start": f"({start[0]:g}, {start[1]:g})",
-                    "final_x": m["final_thetas"][j][0],
-                    "final_y": m["final_thetas"][j][1],
-                    "final_l1": m["final_losses"][j][0],
-                    "final_l2": m["final_losses"][j][1],
-                    "front_distance": m["front_distance"][j],
-                    "set_distance": m["set_distance"][j],
-                    "g": m["final_g"][j],
-                    "steps": m["steps"],
-                    "lr": m["settings"]["optimizer"]["lr"],
-                    "wall_time_s": m["wall_time_s"],
+                    "final_x": t["final_thetas"][j][0],
+                    "final_y": t["final_thetas"][j][1],
+                    "final_l1": t["final_losses"][j][0],
+                    "final_l2": t["final_losses"][j][1],
+                    "front_distance": t["front_distance"][j],
+                    "set_distance": t["set_distance"][j],
+                    "g": t["final_g"][j],
+                    "steps": m.steps,
+                    "lr": m.settings["optimizer"]["lr"],
+                    "wall_time_s": m.wall_time_s,
                 }
             )
     return runs, pd.DataFrame(rows), left_out
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     panels = {name: runs.get(name) for name in sorted({*runs, *left_out})}
     scales = {
-        float(json.loads(p.read_text()).get("scale", 1.0)) for p in sweep_dir.glob("*/metrics.json")
+        float(RunRecord.read(p, strict=False).get("scale", 1.0))
+        for p in sweep_dir.glob("*/metrics.json")
     }
     if len(scales) > 1:
         raise SystemExit(f"error: jobs with different module.scale {sorted(scales)} in one figure")

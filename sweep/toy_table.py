@@ -7,11 +7,11 @@ python sweep/toy_table.py multirun/toy/<date>
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from moo_lightning.record import RunRecord
 from moo_lightning.tasks.toy import front_point, ray_point
 
 
@@ -22,14 +22,14 @@ def main():
     ends = [front_point(1.0), front_point(-1.0)]
     rows = []
     for path in sorted(args.sweep_dir.glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        if m.get("task") != "toy" or "hv" in m:
+        m = RunRecord.read(path, strict=False)
+        if m.task != "toy" or "hv" in m:  # ensembles record a hypervolume
             continue
-        final = np.array(m["final_losses"])
-        r1 = m["preference"][0]
+        final = np.array(m.get("final_losses"))
+        r1 = m.preference[0]
         ray = np.abs(final - ray_point(r1)).max()
         end = min(np.abs(final - e).max() for e in ends)
-        rows.append((m["combiner"].upper(), r1, final, ray, end, m["final_g"], m["wall_time_s"]))
+        rows.append((m.combiner.upper(), r1, final, ray, end, m.get("final_g"), m.wall_time_s))
     header = [
         "combiner",
         "r1",

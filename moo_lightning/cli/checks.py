@@ -39,3 +39,15 @@ def check_run_settings(cfg: DictConfig) -> None:
                 "trainer.val_check_interval must be a number of steps >= 1 or a fraction of an "
                 f"epoch in (0, 1]. Found {interval!r}"
             )
+
+
+def check_optimized_metric(key) -> None:
+    """A search maximises a validation or training metric, never a test metric: choosing
+    settings by test results would make every reported test number optimistic."""
+    if key is None:
+        return
+    if not isinstance(key, str) or not key.startswith(("val/", "train/")):
+        raise ValueError(
+            f"optimized_metric={key!r}: a search may optimise a validation or training metric "
+            "(val/..., train/...; e.g. val/acc_best), never a test metric"
+        )

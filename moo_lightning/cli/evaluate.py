@@ -30,14 +30,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from moo_lightning.cli.build import MODEL_FILE
 from moo_lightning.cli.trust import UntrustedConfig, checked_config
-from moo_lightning.records import (
-    file_sha256,
-    read_json,
-    scalar,
-    settings_differences,
-    write_json_atomic,
-)
+from moo_lightning.record import RunRecord, scalar, write_json_atomic
+from moo_lightning.records import file_sha256, settings_differences
 
 # settings forced for a re-evaluation: one process, nothing written but evaluation.json
 _EVALUATION = {
@@ -62,8 +58,6 @@ class EvaluationError(ValueError):
 
 def find_run(target: Path) -> tuple[Path, Path]:
     """(run folder, checkpoint) for a run folder or a checkpoint file inside one."""
-    from moo_lightning.cli.train import MODEL_FILE
-
     if not target.exists():
         raise EvaluationError(f"{target}: no such run folder or checkpoint file")
     if target.is_dir() and not (target / ".hydra" / "config.yaml").is_file():
@@ -139,24 +133,27 @@ def evaluate(
     import lightning as L
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
-    from moo_lightning.cli import train
+    from moo_lightning.cli.build import build
+    from moo_lightning.cli.errors import BadSetting
+    from moo_lightning.cli.naming import register_resolvers, settings
     from moo_lightning.records import check_checkpoint
 
     start = time.perf_counter()
+    register_resolvers()  # the saved config keeps its interpolations (few_shot_budget, ...)
     run_dir, ckpt = find_run(target)
-    recorded = read_json(run_dir / "metrics.json") or {}
-    cfg = run_config(run_dir, changes, recorded.get("settings"))
+    recorded = RunRecord.find(run_dir) or RunRecord()
+    cfg = run_config(run_dir, changes, recorded.settings)
     try:  # before anything is built: a shared folder's config is data, not code
         cfg = checked_config(cfg, str(run_dir / ".hydra" / "config.yaml"), trusted)
     except UntrustedConfig as err:
         raise EvaluationError(str(err)) from None
     # what this evaluation runs with that the run did not (the user's changes, or a setting
     # that resolves differently here): the recorded test metrics are compared only without
-    if "settings" in recorded:
-        current = train._settings(cfg)
+    if recorded.settings is not None:
+        current = settings(cfg)
         for key in _EVALUATION["trainer"]:  # the evaluation's own: they change no test result
             current.get("trainer", {}).pop(key, None)
-        differences = settings_differences(recorded["settings"], current)
+        differences = settings_differences(recorded.settings, current)
     else:
         differences = ["(the run recorded no settings)"]
     try:
@@ -164,8 +161,8 @@ def evaluate(
     except (ValueError, FileNotFoundError) as err:
         raise EvaluationError(str(err)) from None
     try:
-        job = train.build(cfg, run_dir, {}, start)
-    except train.BadSetting as err:
+        job = build(cfg, run_dir, {}, start)
+    except BadSetting as err:
         raise EvaluationError(str(err)) from None
     if not (
         isinstance(job.data, L.LightningDataModule) and is_overridden("test_dataloader", job.data)
@@ -188,7 +185,7 @@ def evaluate(
     }
     if not differences:
         # the same weights on the same data: the recorded test metrics should come back
-        same = {k: _close(v, recorded[k]) for k, v in metrics.items() if k in recorded}
+        same = {k: _close(v, recorded.get(k)) for k, v in metrics.items() if k in recorded}
         record["reproduces_recorded"] = same
     if job.trainer.is_global_zero:
         write_json_atomic(out or run_dir / "evaluation.json", record)

@@ -148,6 +148,8 @@ class Toy2DModule(EnsembleModule):
     losses of every step; ``export`` writes them (``trajectory.npz``), the final points and
     their distances to the Pareto front and set, and a figure."""
 
+    headline_metrics = ("final_g",)
+
     def __init__(
         self,
         combiner: Combiner,
@@ -224,7 +226,6 @@ class Toy2DModule(EnsembleModule):
             "front_distance": distance_to(final_losses, front).tolist(),
             "set_distance": distance_to(final, pset).tolist(),
             "final_g": self.final_stationarity(),
-            "steps": int(self.global_step),
             "record_every": self.record_every,
         }
 

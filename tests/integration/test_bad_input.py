@@ -188,14 +188,14 @@ def test_bad_input_fails_before_training_with_a_clear_message(
     )
     if not any(o.startswith("data.path") for o in overrides):
         overrides += (f"data.path={folders['good']}",)
-    from moo_lightning.cli.train import _user_error
+    from moo_lightning.cli.errors import user_error
 
     with pytest.raises(Exception) as info:
         run_train(*TINY, *overrides)
     if isinstance(info.value, MissingConfigException | ConfigCompositionException):
         err = info.value  # Hydra's own message lists the available options
     else:
-        err = _user_error(info.value)  # what train.py prints as its one line
+        err = user_error(info.value)  # what train.py prints as its one line
         assert err is not None, f"not reported as bad input: {info.value!r}"
     assert isinstance(err, exc)
     assert fragment in str(err)
@@ -203,7 +203,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(
 
 def test_errors_raised_during_training_keep_their_traceback(run_train, folders, monkeypatch):
     # a ValueError from a bug in training code is not bad input: train.py must not shorten it
-    from moo_lightning.cli import train
+    from moo_lightning.cli.errors import user_error
     from moo_lightning.tasks.glue.module import TextClassificationModule
 
     def broken(self, batch):
@@ -212,7 +212,7 @@ def test_errors_raised_during_training_keep_their_traceback(run_train, folders, 
     monkeypatch.setattr(TextClassificationModule, "objectives", broken)
     with pytest.raises(ValueError, match="a bug in the training step") as info:
         run_train(*TINY, f"data.path={folders['good']}")
-    assert train._user_error(info.value) is None
+    assert user_error(info.value) is None
 
 
 _SLOW = pytest.mark.slow

@@ -70,8 +70,10 @@ def test_the_step_budget_follows_the_few_shot_n():
     and 100 (QNLI N = 100 budget check); an explicit trainer.max_steps wins."""
     from hydra import compose, initialize_config_dir
 
-    import moo_lightning.cli.train  # noqa: F401  (registers the resolver)
+    from moo_lightning.cli.naming import register_resolvers
     from tests.helpers import CONF
+
+    register_resolvers()
 
     def steps(*overrides):
         with initialize_config_dir(CONF, version_base="1.3"):

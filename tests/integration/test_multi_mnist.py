@@ -85,18 +85,18 @@ def test_every_experiment_runs_as_one_fast_dev_run_sweep(digits, tmp_path):
 
 
 def test_a_criterion_needs_a_combiner_that_steers_by_it(run_train, digits):
-    from moo_lightning.cli.train import _user_error
+    from moo_lightning.cli.errors import user_error
 
     with pytest.raises(Exception) as info:
         run_train("experiment=mm_png", "combiner=epo", f"data.path={digits}", *SMALL)
-    err = _user_error(info.value)
+    err = user_error(info.value)
     assert isinstance(err, ValueError) and "combiner must be one that uses it (png)" in str(err)
 
 
 def test_missing_digits_folder_is_one_line(run_train, tmp_path):
-    from moo_lightning.cli.train import _user_error
+    from moo_lightning.cli.errors import user_error
 
     with pytest.raises(Exception) as info:
         run_train("experiment=mm_ls", f"data.path={tmp_path}/nope", *SMALL)
-    err = _user_error(info.value)
+    err = user_error(info.value)
     assert err is not None and "is not a folder" in str(err)

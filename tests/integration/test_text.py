@@ -12,8 +12,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import moo_lightning.cli.train  # noqa: F401  (registers the configs' resolvers: few_shot_budget)
+from moo_lightning.cli.naming import register_resolvers
 from tests.helpers import CONF, ROOT, combiner_names, write_digits, write_glue
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resolvers():
+    register_resolvers()  # the configs' own resolvers (few_shot_budget), as the entry points do
 
 
 @pytest.fixture(scope="module")

@@ -173,11 +173,11 @@ def test_the_readme_toy_energy_table_is_what_the_table_script_prints(tmp_path, c
 
 def test_the_energy_ensemble_refuses_a_combiner_that_would_drop_its_criterion(run_train):
     # once, EPO ran five independent solves here while metrics.json said "criterion": "energy"
-    from moo_lightning.cli.train import _user_error
+    from moo_lightning.cli.errors import user_error
 
     with pytest.raises(Exception) as info:
         run_train("experiment=toy_energy", "combiner=epo", "logger=none")
-    err = _user_error(info.value)
+    err = user_error(info.value)
     assert isinstance(err, ValueError) and "combiner must be one that uses it (png)" in str(err)
 
 

@@ -29,7 +29,7 @@ def test_sweep_folder_names_carry_every_override_that_changes_results(tmp_path):
     from hydra._internal.config_loader_impl import get_overrides_dirname
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from moo_lightning.cli.train import job_folder
+    from moo_lightning.cli.naming import job_folder
 
     plain = ["task=qnli", "combiner=epo", "seed=3", "preference=0.2", "+module.max_bad_steps=4"]
     parsed = OverridesParser.create().parse_overrides(plain)

@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from moo_lightning.errors import ConfigError
-from moo_lightning.records import (
-    ChecksummedCheckpointIO,
-    settings_differences,
-    strict_json,
-    verify_checksum,
-    write_json_atomic,
-)
+from moo_lightning.record import RunRecord, strict_json, write_json_atomic
+from moo_lightning.records import ChecksummedCheckpointIO, settings_differences, verify_checksum
 
 
 def test_metrics_are_strict_json(tmp_path):
@@ -66,7 +61,7 @@ def test_checkpoints_carry_a_checksum_that_is_checked(tmp_path):
 
 
 def test_the_summary_block_says_where_what_and_how_it_ended(tmp_path):
-    from moo_lightning.records import summary_block
+    from moo_lightning.cli.console import summary
 
     m = {
         "status": "ok",
@@ -85,7 +80,8 @@ def test_the_summary_block_says_where_what_and_how_it_ended(tmp_path):
         "timing_s": {"fit": 10.0},
         "model": "model.ckpt",
     }
-    lines = summary_block(tmp_path, m).splitlines()
+    record = RunRecord.from_json(m)
+    lines = summary(tmp_path, record, headline=("val/acc_best", "test/acc")).splitlines()
     assert lines[0] == f"== ok: {tmp_path}"
     assert (
         lines[1]

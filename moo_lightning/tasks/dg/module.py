@@ -80,6 +80,8 @@ class JigsawModule(MultiObjectiveModule):
     held-out source images; the best-by-validation weights are kept in memory and tested on
     the target domain (``test/acc``)."""
 
+    headline_metrics = ("val/acc_best", "test/acc")
+
     def __init__(
         self,
         combiner,

@@ -20,6 +20,8 @@ class TextClassificationModule(MultiObjectiveModule):
     GLUE tasks); the weights of the best validation are kept in memory and restored before
     testing (no checkpoint files needed, which suits sweeps)."""
 
+    headline_metrics = ("val/acc_best", "test/acc")
+
     def __init__(
         self,
         backbone: Backbone,
@@ -174,5 +176,4 @@ class TextClassificationModule(MultiObjectiveModule):
             "best_step": self._best_step(),
             "objective": self.objective.name,
             "encoder": self.backbone_name,
-            "combiner": self.combiner.name,
         }

@@ -63,6 +63,8 @@ class MultiMNISTSet(EnsembleModule):
     PNG with ``criterion='energy'`` (the energy distance of the members' loss vectors, each
     member steered by its own ∂F/∂ℓ) or ``'hypervolume'``. The final weights are tested."""
 
+    headline_metrics = ("val/hv_loss", "test/hv_loss", "test/hv_error")
+
     def __init__(
         self,
         combiner,

@@ -1,0 +1,137 @@
+"""Fit a built job, decide its status, test the best-by-validation weights, and fill the run's
+record (moo_lightning.record.RunRecord) with what the run did."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import OmegaConf
+
+from moo_lightning.cli.build import MODEL_FILE, Job, saves_model
+from moo_lightning.cli.naming import choices
+from moo_lightning.record import RunRecord, scalar
+from moo_lightning.records import run_status
+
+log = logging.getLogger("moo_lightning")
+
+
+def fit_and_test(job: Job) -> RunRecord:
+    """Fit; the run's status (ok, diverged, no_steps, no_validation); the best-by-validation
+    weights tested when the run has a result. Errors here keep their traceback unless they say
+    they are bad settings."""
+    from moo_lightning.module import NonFiniteError
+
+    cfg, trainer, module, data = job.cfg, job.trainer, job.module, job.data
+    if job.loggers:
+        flat = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+        resolved = OmegaConf.to_container(
+            OmegaConf.create(flat | {"paths": {"run_dir": str(job.run_dir)}}), resolve=True
+        )
+        for lg in job.loggers:
+            lg.log_hyperparams(resolved)
+    fit_start = time.perf_counter()
+    stopped = None
+    try:
+        # weights_only: a checkpoint is read as tensors and plain containers, never as code
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except NonFiniteError as err:  # recorded as the run's status, not a crash
+        stopped = str(err)
+    job.timing["fit"] = time.perf_counter() - fit_start
+    status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
+    record = RunRecord(
+        task=cfg.task_name,
+        status=status,
+        choices=choices(cfg),
+        num_train=cfg.data.get("num_train"),
+        combiner=job.combiner.name,  # the one that ran (single-objective losses: ls)
+        seed=cfg.seed,
+        # the one preference every model followed (the module's rule, also the W&B label r):
+        # none for a combiner that ignores it or an ensemble whose members have their own
+        preference=module.recorded_preference,
+        steps=trainer.global_step,
+        combiner_fallbacks=module.fallbacks,
+        combiner_recoveries=module.recoveries,
+        skipped_steps=module.skipped_steps,
+        # why the run ended before its budget (early stopping), with the step and the value
+        stopped_early=early_stop(trainer),
+        world_size=trainer.world_size,
+        precision=str(trainer.precision),
+    )
+    if trainer.world_size > 1:
+        # ranks draw their own dropout masks: with dropout on, the steps differ from one
+        # process's on the same global batches (equal with encoder.dropout=0 module.dropout=0)
+        record.ddp_equals_one_process = not has_active_dropout(module)
+    test_start = time.perf_counter()
+    if status == "ok":
+        record.val = {
+            k: scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+        }
+        # a resumed run whose fit had nothing left to do logged no validation this time: the
+        # module's restored history says what it was (never overwriting a fresh value)
+        for key, value in module.validation_record().items():
+            record.val.setdefault(key, value)
+        if cfg.get("test"):
+            # the module restores its best-validation weights itself (memory and checkpoints)
+            results = trainer.test(module, datamodule=data, verbose=False)
+            record.test = {k: scalar(v) for k, v in (results[0] if results else {}).items()}
+    else:
+        # no headline accuracy: a diverged or unvalidated run must not enter a table
+        record.status_reason = why
+        log.error("run %s: %s (recorded in metrics.json)", status, why)
+    job.timing["test"] = time.perf_counter() - test_start
+    if status == "ok" and saves_model(cfg) and not trainer.fast_dev_run:
+        # the weights that were tested (the best-by-validation ones), no optimizer state, with
+        # a SHA-256 beside them: `moo-evaluate <run dir>` tests them again later. Every DDP rank
+        # takes part; rank 0 writes
+        trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
+        record.model = MODEL_FILE
+        if trainer.is_global_zero:
+            record.model_bytes = (job.run_dir / MODEL_FILE).stat().st_size
+    return record
+
+
+def finish_record(record: RunRecord, job: Job, start: float, before_run: float) -> None:
+    """The task's entries, the logs, timings, cache hits and settings: the record is then
+    complete. ``before_run``: the process's imports and Hydra's set-up (0 after its first job)."""
+    record.add_task_metrics(job.module.export(job.run_dir))
+    # the CSV log, in parts when the run was resumed (csv/metrics.csv, csv/resume1/metrics.csv)
+    csv_logs = sorted(job.run_dir.glob("csv/**/metrics.csv"), key=lambda p: (len(p.parts), p))
+    record.logs = [str(p.relative_to(job.run_dir)) for p in csv_logs]
+    record.timing_s = {**job.timing, "process_before_run": before_run}
+    record.cache_hits = {
+        "encoder": bool(getattr(job.encoder, "cache_hit", False)),
+        "data": bool(getattr(job.data, "cache_hit", False)),
+    }
+    record.wall_time_s = time.perf_counter() - start
+    record.settings = job.settings  # what produced this result, compared before any skip
+    record.complete = True  # the job finished; `status` says whether it has a result
+
+
+def early_stop(trainer) -> dict | None:
+    """Early stopping's verdict when it ended the run: the step, the monitored metric, its best
+    value and Lightning's reason; None when the run used its whole budget."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.stopping_reason.name != "NOT_STOPPED":
+            best = cb.best_score
+            return {
+                "step": int(trainer.global_step),
+                "monitor": cb.monitor,
+                "best": float(best) if best is not None else None,
+                "reason": cb.stopping_reason_message or cb.stopping_reason.name.lower(),
+            }
+    return None
+
+
+def has_active_dropout(module) -> bool:
+    """Layers whose training output depends on the rank's share of the batch or its own random
+    draws: dropout with p > 0, and batch normalisation (per-rank batch statistics)."""
+    import torch
+
+    return any(
+        (isinstance(m, torch.nn.Dropout) and m.p > 0)
+        or isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for m in module.modules()
+    )

@@ -1,0 +1,147 @@
+"""What counts as a setting (the keys that can change a run's result), a sweep job's folder name
+from its overrides, and the config resolvers that need them (registered by the entry point)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+# settings that do not change a run's result: left out of the record compared before a finished
+# job is skipped or a checkpoint resumed (dotted prefixes)
+NOT_SETTINGS = (
+    "hydra",
+    "paths",
+    "logger",
+    # checkpoint writers change no result (early stopping does: it stays a setting)
+    "callbacks.last",
+    "callbacks.best_checkpoint",
+    "ckpt_path",
+    "skip_completed",
+    "save_model",
+    "optimized_metric",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.default_root_dir",
+    "trainer.log_every_n_steps",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.strategy",
+    "trainer.num_nodes",
+    "trainer.use_distributed_sampler",
+    "encoder.cache",
+    "data.cache",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "module.save_test_embeddings",
+)
+
+
+def changes_results(key: str) -> bool:
+    """Whether the dotted setting ``key`` can change a run's result (it is not, and is not
+    inside, one of NOT_SETTINGS)."""
+    return not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
+
+
+def settings(cfg: DictConfig) -> dict:
+    """The resolved settings that define this run's result (plain containers)."""
+    top = [k for k in cfg if changes_results(k)]  # hydra's own node is never resolved
+    full = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in top
+    }
+
+    def keep(tree, prefix=""):
+        if not isinstance(tree, dict):
+            return tree
+        return {
+            k: keep(v, f"{prefix}{k}.") for k, v in tree.items() if changes_results(f"{prefix}{k}")
+        }
+
+    kept = keep(full)
+    data = kept.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = os.path.abspath(data["path"])  # the same folder however it was named
+    return kept
+
+
+def job_folder(overrides) -> str:
+    """A sweep job's folder name (hydra.sweep.subdir): its command-line overrides that change
+    results, sorted and joined by ',' (Hydra's override_dirname, so plain names are the same as
+    Hydra's). Keys that change no result (logger, paths, devices, ...: NOT_SETTINGS) are left
+    out. A local path (data.path, encoder.name: absolute, relative with a leading '.', or an
+    existing file or folder) is named by its last part and a short hash of its absolute path,
+    so two copies of the data never share a folder; any other '/' (a group such as
+    combiner/criterion, a hub id) is replaced, so a name never nests folders."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    lines = []
+    for line in map(str, overrides):
+        prefix = line[: len(line) - len(line.lstrip("+~"))]
+        try:
+            (override,) = parser.parse_overrides([line])
+            key, value = override.key_or_group, override.value()
+        except Exception:  # Hydra parsed the line once already; name it as typed
+            key, value = line[len(prefix) :].partition("=")[0], None
+        name = key.replace("/", ".")
+        if not changes_results(name):
+            continue
+        if isinstance(value, str) and is_local_path(value):
+            where = os.path.abspath(os.path.expanduser(value))
+            digest = hashlib.sha256(where.encode()).hexdigest()[:6]
+            line = f"{prefix}{name}={Path(where).name or 'root'}~{digest}"
+        elif "/" in line:
+            rest = line[len(prefix) + len(key) :]  # '=value' as typed
+            line = f"{prefix}{name}{rest.replace('/', '--')}"
+        lines.append(line)
+    return ",".join(sorted(lines))
+
+
+def is_local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith((".", "~")) or os.path.exists(value)
+
+
+def few_shot_budget(num_train, budgets) -> int:
+    """The step budget of a few-shot N from the task's ``budget`` table {N: steps}: the entry of
+    the smallest N at or above ``num_train`` (the largest entry beyond the table; the whole
+    training set, null, takes it too). trainer.max_steps: ${few_shot_budget:...} in
+    task/_glue.yaml; the table comes from the validation-only budget checks (sweep/README.md)."""
+    table = sorted((int(n), int(steps)) for n, steps in budgets.items())
+    if num_train is None:
+        return table[-1][1]
+    for n, steps in table:
+        if int(num_train) <= n:
+            return steps
+    return table[-1][1]
+
+
+def register_resolvers() -> None:
+    """The configs' own resolvers: hydra.sweep.subdir: ${job_folder:${hydra.overrides.task}}
+    (hydra/default.yaml) and trainer.max_steps: ${few_shot_budget:${data.num_train},${budget}}
+    (task/_glue.yaml). Called by the entry points before a config is composed or resolved."""
+    OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)
+    OmegaConf.register_new_resolver("few_shot_budget", few_shot_budget, replace=True)
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def choices(cfg: DictConfig) -> dict:
+    """The config-group options this run was composed from (task, encoder, objective, ...),
+    without the groups its task switched off (the toy task has no encoder or objective)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {
+        k: v
+        for k, v in HydraConfig.get().runtime.choices.items()
+        if not k.startswith("hydra") and not (k in cfg and cfg[k] is None)
+    }

@@ -1,0 +1,208 @@
+"""A run's record, ``metrics.json``: one schema that every writer and reader goes through.
+
+The command line fills the fields every run has (status, combiner, preference, seed, steps,
+counters, world size, precision, timings, logs, settings); the logged validation and test metrics
+come from the trainer; the task adds what only it knows through ``task_metrics`` (its module's
+``export()``), which cannot replace a field. On disk the record stays one flat strict-JSON object,
+written atomically; a record in an older layout reads through ``upgrade``, the one place that
+knows those layouts. Nothing here imports torch, Lightning or a task: the report scripts read
+records without them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+# the statuses a finished job can have; only "ok" carries headline metrics
+STATUSES = ("ok", "diverged", "no_steps", "no_validation")
+RECORD_FILE = "metrics.json"
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN/inf)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def scalar(value):
+    """A logged metric as a plain number (tensors have .item())."""
+    return float(value.item()) if hasattr(value, "item") else value
+
+
+def write_json_atomic(path: Path, value) -> None:
+    """Write strict JSON to a unique temporary file beside ``path`` and rename it into place:
+    readers see the old file or the new one, never half of one, even with concurrent writers."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary file would be (mkstemp makes it 0600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(strict_json(value), f, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def upgrade(raw: dict) -> dict:
+    """A metrics.json object of any earlier layout in today's layout (a new dict):
+
+    - ``combiner_used`` named the combiner that ran before ``combiner`` did;
+    - before 0.2, ``model`` was the encoder's name (today ``encoder``; ``model`` is the saved
+      model file, ``model.ckpt``);
+    - records written before runs had a status all had a result (status ``ok``).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError("metrics.json is not a JSON object")
+    m = dict(raw)
+    used = m.pop("combiner_used", None)
+    if used:
+        m["combiner"] = used
+    model = m.get("model")
+    if "encoder" not in m and isinstance(model, str) and not model.endswith(".ckpt"):
+        m["encoder"] = m.pop("model")
+    m.setdefault("status", "ok")
+    return m
+
+
+@dataclass
+class RunRecord:
+    """What one finished job leaves in its folder; ``to_json`` / ``from_json`` map it to the flat
+    metrics.json object (fields in this order, then the logged metrics and the task's)."""
+
+    task: str | None = None
+    status: str = "ok"
+    choices: dict = field(default_factory=dict)  # the config-group options of the run
+    num_train: int | None = None  # data.num_train as configured (its meaning is the task's)
+    combiner: str | None = None  # the combiner that ran
+    seed: int | None = None
+    # the one preference every model followed (module.recorded_preference); None: none
+    preference: list[float] | None = None
+    steps: int | None = None  # optimizer steps (trainer.global_step)
+    combiner_fallbacks: int | None = None
+    combiner_recoveries: int | None = None
+    skipped_steps: int | None = None
+    stopped_early: dict | None = None  # early stopping's verdict, when it ended the run
+    world_size: int | None = None
+    precision: str | None = None
+    ddp_equals_one_process: bool | None = None  # written for DDP runs only
+    val: dict = field(default_factory=dict)  # logged validation metrics (val/...)
+    test: dict = field(default_factory=dict)  # what the test logged (test/...)
+    status_reason: str | None = None  # why a run without a result has none
+    model: str | None = None  # the tested weights' file in the run folder
+    model_bytes: int | None = None
+    task_metrics: dict = field(default_factory=dict)  # the task's own entries (export())
+    logs: list[str] = field(default_factory=list)  # CSV logs, one per part of a resumed run
+    timing_s: dict = field(default_factory=dict)
+    cache_hits: dict = field(default_factory=dict)
+    wall_time_s: float | None = None
+    settings: dict | None = None  # what produced the result, compared before a skip
+    complete: bool = False  # the job finished; status says whether it has a result
+
+    def add_task_metrics(self, entries: dict) -> None:
+        """The task's entries; a task cannot replace a field or a logged metric."""
+        taken = sorted(k for k in entries if k in _FIELDS or k in self.val or k in self.test)
+        if taken:
+            raise ValueError(
+                f"the task's record entries {taken} are the run record's own; a task adds "
+                "entries of its own only (task_metrics)"
+            )
+        self.task_metrics.update(entries)
+
+    def get(self, key: str, default=None):
+        """An entry by its metrics.json key: a field, a logged metric or a task metric."""
+        if key in _FIELDS and key not in _SECTIONS:
+            value = getattr(self, key)
+            return default if value is None and key in _OPTIONAL else value
+        for section in (self.val, self.test, self.task_metrics):
+            if key in section:
+                return section[key]
+        return default
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, _ABSENT) is not _ABSENT
+
+    def metric(self, key: str | None):
+        """The optimised metric (``optimized_metric``) of a run with a result; None otherwise."""
+        if not key or self.status != "ok":
+            return None
+        return self.get(key)
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECTIONS:
+                out.update(value)
+            elif not (value is None and f.name in _OPTIONAL):
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict) -> RunRecord:
+        """A record from a metrics.json object of any layout (``upgrade``): the fields by name,
+        ``val/...`` and ``test/...`` as logged metrics, everything else the task's."""
+        m = upgrade(raw)
+        known = {k: m[k] for k in _FIELDS if k in m and k not in _SECTIONS}
+        rest = {k: v for k, v in m.items() if k not in _FIELDS}
+        return cls(
+            **known,
+            val={k: v for k, v in rest.items() if k.startswith("val/")},
+            test={k: v for k, v in rest.items() if k.startswith("test/")},
+            task_metrics={k: v for k, v in rest.items() if not k.startswith(("val/", "test/"))},
+        )
+
+    @classmethod
+    def read(cls, path: Path, strict: bool = True) -> RunRecord:
+        """The record in ``path`` (a metrics.json or the run folder holding one). OSError when it
+        cannot be read, ValueError when it is not JSON (``strict``: strict JSON, without NaN or
+        Infinity, as runs write it) or not an object."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RECORD_FILE
+        constant = {"parse_constant": _refuse_constant} if strict else {}
+        return cls.from_json(json.loads(path.read_text(), **constant))
+
+    @classmethod
+    def find(cls, folder: Path) -> RunRecord | None:
+        """The folder's record, or None when it has none (or an unreadable one); a record with a
+        NaN written by hand is still the folder's (never taken for an empty folder)."""
+        try:
+            return cls.read(Path(folder) / RECORD_FILE, strict=False)
+        except (OSError, ValueError):
+            return None
+
+    def write(self, folder: Path) -> None:
+        """Into ``folder``/metrics.json, atomically (strict JSON: NaN and inf become null)."""
+        write_json_atomic(Path(folder) / RECORD_FILE, self.to_json())
+
+
+_ABSENT = object()
+_SECTIONS = ("val", "test", "task_metrics")  # written flat, key by key
+# left out of metrics.json when None (they exist for some runs only)
+_OPTIONAL = ("ddp_equals_one_process", "status_reason", "model", "model_bytes")
+_FIELDS = frozenset(f.name for f in fields(RunRecord))
