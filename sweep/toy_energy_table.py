@@ -18,21 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
+from moo_lightning.record import RunRecord
+
 
 def collect(sweep_dir: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
     """{(criterion, start): {"hv_ratio": [...], "igd_plus": [...], "seed": [...]}} over the
     finished ensemble runs (status ok) of ``sweep_dir``."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(sweep_dir.glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        if record.get("task") != "toy" or "hv_ratio" not in record:
+        record = RunRecord.read(path, strict=False)
+        if record.task != "toy" or "hv_ratio" not in record or record.status != "ok":
             continue
-        if record.get("status") != "ok":
-            continue
-        group = groups[(record["criterion"], record["start"])]
-        group["hv_ratio"].append(float(record["hv_ratio"]))
-        group["igd_plus"].append(float(record["igd_plus"]))
-        group["seed"].append(int(record["seed"]))
+        group = groups[(record.get("criterion"), record.get("start"))]
+        group["hv_ratio"].append(float(record.get("hv_ratio")))
+        group["igd_plus"].append(float(record.get("igd_plus")))
+        group["seed"].append(int(record.seed))
     return groups
 
 
