@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -96,7 +97,7 @@ def finish_record(record: RunRecord, job: Job, start: float, before_run: float) 
     complete. ``before_run``: the process's imports and Hydra's set-up (0 after its first job)."""
     record.add_task_metrics(job.module.export(job.run_dir))
     # the CSV log, in parts when the run was resumed (csv/metrics.csv, csv/resume1/metrics.csv)
-    csv_logs = sorted(job.run_dir.glob("csv/**/metrics.csv"), key=lambda p: (len(p.parts), p))
+    csv_logs = sorted(job.run_dir.glob("csv/**/metrics.csv"), key=log_order)
     record.logs = [str(p.relative_to(job.run_dir)) for p in csv_logs]
     record.timing_s = {**job.timing, "process_before_run": before_run}
     record.cache_hits = {
@@ -135,3 +136,11 @@ def has_active_dropout(module) -> bool:
         or isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         for m in module.modules()
     )
+
+
+def log_order(path: Path) -> tuple:
+    """The order a resumed run's CSV logs were written in: csv/metrics.csv first, then
+    csv/resume1, csv/resume2, …, csv/resume10 (by number, not by name)."""
+    version = path.parent.name
+    number = version.removeprefix("resume")
+    return (len(path.parts), int(number) if number.isdigit() else -1, str(path))
