@@ -20,13 +20,18 @@ def folder_lock(run_dir: Path):
     return FolderLock(run_dir) if is_leader() else contextlib.nullcontext()
 
 
-def finished_record(cfg: DictConfig, run_dir: Path, settings: dict) -> RunRecord | None:
+def finished_record(
+    cfg: DictConfig, run_dir: Path, settings: dict, multirun: bool = False
+) -> RunRecord | None:
     """The folder's finished record when this job may be skipped; None when it must run.
     A finished result made with other settings is refused (never overwritten) unless
-    ``skip_completed=false`` asks for a re-run."""
+    ``skip_completed=false`` asks for a re-run. Resuming (``ckpt_path``) a finished run is
+    refused, except in a sweep: ``-m … ckpt_path=last`` resumes the interrupted jobs and skips
+    the finished ones (with the same settings) like any re-run of a sweep."""
     done = RunRecord.find(run_dir)
     finished = done is not None and done.complete
-    if finished and cfg.get("ckpt_path") is not None:
+    skip = bool(cfg.get("skip_completed"))
+    if finished and cfg.get("ckpt_path") is not None and not (multirun and skip):
         # resuming a finished run would train nothing and rewrite its record without what the
         # interrupted parts of a fit hold (the validation history, the final training losses)
         raise BadSetting(
@@ -34,7 +39,7 @@ def finished_record(cfg: DictConfig, run_dir: Path, settings: dict) -> RunRecord
             f"{done.status}); there is nothing to resume, and its metrics.json is "
             "left as it is. Resume only an interrupted run (one without metrics.json)"
         )
-    if not (finished and cfg.get("skip_completed")):
+    if not (finished and skip):
         return None
     if done.settings is None:
         raise BadSetting(

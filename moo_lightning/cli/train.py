@@ -85,7 +85,7 @@ def run(cfg: DictConfig, jobs: Jobs | None = None) -> float | None:
     key = cfg.get("optimized_metric")
     try:
         with folder_lock(run_dir):
-            done = finished_record(cfg, run_dir, wanted)
+            done = finished_record(cfg, run_dir, wanted, is_multirun())
             if done is not None:  # re-running a sweep completes only the jobs without a result
                 status = done.status
                 log.info("%s already holds this job's result (%s): skipping it", run_dir, status)

@@ -141,3 +141,32 @@ def test_ckpt_path_last_with_nothing_to_resume_is_refused(finished, tmp_path):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "ckpt_path=last: no checkpoint in" in err[0], proc.stderr[-2000:]
     assert not (tmp_path / "fresh" / "metrics.json").exists()
+
+
+def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
+    """`-m … ckpt_path=last` over a sweep whose jobs are partly finished: the finished ones are
+    skipped and left as they are, the interrupted one resumes. Before: the first finished job
+    was refused and the whole sweep stopped there."""
+    data = write_glue(tmp_path / "sst2", "sst2")
+    sweep = tmp_path / "sweep"
+
+    def multirun(*extra):
+        cmd = _tiny(data, tmp_path / "unused", *extra)
+        cmd = [c for c in cmd if not c.startswith("hydra.run.dir=")]
+        return _run([*cmd[:2], "-m", *cmd[2:], f"hydra.sweep.dir={sweep}", "seed=0,1"])
+
+    proc = multirun()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2
+    kept = (jobs[0] / "metrics.json").read_bytes()
+    whole = json.loads((jobs[1] / "metrics.json").read_text())
+    (jobs[1] / "metrics.json").unlink()  # job 2 "killed" after its last checkpoint
+    for path in jobs[1].glob("model.ckpt*"):
+        path.unlink()
+    proc = multirun("ckpt_path=last")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (jobs[0] / "metrics.json").read_bytes() == kept  # skipped, untouched
+    resumed = json.loads((jobs[1] / "metrics.json").read_text())
+    assert resumed["status"] == "ok" and resumed["test/acc"] == whole["test/acc"]
+    assert "already holds this job's result" in proc.stdout + proc.stderr
