@@ -228,16 +228,10 @@ _SLOW = pytest.mark.slow
         pytest.param("positive/negative", marks=_SLOW),
     ],
 )
-def test_labels_as_people_write_them_train_like_integer_labels(tmp_path, written):
+def test_labels_as_people_write_them_train_like_integer_labels(run_train, tmp_path, written):
     """Labels written as floats (pandas' 1.0), booleans, strings of ints, 1e0 or class names, in
     the training and the validation file, train through train.py with the integer run's result.
     Before: a traceback in training_step ('expected target dtype to be Long ... got Float')."""
-    import json
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     one, zero = {
         "1.0/0.0": ("1.0", "0.0"), "true/false": ("true", "false"), '"1"/"0"': ('"1"', '"0"'),
         "1e0/0e0": ("1e0", "0e0"), "positive/negative": ('"positive"', '"negative"'),
@@ -255,13 +249,10 @@ def test_labels_as_people_write_them_train_like_integer_labels(tmp_path, written
             (path / f"{split}.jsonl").write_text("".join(rows))
         return path
 
-    def train(data, run):
-        cmd = [sys.executable, "train.py", "task=sst2", "encoder=tiny", f"data.path={data}",
-               "data.num_train=20", "trainer.max_steps=2", "trainer.val_check_interval=2",
-               "logger=none", "save_model=false", f"hydra.run.dir={tmp_path / run}"]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return json.loads((tmp_path / run / "metrics.json").read_text())
+    def train(data, run):  # the whole train.py path in this process (compose + run)
+        return run_train("task=sst2", "encoder=tiny", f"data.path={data}", "data.num_train=20",
+                         "trainer.max_steps=2", "trainer.val_check_interval=2", "logger=none",
+                         "save_model=false", f"hydra.job.name={run}")  # fmt: skip
 
     ints = train(folder("ints", "1", "0"), "ints_run")
     other = train(folder("other", one, zero), "other_run")
