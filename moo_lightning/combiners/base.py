@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from moo_lightning.combiners.criteria import ParameterCriterion
+from moo_lightning.errors import SolverError
 
 
 @dataclass
@@ -328,7 +329,3 @@ def normalised_gram(gram: np.ndarray) -> tuple[np.ndarray, float]:
     if scale <= 0.0:
         return gram, 1.0
     return gram / scale, scale
-
-
-class SolverError(RuntimeError):
-    """A numeric solve that did not return an optimal solution."""
