@@ -182,3 +182,17 @@ def write_pacs(
             (folder / f"{domain}_train_kfold.txt").write_text("\n".join(train) + "\n")
             (folder / f"{domain}_crossval_kfold.txt").write_text("\n".join(val) + "\n")
     return folder
+
+
+def as_unprivileged(cmd: list[str]) -> list[str] | None:
+    """``cmd`` run so that a folder's permissions apply to it: as root, through setpriv without
+    the capabilities that override them (None when that is not possible: skip the check)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        return None
+    drop = "--bounding-set=-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", drop, "--inh-caps=-all", *cmd]
