@@ -31,6 +31,7 @@ from moo_lightning.records import (  # noqa: E402
     SettingsGuard,
     check_checkpoint,
     describe_differences,
+    file_sha256,
     read_json,
     run_status,
     scalar,
@@ -420,6 +421,7 @@ def fit_and_test(job: Job) -> dict:
         metrics["model"] = MODEL_FILE
         if trainer.is_global_zero:
             metrics["model_bytes"] = (job.run_dir / MODEL_FILE).stat().st_size
+            metrics["model_sha256"] = file_sha256(job.run_dir / MODEL_FILE)  # for moo-evaluate
     return metrics
 
 
