@@ -328,3 +328,27 @@ def summary_block(run_dir: Path, m: dict) -> str:
         + model,
     ]
     return "\n".join(lines)
+
+
+def check_resume_point(path, settings: dict) -> None:
+    """A checkpoint to resume from, read (as data, memory-mapped) before the trainer loads it:
+    it must hold a training state, not only weights (a run's model.ckpt), and have been made
+    with these settings. Lightning would otherwise load the weights first and fail on a shape
+    mismatch or on the missing optimizer state with a traceback, before SettingsGuard speaks."""
+    if path is None:
+        return
+    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(state, dict) or "optimizer_states" not in state or "loops" not in state:
+        raise ValueError(
+            f"ckpt_path={str(path)!r} holds a model's weights only (a finished run's model.ckpt), "
+            "not a training state to resume from: resume from checkpoints/last.ckpt of a run with "
+            "callbacks=resume, or test the model with moo-evaluate <run folder>"
+        )
+    saved = state.get("run_settings")
+    if isinstance(saved, dict):
+        diff = settings_differences(saved, settings)
+        if diff:
+            raise ValueError(
+                f"ckpt_path: the checkpoint was made with other settings "
+                f"({describe_differences(diff)}); resume with the settings that made it"
+            )

@@ -21,8 +21,16 @@ _PROCESS_START = time.perf_counter()
 import hydra  # noqa: E402  (after _PROCESS_START, to time the imports)
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from moo_lightning.cli.argv import normalise_argv, refuse_duplicate_sweeps  # noqa: E402
-from moo_lightning.cli.checks import check_run_settings  # noqa: E402
+from moo_lightning.cli.argv import (  # noqa: E402
+    fit_folder_name,
+    normalise_argv,
+    refuse_duplicate_sweeps,
+)
+from moo_lightning.cli.checks import (  # noqa: E402
+    check_run_settings,
+    check_unknown_keys,
+    resume_file,
+)
 from moo_lightning.launch import is_leader, join_submitit_tasks  # noqa: E402
 from moo_lightning.records import (  # noqa: E402
     ChecksummedCheckpointIO,
@@ -30,6 +38,7 @@ from moo_lightning.records import (  # noqa: E402
     FolderLock,
     SettingsGuard,
     check_checkpoint,
+    check_resume_point,
     describe_differences,
     file_sha256,
     read_json,
@@ -79,6 +88,7 @@ def run(cfg: DictConfig) -> float | None:
     check_optimized_metric(cfg.get("optimized_metric"))
     try:
         check_run_settings(cfg)
+        check_unknown_keys(cfg)
     except ValueError as err:
         raise BadSetting(str(err)) from None
     join_submitit_tasks()
@@ -182,6 +192,7 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     _saves_model(cfg)  # a wrong value fails before training, not after
     if cfg.get("ckpt_path") == "last":
         _check_last_checkpoint(cfg, run_dir)
+    check_resume_point(resume_file(cfg), settings)  # before Lightning loads any weights
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     timing = {}
@@ -546,7 +557,7 @@ def job_folder(overrides) -> str:
             rest = line[len(prefix) + len(key) :]  # '=value' as typed
             line = f"{prefix}{name}{rest.replace('/', '--')}"
         lines.append(line)
-    return ",".join(sorted(lines))
+    return fit_folder_name(",".join(sorted(lines)))  # a long name: cut, with a hash of it
 
 
 def _local_path(value: str) -> bool:
