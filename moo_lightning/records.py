@@ -352,3 +352,18 @@ def check_resume_point(path, settings: dict) -> None:
                 f"ckpt_path: the checkpoint was made with other settings "
                 f"({describe_differences(diff)}); resume with the settings that made it"
             )
+
+
+def data_fingerprint(path) -> dict[str, str]:
+    """The content of a data folder's files (the files directly inside it, not hidden ones) as
+    {name: SHA-256, first 16 hex digits}: recorded with a run's settings, so that a file edited
+    in place (same path, even the same size and time stamp) makes other settings, never a
+    finished job that is skipped as if it had been trained on the new rows."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {}
+    return {
+        f.name: file_sha256(f)[:16]
+        for f in sorted(folder.iterdir())
+        if f.is_file() and not f.name.startswith(".")
+    }

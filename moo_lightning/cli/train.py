@@ -39,6 +39,7 @@ from moo_lightning.records import (  # noqa: E402
     SettingsGuard,
     check_checkpoint,
     check_resume_point,
+    data_fingerprint,
     describe_differences,
     file_sha256,
     read_json,
@@ -606,6 +607,7 @@ def _settings(cfg: DictConfig) -> dict:
     data = settings.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data["path"] = os.path.abspath(data["path"])  # the same folder however it was named
+        settings["data_files"] = data_fingerprint(data["path"])  # what the files held
     return settings
 
 

@@ -230,3 +230,39 @@ def test_resuming_from_weights_only_or_another_model_size_is_one_line(folders, t
         err = _user_error(info.value)
         assert err is not None and fragment in str(err), repr(info.value)
     assert not (run_dir / "metrics.json").exists()  # nothing written
+
+
+def _edit_in_place(path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` (same length) and put the file's time stamps back, as cp -p,
+    rsync -t or a careful editor leave them."""
+    import os
+
+    assert len(old) == len(new)
+    stat = path.stat()
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+def test_a_data_file_edited_in_place_is_read_again_and_is_another_setting(tmp_path):
+    """D31: a file edited with its size and time stamp kept was read stale from the datasets
+    cache (in later processes too). SN1: a finished job was then skipped as if trained on the
+    new rows. The cache is keyed by content, and the files' content is part of the settings."""
+    from moo_lightning.cli.train import _user_error
+
+    data = write_glue(tmp_path / "sst2", "sst2")
+    base = (*TINY, f"data.path={data}", "trainer.val_check_interval=2", "save_model=false")
+    run_dir = tmp_path / "run"
+    _run_in(run_dir, *base)
+    _edit_in_place(data / "train.jsonl", '"label": 0', '"label": 1')
+    with pytest.raises(Exception) as info:  # SN1: the same command, the same folder
+        _run_in(run_dir, *base)
+    err = _user_error(info.value)
+    assert err is not None and "other settings (data_files.train.jsonl:" in str(err), repr(err)
+    _edit_in_place(data / "train.jsonl", '"label": 1', '"label": 7')  # D31: read again
+    with pytest.raises(Exception) as info:
+        _run_in(tmp_path / "other", *base)
+    err = _user_error(info.value)
+    assert err is not None and "train.jsonl, row 1: label 7 is not 0..1" in str(err), repr(err)

@@ -108,7 +108,9 @@ def _read_table(file: Path):
     from datasets.exceptions import DatasetGenerationError
 
     try:
-        ds = datasets.load_dataset(kind, data_files={"split": str(file)})["split"]
+        ds = datasets.load_dataset(
+            kind, data_files={"split": str(file)}, cache_dir=_content_cache(file)
+        )["split"]
     except (DatasetGenerationError, pa.ArrowInvalid, ValueError, UnicodeDecodeError) as err:
         cause = err.__cause__ or err
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
@@ -116,6 +118,22 @@ def _read_table(file: Path):
     if len(ds) == 0:
         raise ValueError(f"{file}: no rows")
     return ds
+
+
+def _content_cache(file: Path) -> str:
+    """The datasets cache folder for this file's content: the library recognises a file by its
+    path and modification time, so a file edited in place with its time stamp kept (cp -p,
+    rsync -t, a same-length fix) would be read as its old rows, in later processes too."""
+    import hashlib
+
+    import datasets
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    root = Path(datasets.config.HF_DATASETS_CACHE) / "moo_lightning_by_content"
+    return str(root / digest.hexdigest()[:24])
 
 
 def load_splits(task_name: str, path: str | None):
@@ -471,8 +489,8 @@ class GlueFewShot(L.LightningDataModule):
         if not self.cache or self.path is None or not name:
             return None
         folder = Path(self.path).resolve()
-        stamp = tuple(
-            (f.name, f.stat().st_mtime_ns, f.stat().st_size)
+        stamp = tuple(  # the content, not only the time stamp (see _content_cache)
+            (f.name, f.stat().st_mtime_ns, f.stat().st_size, _content_cache(f))
             for f in sorted(folder.iterdir())
             if f.is_file()
         )
