@@ -266,3 +266,23 @@ def test_a_data_file_edited_in_place_is_read_again_and_is_another_setting(tmp_pa
         _run_in(tmp_path / "other", *base)
     err = _user_error(info.value)
     assert err is not None and "train.jsonl, row 1: label 7 is not 0..1" in str(err), repr(err)
+
+
+@pytest.mark.slow
+def test_wandb_online_without_a_reachable_server_is_one_line(folders, tmp_path):
+    """WN5: logger=wandb online with a well-formed key and no server waited for W&B's init
+    timeout, then ended in a wandb.errors.CommError traceback. Now one line saying what to do
+    (the wait is W&B's own: WANDB_INIT_TIMEOUT, shortened here)."""
+    pytest.importorskip("wandb")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"WANDB_MODE": "online", "WANDB_API_KEY": "a" * 45, "WANDB_INIT_TIMEOUT": "5",
+            "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_DIR": str(tmp_path)}  # fmt: skip
+    args = [*TINY, f"data.path={folders['GOOD']}", "trainer.val_check_interval=2"]
+    cmd = [sys.executable, "train.py", *args, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "the W&B server could not be reached" in errors[0], errors
+    assert "a" * 45 not in proc.stdout + proc.stderr  # the key is never printed
