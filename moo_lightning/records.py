@@ -232,6 +232,28 @@ def verify_checksum(path) -> bool:
     return True
 
 
+class RunFolderUnwritable(OSError):
+    """The run folder could not be written at the end of a run (made read-only, a full disk):
+    reported in one line, with the record kept elsewhere."""
+
+
+def write_record(run_dir: Path, metrics: dict) -> None:
+    """metrics.json into the run folder (``write_json_atomic``). When the folder cannot be
+    written, the record goes to a temporary file instead and the error names it: a finished
+    run's result is never lost."""
+    try:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+    except OSError as err:
+        fd, spare = tempfile.mkstemp(prefix="moo-lightning-metrics-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(strict_json(metrics), f, indent=2, allow_nan=False)
+        raise RunFolderUnwritable(
+            f"{run_dir / 'metrics.json'} could not be written ({err.strerror or err}): the run's "
+            f"record is in {spare} (status {metrics.get('status')}); copy it into the run folder "
+            "once the folder is writable"
+        ) from None
+
+
 class ChecksummedCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer and reader, with a SHA-256 beside every checkpoint it writes
     (``<file>.sha256``), checked before any checkpoint that has one is read."""
@@ -240,6 +262,10 @@ class ChecksummedCheckpointIO(TorchCheckpointIO):
         side = Path(f"{path}.sha256")
         side.unlink(missing_ok=True)  # a file being replaced must not keep the old checksum
         super().save_checkpoint(checkpoint, path, storage_options)
+        if not Path(path).is_file():  # Lightning's writer swallows a PermissionError
+            raise RunFolderUnwritable(
+                f"{path} could not be written (is {Path(path).parent} writable?)"
+            )
         tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
         tmp.write_text(f"{file_sha256(path)}  {Path(path).name}\n")
         os.replace(tmp, side)

@@ -36,6 +36,7 @@ from moo_lightning.records import (  # noqa: E402
     ChecksummedCheckpointIO,
     FolderBusyError,
     FolderLock,
+    RunFolderUnwritable,
     SettingsGuard,
     check_checkpoint,
     check_resume_point,
@@ -47,7 +48,7 @@ from moo_lightning.records import (  # noqa: E402
     scalar,
     settings_differences,
     summary_block,
-    write_json_atomic,
+    write_record,
 )
 
 log = logging.getLogger("moo_lightning")
@@ -429,11 +430,15 @@ def fit_and_test(job: Job) -> dict:
         # the weights that were tested (the best-by-validation ones), no optimizer state, with
         # a SHA-256 beside them: `moo-evaluate <run dir>` tests them again later. Every DDP rank
         # takes part; rank 0 writes
-        trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
-        metrics["model"] = MODEL_FILE
-        if trainer.is_global_zero:
-            metrics["model_bytes"] = (job.run_dir / MODEL_FILE).stat().st_size
-            metrics["model_sha256"] = file_sha256(job.run_dir / MODEL_FILE)  # for moo-evaluate
+        try:
+            trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
+        except RunFolderUnwritable as err:  # the result is still recorded (write_record)
+            log.error("the model was not saved: %s", err)
+        else:
+            metrics["model"] = MODEL_FILE
+            if trainer.is_global_zero:
+                metrics["model_bytes"] = (job.run_dir / MODEL_FILE).stat().st_size
+                metrics["model_sha256"] = file_sha256(job.run_dir / MODEL_FILE)  # moo-evaluate
     return metrics
 
 
@@ -463,7 +468,7 @@ def record(job: Job, metrics: dict, start: float) -> float | None:
     for lg in job.loggers:
         _finish_logger(lg, metrics)
     # written last and atomically: an interrupted job leaves no metrics.json behind
-    write_json_atomic(job.run_dir / "metrics.json", metrics)
+    write_record(job.run_dir, metrics)  # elsewhere (named) when the folder is not writable
     log.info(summary_block(job.run_dir, metrics))
     if metrics["status"] != "ok":
         _OUTCOMES.append(metrics["status"])
@@ -734,6 +739,7 @@ def _user_error(err: BaseException, building: bool = False) -> BaseException | N
         HubUnreachableError,
         MisconfigurationException,
         OmegaConfBaseException,
+        RunFolderUnwritable,
     )
     if building:
         user += (ValueError, FileNotFoundError)

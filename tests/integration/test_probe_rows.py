@@ -286,3 +286,33 @@ def test_wandb_online_without_a_reachable_server_is_one_line(folders, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "the W&B server could not be reached" in errors[0], errors
     assert "a" * 45 not in proc.stdout + proc.stderr  # the key is never printed
+
+
+def test_a_run_folder_made_read_only_during_the_run_keeps_the_result(folders, tmp_path):
+    """WN9: the folder turned read-only during training: Lightning swallowed the PermissionError
+    of model.ckpt, the run then failed with a FileNotFoundError traceback and no metrics.json:
+    the result was lost. Now one line that names where the record went instead."""
+    import json
+    import re
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"data.path={folders['GOOD']}", "trainer.val_check_interval=2",
+            "save_model=true", f"hydra.run.dir={run_dir}",
+            "+callbacks.lock._target_=tests.helpers.lock_folder_at_fit_end",
+            f"+callbacks.lock.folder={run_dir}"]  # fmt: skip
+    cmd = as_unprivileged([sys.executable, "train.py", *args])
+    if cmd is None:
+        pytest.skip("root without setpriv ignores the folder's mode")
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        if run_dir.exists():
+            run_dir.chmod(0o755)
+    line = _one_line_error(proc)
+    assert f"{run_dir / 'metrics.json'} could not be written" in line, line
+    spare = re.search(r"the run's record is in (\S+) ", line).group(1)
+    record = json.loads(Path(spare).read_text())
+    assert record["status"] == "ok" and record["val/acc_best"] is not None
+    assert "test/acc" in record and "model" not in record  # tested; the model was not saved
+    Path(spare).unlink()
