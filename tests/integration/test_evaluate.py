@@ -75,7 +75,11 @@ def test_evaluate_a_checkpoint_on_another_copy_of_the_data(finished_run, tmp_pat
     record = json.loads(out.read_text())
     assert record["checkpoint"] == str(ckpt) and record["changes"] == [f"data.path={other}"]
     assert "reproduces_recorded" not in record  # other data: nothing to compare with
-    assert [d.split(":")[0] for d in record["differences_from_run"]] == ["data.path"]
+    # the folder, and the content of its validation file (the train rows are the same)
+    assert [d.split(":")[0] for d in record["differences_from_run"]] == [
+        "data.path",
+        "data_files.validation.jsonl",
+    ]
     # the validation rows split in half: 15 test examples
     assert record["metrics"]["test/examples"] == 15
 
