@@ -45,6 +45,11 @@ class FolderBusyError(UserError, RuntimeError):
     """Another process holds the run folder's lock."""
 
 
+class RunFolderUnwritable(UserError, OSError):
+    """The run folder could not be written at the end of a run (made read-only, a full disk):
+    reported in one line, with the record kept elsewhere."""
+
+
 class HubUnreachableError(UserError, RuntimeError):
     """The Hugging Face hub cannot be reached and the files are not cached."""
 

@@ -12,6 +12,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lightning.pytorch.loggers import WandbLogger
+
+from moo_lightning.hub import HubUnreachableError
 from moo_lightning.record import RunRecord
 
 # W&B modes in which nothing is sent, so no API key is needed
@@ -55,6 +58,32 @@ def require_wandb_credentials(offline: bool = False, mode: str | None = None) ->
         raise ValueError(f"W&B credentials: {err}; {hint}") from None
     if not found:
         raise ValueError(f"W&B is online but no API key was found: {hint}")
+
+
+class WandbUnreachableError(HubUnreachableError):
+    """The W&B server did not answer when the run started (no network, a proxy, a wrong
+    WANDB_BASE_URL): reported in one line, like an unreachable Hugging Face hub."""
+
+
+class OneLineWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose run, started on first use, turns W&B's communication error
+    (after its init timeout, ~90 s) into one line that says what to do, not a traceback."""
+
+    @property
+    def experiment(self):
+        try:
+            return WandbLogger.experiment.fget(self)
+        except Exception as err:
+            import wandb
+
+            if not isinstance(err, wandb.errors.CommError):
+                raise
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise WandbUnreachableError(
+                f"logger=wandb: the W&B server could not be reached ({first[:160]}); check the "
+                "network (or WANDB_BASE_URL), or set WANDB_MODE=offline to log locally and "
+                "`wandb sync` later"
+            ) from None
 
 
 def _text(value) -> str:
@@ -113,12 +142,10 @@ def wandb_logger(
     WandbLogger (and from it to wandb.init). Raises ValueError when the run would be online
     without an API key."""
     require_wandb_credentials(offline, kwargs.get("mode"))
-    from lightning.pytorch.loggers import WandbLogger
-
     kept = run_labels(labels, requires, unless)
     grouped = {k: v for k, v in kept.items() if k not in set(group_without)}
     config = {**(kwargs.pop("config", None) or {}), "labels": kept}
-    return WandbLogger(
+    return OneLineWandbLogger(
         name=name or describe(kept),
         group=group or describe(grouped),
         tags=[*tags(kept), *(kwargs.pop("tags", None) or [])],

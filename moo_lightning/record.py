@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from moo_lightning.errors import RunFolderUnwritable
+
 # the statuses a finished job can have; only "ok" carries headline metrics
 STATUSES = ("ok", "diverged", "no_steps", "no_validation")
 RECORD_FILE = "metrics.json"
@@ -115,6 +117,7 @@ class RunRecord:
     status_reason: str | None = None  # why a run without a result has none
     model: str | None = None  # the tested weights' file in the run folder
     model_bytes: int | None = None
+    model_sha256: str | None = None  # the saved model file's checksum (moo-evaluate checks it)
     task_metrics: dict = field(default_factory=dict)  # the task's own entries (export())
     logs: list[str] = field(default_factory=list)  # CSV logs, one per part of a resumed run
     timing_s: dict = field(default_factory=dict)
@@ -197,12 +200,25 @@ class RunRecord:
             return None
 
     def write(self, folder: Path) -> None:
-        """Into ``folder``/metrics.json, atomically (strict JSON: NaN and inf become null)."""
-        write_json_atomic(Path(folder) / RECORD_FILE, self.to_json())
+        """Into ``folder``/metrics.json, atomically (strict JSON: NaN and inf become null).
+        When the folder cannot be written (made read-only, a full disk) the record goes to a
+        temporary file instead and the error names it: a finished run's result is never lost."""
+        path = Path(folder) / RECORD_FILE
+        try:
+            write_json_atomic(path, self.to_json())
+        except OSError as err:
+            fd, spare = tempfile.mkstemp(prefix="moo-lightning-metrics-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(strict_json(self.to_json()), f, indent=2, allow_nan=False)
+            raise RunFolderUnwritable(
+                f"{path} could not be written ({err.strerror or err}): the run's record is in "
+                f"{spare} (status {self.status}); copy it into the run folder once the folder "
+                "is writable"
+            ) from None
 
 
 _ABSENT = object()
 _SECTIONS = ("val", "test", "task_metrics")  # written flat, key by key
 # left out of metrics.json when None (they exist for some runs only)
-_OPTIONAL = ("ddp_equals_one_process", "status_reason", "model", "model_bytes")
+_OPTIONAL = ("ddp_equals_one_process", "status_reason", "model", "model_bytes", "model_sha256")
 _FIELDS = frozenset(f.name for f in fields(RunRecord))

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from moo_lightning.errors import ConfigError, FolderBusyError
+from moo_lightning.errors import ConfigError, FolderBusyError, RunFolderUnwritable
 
 
 class FolderLock:
@@ -189,6 +189,10 @@ class ChecksummedCheckpointIO(TorchCheckpointIO):
         side = Path(f"{path}.sha256")
         side.unlink(missing_ok=True)  # a file being replaced must not keep the old checksum
         super().save_checkpoint(checkpoint, path, storage_options)
+        if not Path(path).is_file():  # Lightning's writer swallows a PermissionError
+            raise RunFolderUnwritable(
+                f"{path} could not be written (is {Path(path).parent} writable?)"
+            )
         tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
         tmp.write_text(f"{file_sha256(path)}  {Path(path).name}\n")
         os.replace(tmp, side)
@@ -224,3 +228,42 @@ def check_checkpoint(path) -> None:
             f"ckpt_path={path!r} was not loaded: a checkpoint is read as weights and plain state "
             f"only, and this file is not one ({first})"
         ) from None
+
+
+def check_resume_point(path, settings: dict) -> None:
+    """A checkpoint to resume from, read (as data, memory-mapped) before the trainer loads it:
+    it must hold a training state, not only weights (a run's model.ckpt), and have been made
+    with these settings. Lightning would otherwise load the weights first and fail on a shape
+    mismatch or on the missing optimizer state with a traceback, before SettingsGuard speaks."""
+    if path is None:
+        return
+    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(state, dict) or "optimizer_states" not in state or "loops" not in state:
+        raise ValueError(
+            f"ckpt_path={str(path)!r} holds a model's weights only (a finished run's model.ckpt), "
+            "not a training state to resume from: resume from checkpoints/last.ckpt of a run with "
+            "callbacks=resume, or test the model with moo-evaluate <run folder>"
+        )
+    saved = state.get("run_settings")
+    if isinstance(saved, dict):
+        diff = settings_differences(saved, settings)
+        if diff:
+            raise ValueError(
+                f"ckpt_path: the checkpoint was made with other settings "
+                f"({describe_differences(diff)}); resume with the settings that made it"
+            )
+
+
+def data_fingerprint(path) -> dict[str, str]:
+    """The content of a data folder's files (the files directly inside it, not hidden ones) as
+    {name: SHA-256, first 16 hex digits}: recorded with a run's settings, so that a file edited
+    in place (same path, even the same size and time stamp) makes other settings, never a
+    finished job that is skipped as if it had been trained on the new rows."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {}
+    return {
+        f.name: file_sha256(f)[:16]
+        for f in sorted(folder.iterdir())
+        if f.is_file() and not f.name.startswith(".")
+    }

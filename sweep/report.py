@@ -105,6 +105,25 @@ def flat_settings(settings: dict) -> dict[str, str]:
     return flat
 
 
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def malformed(m: RunRecord) -> str | None:
+    """Why a finished run's record cannot enter the table (a hand edit, another tool's file), or
+    None: the task must be a name, the seed an integer, the accuracies finite numbers."""
+    if not isinstance(m.get("task"), str) or not m.get("task"):
+        return f"no task recorded (task: {m.get('task')!r})"
+    seed = m.get("seed")
+    if not (_number(seed) and float(seed).is_integer()):
+        return f"seed {seed!r} is not an integer"
+    for key in ("val/acc_best", "test/acc"):
+        value = m.get(key)
+        if not (_number(value) and np.isfinite(value)):
+            return f"{key} {value!r} is not a finite number"
+    return None
+
+
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The runs with a result (one row each: the RUN_COLUMNS, the settings group and the
     flattened settings), and (folder, why) for every metrics.json left out: unreadable,
@@ -126,6 +145,10 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
             continue
         if "test/acc" not in m or "val/acc_best" not in m:
             left_out.append((where, "no validation/test accuracy (not a text-classification run)"))
+            continue
+        odd = malformed(m)
+        if odd:
+            left_out.append((where, odd))
             continue
         cfg = m.settings
         if cfg is None:  # runs written before settings were recorded in metrics.json
@@ -577,6 +600,24 @@ def log_to_wandb(out: Path, sweep_dir: Path, project: str, entity: str | None = 
     return str(where)
 
 
+def check_out(out: Path) -> None:
+    """The report's folder, made when missing and tried for writing before any table is built:
+    an existing file, or a folder that cannot be made or written to, is one line."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file; give a folder for the report's files")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise SystemExit(
+            f"error: --out {out}: cannot write there ({err.strerror or err}); give a folder you "
+            "can write to"
+        ) from None
+
+
 def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
@@ -593,7 +634,7 @@ def main(argv: list[str] | None = None):
             f"error: no complete text-classification runs under {args.sweep_dir} (toy sweeps: "
             "sweep/toy_table.py; Multi-MNIST sets: sweep/pareto_report.py)"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
+    check_out(args.out)
     info = describe_settings(runs)
     write_runs(runs, info.keys, args.out)
     chosen = write_tables(runs, info, args.out, left_out)

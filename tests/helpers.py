@@ -182,3 +182,30 @@ def write_pacs(
             (folder / f"{domain}_train_kfold.txt").write_text("\n".join(train) + "\n")
             (folder / f"{domain}_crossval_kfold.txt").write_text("\n".join(val) + "\n")
     return folder
+
+
+def as_unprivileged(cmd: list[str]) -> list[str] | None:
+    """``cmd`` run so that a folder's permissions apply to it: as root, through setpriv without
+    the capabilities that override them (None when that is not possible: skip the check)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("setpriv"):
+        return None
+    drop = "--bounding-set=-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", drop, "--inh-caps=-all", *cmd]
+
+
+def lock_folder_at_fit_end(folder: str):
+    """A Lightning callback (``+callbacks.lock._target_=tests.helpers.lock_folder_at_fit_end``)
+    that makes ``folder`` read-only when fit ends: a run folder that stops being writable
+    during a run, as a full quota or another user's chmod would leave it."""
+    import lightning as L
+
+    class Lock(L.Callback):
+        def on_fit_end(self, trainer, pl_module):
+            Path(folder).chmod(0o555)
+
+    return Lock()

@@ -87,3 +87,21 @@ def refuse_duplicate_sweeps(argv: list[str]) -> None:
             "preference only with combiners that use it (ls, epo, png, stch, upgrad, ...), or "
             "run the others once without preference="
         )
+
+
+# a folder name is at most 255 bytes on common filesystems; Optuna's sampled floats (17 digits)
+# pass that with a handful of overrides
+_NAME_LIMIT = 200
+
+
+def fit_folder_name(name: str, limit: int = _NAME_LIMIT) -> str:
+    """``name`` when it fits in ``limit`` bytes; otherwise its first bytes and a hash of the
+    whole name (``...~<12 hex>``), so two long names never share a folder."""
+    raw = name.encode()
+    if len(raw) <= limit:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    head = raw[: limit - len(digest) - 1].decode(errors="ignore")
+    return f"{head}~{digest}"

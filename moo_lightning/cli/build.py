@@ -10,9 +10,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from moo_lightning.cli.checks import resume_file
 from moo_lightning.cli.errors import BadSetting, user_error
 from moo_lightning.cli.naming import is_multirun
-from moo_lightning.records import ChecksummedCheckpointIO, SettingsGuard, check_checkpoint
+from moo_lightning.records import (
+    ChecksummedCheckpointIO,
+    SettingsGuard,
+    check_checkpoint,
+    check_resume_point,
+)
 
 # the model a finished run leaves in its folder (save_model=true)
 MODEL_FILE = "model.ckpt"
@@ -57,6 +63,7 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     saves_model(cfg)  # a wrong value fails before training, not after
     if cfg.get("ckpt_path") == "last":
         check_last_checkpoint(cfg, run_dir)
+    check_resume_point(resume_file(cfg), settings)  # before Lightning loads any weights
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     timing = {}

@@ -3,6 +3,7 @@ key, the value and what is allowed (the objects check their own arguments when b
 
 from __future__ import annotations
 
+import functools
 import math
 
 from omegaconf import DictConfig
@@ -51,3 +52,80 @@ def check_optimized_metric(key) -> None:
             f"optimized_metric={key!r}: a search may optimise a validation or training metric "
             "(val/..., train/...; e.g. val/acc_best), never a test metric"
         )
+
+
+@functools.cache
+def _known_top_level_keys() -> frozenset[str]:
+    """Every top-level key the package's configs can produce: train.yaml's, the config groups'
+    and those of the groups that write at the top level (``# @package _global_``)."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent / "conf"
+    keys = set(yaml.safe_load((root / "train.yaml").read_text()) or {})
+    keys |= {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    for path in root.rglob("*.yaml"):
+        text = path.read_text()
+        if any("@package _global_" in line for line in text.splitlines()[:5]):
+            try:
+                keys |= set(yaml.safe_load(text) or {})
+            except yaml.YAMLError:
+                continue
+    return frozenset(keys - {"defaults"})
+
+
+def check_unknown_keys(cfg: DictConfig) -> None:
+    """A top-level key none of the package's configs has (``++foo=1``, ``+lr=0.5``) is read by
+    nothing: the run would silently ignore it. One line, with the dotted keys it may have meant."""
+    from omegaconf import OmegaConf
+
+    known = _known_top_level_keys()
+    unknown = [k for k in cfg if k not in known and k != "hydra"]
+    if not unknown:
+        return
+    key = unknown[0]
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    meant = sorted(
+        dotted
+        for dotted in _dotted_keys(tree)
+        if dotted.rsplit(".", 1)[-1] == key and "." in dotted and not dotted.startswith("hydra.")
+    )
+    hint = f" Did you mean {' or '.join(meant[:3])}?" if meant else ""
+    raise ValueError(
+        f"{key}={cfg.get(key)!r}: no setting of this project is called {key!r} (added with +/++, "
+        f"it would be ignored).{hint}"
+    )
+
+
+def _dotted_keys(tree, prefix: str = ""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield f"{prefix}{k}"
+            yield from _dotted_keys(v, f"{prefix}{k}.")
+
+
+def resume_file(cfg: DictConfig):
+    """The checkpoint file ``ckpt_path`` names: itself, or for ``last`` the newest ``last*.ckpt``
+    in the folders of the config's ModelCheckpoint callbacks (the one Lightning picks); None
+    when there is none (nothing to resume, or refused elsewhere)."""
+    from pathlib import Path
+
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None or ckpt != "last":
+        return ckpt if ckpt is None or Path(ckpt).is_file() else None
+    folders = [
+        Path(c.dirpath)
+        for c in (cfg.get("callbacks") or {}).values()
+        if c is not None
+        and str(c.get("_target_", "")).endswith("ModelCheckpoint")
+        and c.get("dirpath")
+    ]
+    found = [
+        p
+        for f in folders
+        if f.is_dir()
+        for p in f.iterdir()
+        if "last" in p.name and p.name.endswith(".ckpt") and p.is_file()
+    ]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None

@@ -138,6 +138,8 @@ def evaluate(
     start = time.perf_counter()
     register_resolvers()  # the saved config keeps its interpolations (few_shot_budget, ...)
     run_dir, ckpt = find_run(target)
+    destination = out or run_dir / "evaluation.json"
+    check_destination(destination)  # before the test runs, not after
     recorded = RunRecord.find(run_dir) or RunRecord()
     cfg = run_config(run_dir, changes, recorded.settings)
     try:  # before anything is built: a shared folder's config is data, not code
@@ -157,6 +159,7 @@ def evaluate(
         check_checkpoint(str(ckpt))
     except (ValueError, FileNotFoundError) as err:
         raise EvaluationError(str(err)) from None
+    check_provenance(run_dir, ckpt, recorded)
     try:
         job = build(cfg, run_dir, {}, start)
     except BadSetting as err:
@@ -165,6 +168,7 @@ def evaluate(
         isinstance(job.data, L.LightningDataModule) and is_overridden("test_dataloader", job.data)
     ):
         raise EvaluationError(f"task={cfg.get('task_name')} has no test split to evaluate")
+    check_fits(ckpt, job.module, run_dir)
     # weights_only: the checkpoint is read as tensors and plain containers, never as code
     results = job.trainer.test(
         job.module, datamodule=job.data, ckpt_path=str(ckpt), weights_only=True, verbose=False
@@ -185,8 +189,78 @@ def evaluate(
         same = {k: _close(v, recorded.get(k)) for k, v in metrics.items() if k in recorded}
         record["reproduces_recorded"] = same
     if job.trainer.is_global_zero:
-        write_json_atomic(out or run_dir / "evaluation.json", record)
+        try:
+            write_json_atomic(destination, record)
+        except OSError as err:
+            raise EvaluationError(
+                f"{destination}: the record could not be written ({err.strerror or err}); "
+                f"the test metrics were {metrics}"
+            ) from None
     return record
+
+
+def check_destination(path: Path) -> None:
+    """Where the record goes must be a file path in a folder this process can write to: tried
+    before the model is rebuilt and tested, so a bad --out (or a read-only run folder) costs a
+    line, not a test."""
+    import tempfile
+
+    if path.is_dir():
+        raise EvaluationError(f"--out {path} is a folder; give a file path (e.g. {path}/eval.json)")
+    if not path.parent.is_dir():
+        raise EvaluationError(
+            f"--out {path}: the folder {path.parent} does not exist; make it first or give "
+            "another path"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise EvaluationError(
+            f"{path.parent} is not writable ({err.strerror or err}), so {path.name} cannot be "
+            "written there; give --out FILE in a folder you can write to"
+        ) from None
+
+
+def check_provenance(run_dir: Path, ckpt: Path, recorded: RunRecord) -> None:
+    """The run's model.ckpt must be the model the run saved: metrics.json records its SHA-256
+    (``model_sha256``). The checksum file beside a checkpoint guards against damage, not
+    against a model copied in from another run with its own checksum file."""
+    expected = recorded.get("model_sha256")
+    if ckpt != run_dir / MODEL_FILE or not isinstance(expected, str):
+        return
+    found = file_sha256(ckpt)
+    if found != expected:
+        raise EvaluationError(
+            f"{ckpt} is not the model this run saved: its metrics.json records SHA-256 "
+            f"{expected[:12]}…, the file has {found[:12]}… (replaced, or copied from another "
+            "run); not evaluated"
+        )
+
+
+def check_fits(ckpt: Path, module, run_dir: Path) -> None:
+    """The checkpoint's tensors must have the shapes of the model rebuilt from the run's
+    config (another encoder size, say, would fail inside the state-dict load)."""
+    import torch
+
+    state = torch.load(str(ckpt), map_location="cpu", weights_only=True, mmap=True)
+    saved = state.get("state_dict", {}) if isinstance(state, dict) else {}
+    wanted = module.state_dict()
+    wrong = [
+        f"{k}: {tuple(saved[k].shape)} in the checkpoint, {tuple(v.shape)} in the model"
+        for k, v in wanted.items()
+        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    missing = [k for k in wanted if k not in saved]
+    if wrong or (missing and getattr(module, "strict_loading", True)):
+        first = wrong[0] if wrong else f"{missing[0]} is not in the checkpoint"
+        count = len(wrong) + len(missing)
+        raise EvaluationError(
+            f"{ckpt} does not fit the model rebuilt from {run_dir / '.hydra' / 'config.yaml'} "
+            f"and the changes given ({count} tensor(s) differ; first: {first}): it was made "
+            "with other settings (encoder size, task, ...); evaluate it with the settings that "
+            "made it"
+        )
 
 
 def _close(a, b) -> bool:

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 
 from moo_lightning.cli.build import MODEL_FILE, Job, saves_model
 from moo_lightning.cli.naming import choices
+from moo_lightning.errors import RunFolderUnwritable
 from moo_lightning.record import RunRecord, scalar
-from moo_lightning.records import run_status
+from moo_lightning.records import file_sha256, run_status
 
 log = logging.getLogger("moo_lightning")
 
@@ -85,10 +86,15 @@ def fit_and_test(job: Job) -> RunRecord:
         # the weights that were tested (the best-by-validation ones), no optimizer state, with
         # a SHA-256 beside them: `moo-evaluate <run dir>` tests them again later. Every DDP rank
         # takes part; rank 0 writes
-        trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
-        record.model = MODEL_FILE
-        if trainer.is_global_zero:
-            record.model_bytes = (job.run_dir / MODEL_FILE).stat().st_size
+        try:
+            trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
+        except RunFolderUnwritable as err:  # the result is still recorded (RunRecord.write)
+            log.error("the model was not saved: %s", err)
+        else:
+            record.model = MODEL_FILE
+            if trainer.is_global_zero:
+                record.model_bytes = (job.run_dir / MODEL_FILE).stat().st_size
+                record.model_sha256 = file_sha256(job.run_dir / MODEL_FILE)  # moo-evaluate
     return record
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from moo_lightning.cli.argv import fit_folder_name
+from moo_lightning.records import data_fingerprint
+
 # settings that do not change a run's result: left out of the record compared before a finished
 # job is skipped or a checkpoint resumed (dotted prefixes)
 NOT_SETTINGS = (
@@ -64,6 +67,7 @@ def settings(cfg: DictConfig) -> dict:
     data = kept.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data["path"] = os.path.abspath(data["path"])  # the same folder however it was named
+        kept["data_files"] = data_fingerprint(data["path"])  # what the files held
     return kept
 
 
@@ -97,7 +101,7 @@ def job_folder(overrides) -> str:
             rest = line[len(prefix) + len(key) :]  # '=value' as typed
             line = f"{prefix}{name}{rest.replace('/', '--')}"
         lines.append(line)
-    return ",".join(sorted(lines))
+    return fit_folder_name(",".join(sorted(lines)))  # a long name: cut, with a hash of it
 
 
 def is_local_path(value: str) -> bool:

@@ -23,7 +23,11 @@ from omegaconf import DictConfig  # noqa: E402
 
 from moo_lightning.cli.argv import normalise_argv, refuse_duplicate_sweeps  # noqa: E402
 from moo_lightning.cli.build import build  # noqa: E402
-from moo_lightning.cli.checks import check_optimized_metric, check_run_settings  # noqa: E402
+from moo_lightning.cli.checks import (  # noqa: E402
+    check_optimized_metric,
+    check_run_settings,
+    check_unknown_keys,
+)
 from moo_lightning.cli.console import summary  # noqa: E402
 from moo_lightning.cli.errors import BadSetting, exit_code, to_log_file, user_error  # noqa: E402
 from moo_lightning.cli.fit import finish_record, fit_and_test  # noqa: E402
@@ -78,6 +82,7 @@ def run(cfg: DictConfig, jobs: Jobs | None = None) -> float | None:
     try:
         check_optimized_metric(cfg.get("optimized_metric"))
         check_run_settings(cfg)
+        check_unknown_keys(cfg)
     except ValueError as err:
         raise BadSetting(str(err)) from None
     join_submitit_tasks()

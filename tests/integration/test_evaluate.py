@@ -75,7 +75,11 @@ def test_evaluate_a_checkpoint_on_another_copy_of_the_data(finished_run, tmp_pat
     record = json.loads(out.read_text())
     assert record["checkpoint"] == str(ckpt) and record["changes"] == [f"data.path={other}"]
     assert "reproduces_recorded" not in record  # other data: nothing to compare with
-    assert [d.split(":")[0] for d in record["differences_from_run"]] == ["data.path"]
+    # the folder, and the content of its validation file (the train rows are the same)
+    assert [d.split(":")[0] for d in record["differences_from_run"]] == [
+        "data.path",
+        "data_files.validation.jsonl",
+    ]
     # the validation rows split in half: 15 test examples
     assert record["metrics"]["test/examples"] == 15
 
@@ -261,3 +265,84 @@ def test_evaluate_never_runs_code_an_interpolation_produces(finished_run, tmp_pa
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "scheduler._target_ = 'builtins.open'" in err[0], proc.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # probe E16: --out into a missing folder or onto a folder (a traceback after the test)
+        (["{run}", "--out", "{tmp}/missing/eval.json"], "the folder {tmp}/missing does not exist"),
+        (["{run}", "--out", "{tmp}"], "--out {tmp} is a folder; give a file path"),
+        # probe E22: another encoder size (a size-mismatch traceback from the state-dict load)
+        (["{run}", "encoder.hidden=64"], "does not fit the model rebuilt from"),
+    ],
+)
+def test_evaluate_refuses_a_bad_destination_or_model_shape_in_one_line(
+    finished_run, tmp_path, capsys, args, expected
+):
+    run_dir, _ = finished_run
+    before = (
+        (run_dir / "evaluation.json").read_bytes()
+        if (run_dir / "evaluation.json").exists()
+        else None
+    )
+    assert evaluate([a.format(run=run_dir, tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected.format(tmp=tmp_path) in err[0], err
+    after = (
+        (run_dir / "evaluation.json").read_bytes()
+        if (run_dir / "evaluation.json").exists()
+        else None
+    )
+    assert after == before  # nothing written
+
+
+def test_evaluate_refuses_a_model_swapped_in_from_another_run(finished_run, tmp_path, capsys):
+    """Probe E23: a model.ckpt from elsewhere, with its own (correct) checksum file, was tested
+    and reported "reproduced" when the accuracy happened to match. The run records the SHA-256
+    of the model it saved; another file is refused."""
+    import hashlib
+
+    run_dir, _ = finished_run
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert (
+        recorded["model_sha256"]
+        == hashlib.sha256((run_dir / "model.ckpt").read_bytes()).hexdigest()
+    )
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    model = torch.load(copy / "model.ckpt", map_location="cpu", weights_only=True)
+    name = next(iter(model["state_dict"]))
+    model["state_dict"][name] = model["state_dict"][name] + 1.0  # another run's weights
+    torch.save(model, copy / "model.ckpt")
+    digest = hashlib.sha256((copy / "model.ckpt").read_bytes()).hexdigest()
+    (copy / "model.ckpt.sha256").write_text(f"{digest}  model.ckpt\n")  # its own checksum
+    assert evaluate([str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not the model this run saved" in err[0], err
+    assert not (copy / "evaluation.json").exists() or (
+        (copy / "evaluation.json").read_bytes() == (run_dir / "evaluation.json").read_bytes()
+    )
+
+
+def test_evaluate_a_read_only_run_folder_fails_in_one_line_before_testing(finished_run, tmp_path):
+    """Probe E24: a run folder that cannot be written gave a PermissionError traceback after the
+    test had run. Now one line before anything is built; --out elsewhere works."""
+    from tests.helpers import as_unprivileged
+
+    run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "evaluation.json").unlink(missing_ok=True)
+    cmd = as_unprivileged([sys.executable, "evaluate.py", str(copy)])
+    if cmd is None:
+        pytest.skip("root without setpriv ignores the folder's mode")
+    copy.chmod(0o555)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        copy.chmod(0o755)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and f"{copy} is not writable" in err[0] and "--out" in err[0], err
+    assert "test/acc" not in proc.stdout  # refused before the test ran

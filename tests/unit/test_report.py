@@ -271,3 +271,60 @@ def test_a_ddp_run_is_another_setting_not_a_duplicate(tmp_path):
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert len(rows) == 4  # none left out as a duplicate
     assert "world_size" in (out / "table.md").read_text()
+
+
+def test_hand_edited_records_are_left_out_with_the_reason_and_out_is_checked(tmp_path):
+    """Probe RN3, RN4, RN12, RN13 (a null seed, no task, a NaN or a text accuracy: a traceback or
+    a mean of three counted as n=4) and RN5, RN17 (--out an existing file or a read-only folder:
+    a traceback). Now each record is left out naming the field, and --out is one line."""
+    import stat
+
+    from tests.helpers import as_unprivileged
+
+    sweep = tmp_path / "sweep"
+    for s in range(2):
+        fake_run(sweep, f"ce_s{s}", "ce", "ls", s, 0.6, 0.6)
+    edits = {"seed_null": ("seed", None), "no_task": ("task", "DROP"),
+             "nan_acc": ("test/acc", float("nan")), "text_acc": ("test/acc", "abc")}  # fmt: skip
+    for name, (key, value) in edits.items():
+        fake_run(sweep, name, "ce", "ls", 5, 0.6, 0.6)
+        path = sweep / name / "metrics.json"
+        m = json.loads(path.read_text())
+        if value == "DROP":
+            del m[key]
+        else:
+            m[key] = value
+        path.write_text(json.dumps(m))  # NaN as JSON's non-standard token, as a hand edit may
+    out = tmp_path / "out"
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| CE | 20 | 60.0 ± 0.0 (n=2) |" in table
+    for reason in ("seed None is not an integer", "no task recorded",
+                   "test/acc nan is not a finite number",
+                   "test/acc 'abc' is not a finite number"):  # fmt: skip
+        assert reason in table, reason
+
+    def report(out, unprivileged=False):
+        cmd = [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)]
+        return subprocess.run(
+            as_unprivileged(cmd) if unprivileged else cmd, cwd=ROOT, capture_output=True, text=True
+        )
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    proc = report(a_file)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: --out {a_file} is a file; give a folder for the report's files"
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if as_unprivileged(["true"]) is None:
+            return  # root without setpriv ignores the folder's mode: nothing to show here
+        proc = report(locked / "report", unprivileged=True)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "cannot write there" in proc.stderr
+    finally:
+        locked.chmod(stat.S_IRWXU)

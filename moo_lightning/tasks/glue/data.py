@@ -108,7 +108,9 @@ def _read_table(file: Path):
     from datasets.exceptions import DatasetGenerationError
 
     try:
-        ds = datasets.load_dataset(kind, data_files={"split": str(file)})["split"]
+        ds = datasets.load_dataset(
+            kind, data_files={"split": str(file)}, cache_dir=_content_cache(file)
+        )["split"]
     except (DatasetGenerationError, pa.ArrowInvalid, ValueError, UnicodeDecodeError) as err:
         cause = err.__cause__ or err
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
@@ -116,6 +118,22 @@ def _read_table(file: Path):
     if len(ds) == 0:
         raise ValueError(f"{file}: no rows")
     return ds
+
+
+def _content_cache(file: Path) -> str:
+    """The datasets cache folder for this file's content: the library recognises a file by its
+    path and modification time, so a file edited in place with its time stamp kept (cp -p,
+    rsync -t, a same-length fix) would be read as its old rows, in later processes too."""
+    import hashlib
+
+    import datasets
+
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    root = Path(datasets.config.HF_DATASETS_CACHE) / "moo_lightning_by_content"
+    return str(root / digest.hexdigest()[:24])
 
 
 def load_splits(task_name: str, path: str | None):
@@ -138,6 +156,7 @@ def load_splits(task_name: str, path: str | None):
     if not folder.is_dir():
         raise FileNotFoundError(f"data.path {path!r} is not a folder")
     train, val = _find_split(folder, "train"), _find_split(folder, task.validation)
+    _refuse_two_layouts(folder, task, train, val)
     if train and val:
         # each file read by the builder of its own format (train.jsonl + validation.csv works)
         splits = tuple(_read_table(f) for f in (train, val))
@@ -154,6 +173,18 @@ def load_splits(task_name: str, path: str | None):
             f"(jsonl/json/parquet/csv, glue schema) nor train.tsv and {task.tsv_validation}"
         )
     return tuple(_normalise_labels(s, task, folder, n) for s, n in zip(splits, names))
+
+
+def _refuse_two_layouts(folder: Path, task: GlueTask, train, val) -> None:
+    """A folder holding both layouts (the glue-schema files and the GLUE TSVs) is ambiguous:
+    which pair is meant cannot be known, so neither is picked silently."""
+    tsvs = [folder / "train.tsv", folder / task.tsv_validation]
+    if train and val and all(f.is_file() for f in tsvs):
+        raise ValueError(
+            f"data.path {str(folder)!r} holds two copies of the data: {train.name} + {val.name} "
+            f"and {tsvs[0].name} + {tsvs[1].name}; keep one pair in the folder (move the other "
+            "away), so that it is clear which one is read"
+        )
 
 
 def _normalise_labels(ds, task: GlueTask, folder: Path, filename: str):
@@ -232,6 +263,27 @@ def _quiet_preparation():
     finally:
         if was_on:
             datasets.enable_progress_bars()
+
+
+def _check_max_length(max_length: int, max_tokens: int | None) -> None:
+    """Inputs longer than the encoder's positions fail inside its embedding layer mid-training
+    (``index 514 is out of bounds``): refused here, with the largest value that works."""
+    if max_tokens is not None and max_length > max_tokens:
+        raise ValueError(
+            f"data.max_length={max_length} exceeds the encoder's {max_tokens} positions (its "
+            f"longest input, special tokens included); use data.max_length <= {max_tokens}"
+        )
+
+
+def _check_halves(rows: int, path: str | None, task: GlueTask) -> None:
+    """The validation file is split into a test half and a validation half: each needs a row,
+    or the run has no test result (or no validation) while saying "ok"."""
+    if rows < 2:
+        where = f"data.path {path!r}" if path else "the hub's copy"
+        raise ValueError(
+            f"{where}: the {task.validation} file holds {rows} row(s); it is split into a "
+            "validation half and a test half, which need >= 1 row each (>= 2 rows)"
+        )
 
 
 def few_shot_indices(labels: np.ndarray, n: int, num_labels: int, seed: int, balanced: bool):
@@ -345,6 +397,7 @@ class GlueFewShot(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         cache: bool = True,
+        max_tokens: int | None = None,
     ):
         super().__init__()
         self.task = _task(task)
@@ -361,6 +414,7 @@ class GlueFewShot(L.LightningDataModule):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"data.{key} must be an integer >= {low}. Found {value!r}")
+        _check_max_length(max_length, max_tokens)
         if num_train is not None and (
             not isinstance(num_train, int) or isinstance(num_train, bool) or num_train < 1
         ):
@@ -411,6 +465,7 @@ class GlueFewShot(L.LightningDataModule):
             train, validation = load_splits(self.task_name, self.path)
             # one numpy column (converting the dataset's column row by row takes seconds)
             labels = train.with_format("numpy", columns=["label"])[:]["label"]
+            _check_halves(len(validation), self.path, self.task)
             perm = np.random.default_rng(SPLIT_SEED).permutation(len(validation))
             half = len(perm) // 2
             test_idx, val_idx = np.sort(perm[:half]), np.sort(perm[half:][: self.val_size])
@@ -434,8 +489,8 @@ class GlueFewShot(L.LightningDataModule):
         if not self.cache or self.path is None or not name:
             return None
         folder = Path(self.path).resolve()
-        stamp = tuple(
-            (f.name, f.stat().st_mtime_ns, f.stat().st_size)
+        stamp = tuple(  # the content, not only the time stamp (see _content_cache)
+            (f.name, f.stat().st_mtime_ns, f.stat().st_size, _content_cache(f))
             for f in sorted(folder.iterdir())
             if f.is_file()
         )

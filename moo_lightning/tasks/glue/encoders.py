@@ -191,7 +191,24 @@ class Backbone:
         return self.encoder.config.hidden_size
 
     def data_arguments(self) -> dict:
-        return {"tokenizer": self.tokenizer}  # the data are tokenised with the encoder's own
+        # the data are tokenised with the encoder's own tokenizer, no longer than it reads
+        return {"tokenizer": self.tokenizer, "max_tokens": self.max_tokens}
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input (special tokens included) the encoder has positions for: RoBERTa
+        numbers positions from its padding id + 1 (514 embeddings: 512 tokens), BERT-style
+        encoders from 0; the tokenizer's own limit when it is smaller. None: unknown."""
+        config = self.encoder.config
+        positions = getattr(config, "max_position_embeddings", None)
+        if not isinstance(positions, int):
+            return None
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+        told = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(told, int) and 0 < told < positions:
+            positions = told
+        return positions
 
     def module_arguments(self) -> dict:
         return {"backbone": self}
