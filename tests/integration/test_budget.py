@@ -1,6 +1,7 @@
 """The GLUE step budget: validation every K optimizer steps across 2-batch epochs, the best
 validation's step recorded, and a resumed run that restores the learning-rate schedule."""
 
+import pytest
 import torch
 
 from tests.helpers import write_glue
@@ -30,6 +31,7 @@ def test_validation_every_k_steps_across_two_batch_epochs(run_train, tmp_path):
     assert m["choices"]["scheduler"] == "linear"
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_resume_restores_the_schedule(run_train, tmp_path):
     """An 8-step run against the same run resumed from its step-4 checkpoint: equal final weights
     (the linear schedule's learning rate at steps 5-8 depends on its restored state)."""

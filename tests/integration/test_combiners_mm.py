@@ -49,6 +49,7 @@ def test_the_preset_is_every_combiner_one_model_equal_preference():
     assert sst.hydra.sweeper.params.seed == "range(0,10)"
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_a_tiny_combiners_mm_multirun_and_its_table(tmp_path):
     digits = write_digits(tmp_path / "mnist")
     sweep = tmp_path / "sweep"

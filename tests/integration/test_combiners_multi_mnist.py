@@ -66,6 +66,7 @@ def check(m, uses_preference, what):
     assert m["preference"] is None, what  # the member follows its own
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_every_combiner_config_trains_one_multi_mnist_model(digits, tmp_path):
     names = combiner_names()
     records = multirun(tmp_path, digits, "combiner=" + ",".join(names))

@@ -30,6 +30,7 @@ def _compare(combiner, tmp_path, scope="all", contrastive=None, criterion=False)
         assert (a - b).abs().max() <= 1e-6
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_ddp_matches_single_process_epo(tmp_path):
     _compare("epo", tmp_path)
 
@@ -46,7 +47,7 @@ def test_ddp_scoped_matches_single_process(scope, tmp_path):
     _compare("mgda", tmp_path, scope)
 
 
-@pytest.mark.parametrize("combiner", ["epo"])
+@pytest.mark.parametrize("combiner", [pytest.param("epo", marks=pytest.mark.slow)])
 def test_ddp_global_batch_contrastive_matches_single_process(combiner, tmp_path):
     # ℓ_pos / ℓ_neg over the all-gathered embeddings: 2 × 8 examples = 1 process × 16
     _compare(combiner, tmp_path, contrastive="global")

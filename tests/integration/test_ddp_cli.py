@@ -103,6 +103,7 @@ def test_ddp_command_line_matches_one_process_ls(tmp_path):
 README_DDP = "python train.py task=sst2 combiner=epo trainer=ddp trainer.devices=2"
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_the_readme_ddp_command_runs(tmp_path):
     assert README_DDP in (ROOT / "README.md").read_text()
     # the README's command as written, plus what a CPU test machine without the hub needs

@@ -72,6 +72,7 @@ def test_jigen_weights_are_those_of_jigen_over_1_7(run_train, digits):
     np.testing.assert_allclose(w, [1 / 1.7, 0.7 / 1.7], rtol=1e-6)
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_jigen_png_runs_on_the_pacs_code_path(run_train, tmp_path):
     """`train.py experiment=dg_jigen_png task=dg_pacs data.path=<PACS layout>`: ResNet-18 at
     24×24, the official split lists, a few steps."""

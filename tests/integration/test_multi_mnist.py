@@ -52,6 +52,7 @@ def test_each_set_method_trains_five_members_and_records_the_set(run_train, digi
     assert len({tuple(np.round(row, 6)) for row in losses}) == 5
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_every_experiment_runs_as_one_fast_dev_run_sweep(digits, tmp_path):
     """`-m experiment=glob(*) debug=fast`: every preset composes, builds and takes a step."""
     import os

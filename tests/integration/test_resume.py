@@ -143,6 +143,7 @@ def test_ckpt_path_last_with_nothing_to_resume_is_refused(finished, tmp_path):
     assert not (tmp_path / "fresh" / "metrics.json").exists()
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
     """`-m … ckpt_path=last` over a sweep whose jobs are partly finished: the finished ones are
     skipped and left as they are, the interrupted one resumes. Before: the first finished job

@@ -55,6 +55,7 @@ def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
     assert paths[1].exists()  # re-run
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_wandb_offline_run_holds_summary_and_diagnostics(sst2, tmp_path):
     pytest.importorskip("wandb")
     env = dict(
@@ -154,6 +155,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(sst2, tmp_path):
     assert len(list(tmp_path.glob("*/metrics.json"))) == 2
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_optuna_search_maximises_the_returned_validation_metric(sst2, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     import json

@@ -171,6 +171,7 @@ def test_the_literal_seed_range_command_launches_ten_jobs(glue_dir, tmp_path):
     assert seeds == list(range(10))
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_seed_range_function_form_also_works(glue_dir, tmp_path):
     cmd = [
         sys.executable,

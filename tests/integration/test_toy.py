@@ -80,7 +80,7 @@ def test_csv_logger_records_combiner_diagnostics(run_train):
     } <= set(rows[0])
 
 
-@pytest.mark.parametrize("start", ["clustered", "extremes"])
+@pytest.mark.parametrize("start", ["clustered", pytest.param("extremes", marks=SLOW)])
 def test_hypervolume_ensemble_reaches_95_percent(run_train, start):
     m = run_train(
         "experiment=toy_energy",

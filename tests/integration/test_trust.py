@@ -135,6 +135,7 @@ def test_runs_without_a_result_are_recorded_as_such(glue, tmp_path, extra, statu
     assert "test/acc" not in m and "val/acc_best" not in m
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_two_copies_of_a_sweep_train_every_job_once(glue, tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "train.py", "-m", *_tiny(glue), "seed=0,1,2,3"]
