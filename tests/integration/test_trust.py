@@ -75,6 +75,7 @@ def test_remote_checkpoints_are_refused_without_touching_the_network(glue, tmp_p
     assert "remote checkpoints are not loaded" in _last_line(proc)
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_resuming_with_another_combiner_is_refused(glue, tmp_path):
     run = tmp_path / "run"
     assert _run(_cmd(glue, run, "callbacks=resume", "combiner=epo")).returncode == 0
