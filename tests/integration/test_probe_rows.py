@@ -101,12 +101,18 @@ def _search(folders, sweep_dir, *extra):
             'hydra.sweeper.params={optimizer.lr:"tag(log, interval(0, 1e-4))"}',
             "'optimizer.lr=tag(log, interval(0, 1e-4))' is not a search dimension Optuna accepts",
         ),
-        (
+        pytest.param(
             "O4",
             'hydra.sweeper.params.preference="interval(0.9,0.1)"',
             "'preference=interval(0.9,0.1)' is not a search dimension",
+            marks=pytest.mark.slow,
         ),
-        ("O10", "hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be an integer >= 1"),
+        pytest.param(
+            "O10",
+            "hydra.sweeper.n_trials=0",
+            "hydra.sweeper.n_trials must be an integer >= 1",
+            marks=pytest.mark.slow,
+        ),
         (
             "O13",
             "hydra.sweeper.storage=sqlite:////nonexistent/dir/study.db",
@@ -134,6 +140,7 @@ def test_a_search_where_no_trial_returns_its_metric_ends_in_one_line(folders, tm
     assert "no trial of the search returned optimized_metric=val/nonexistent" in line, line
 
 
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_a_search_over_a_continuous_lambda_names_its_trials_within_the_folder_limit(
     folders, tmp_path
 ):
@@ -148,7 +155,7 @@ def test_a_search_over_a_continuous_lambda_names_its_trials_within_the_folder_li
     assert len(trial.name.encode()) <= 200 and "~" in trial.name
 
 
-@pytest.mark.parametrize("row", ["WN8", "WN10"])
+@pytest.mark.parametrize("row", [pytest.param("WN8", marks=pytest.mark.slow), "WN10"])
 def test_an_unwritable_run_or_sweep_folder_is_one_line(folders, tmp_path, row):
     """WN8: an existing read-only run folder ended in Hydra's "Unable to configure handler
     'file'" traceback; WN10: a read-only sweep folder in a PermissionError traceback."""

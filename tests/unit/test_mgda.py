@@ -65,7 +65,9 @@ def test_iteration_cap_is_reported():
     assert iters == 3 and not converged
 
 
-@pytest.mark.parametrize(("epsilon", "max_iters"), [(1e-3, 100), (1e-9, 10_000)])
+@pytest.mark.parametrize(
+    ("epsilon", "max_iters"), [(1e-3, 100), pytest.param(1e-9, 10_000, marks=pytest.mark.slow)]
+)
 def test_against_torchjd_mgda_weighting(epsilon, max_iters):
     """TorchJD 0.18's MGDAWeighting runs Sener & Koltun's plain Frank–Wolfe, stopping when the
     step γ < ``epsilon``: it never gets below our min-norm value, and only approaches it. On 20
