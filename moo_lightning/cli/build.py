@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from moo_lightning.cli.checks import resume_file
+from moo_lightning.cli.checks import checkpoint_folders, resume_file
 from moo_lightning.cli.errors import BadSetting, user_error
 from moo_lightning.cli.naming import is_multirun
 from moo_lightning.records import (
@@ -165,13 +165,7 @@ def saves_model(cfg: DictConfig) -> bool:
 def check_last_checkpoint(cfg: DictConfig, run_dir: Path) -> None:
     """``ckpt_path=last`` needs a checkpoint to resume from: Lightning would otherwise train
     from scratch with only a warning, and the run would look resumed."""
-    folders = [
-        Path(c.dirpath)
-        for c in (cfg.get("callbacks") or {}).values()
-        if c is not None
-        and str(c.get("_target_", "")).endswith("ModelCheckpoint")
-        and c.get("dirpath")
-    ]
+    folders = checkpoint_folders(cfg)
     if not folders:
         raise ValueError(
             "ckpt_path=last resumes from the run's checkpoints, but this run writes none: add "

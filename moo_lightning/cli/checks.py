@@ -105,6 +105,19 @@ def _dotted_keys(tree, prefix: str = ""):
             yield from _dotted_keys(v, f"{prefix}{k}.")
 
 
+def checkpoint_folders(cfg: DictConfig) -> list:
+    """The folders the config's ModelCheckpoint callbacks write to (``callbacks=resume``)."""
+    from pathlib import Path
+
+    return [
+        Path(c.dirpath)
+        for c in (cfg.get("callbacks") or {}).values()
+        if c is not None
+        and str(c.get("_target_", "")).endswith("ModelCheckpoint")
+        and c.get("dirpath")
+    ]
+
+
 def resume_file(cfg: DictConfig):
     """The checkpoint file ``ckpt_path`` names: itself, or for ``last`` the newest ``last*.ckpt``
     in the folders of the config's ModelCheckpoint callbacks (the one Lightning picks); None
@@ -114,13 +127,7 @@ def resume_file(cfg: DictConfig):
     ckpt = cfg.get("ckpt_path")
     if ckpt is None or ckpt != "last":
         return ckpt if ckpt is None or Path(ckpt).is_file() else None
-    folders = [
-        Path(c.dirpath)
-        for c in (cfg.get("callbacks") or {}).values()
-        if c is not None
-        and str(c.get("_target_", "")).endswith("ModelCheckpoint")
-        and c.get("dirpath")
-    ]
+    folders = checkpoint_folders(cfg)
     found = [
         p
         for f in folders

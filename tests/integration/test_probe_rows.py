@@ -155,6 +155,19 @@ def test_a_search_over_a_continuous_lambda_names_its_trials_within_the_folder_li
     assert len(trial.name.encode()) <= 200 and "~" in trial.name
 
 
+def _train_unprivileged(args, folder):
+    """train.py without root's override of file modes (a read-only folder is read-only), then
+    ``folder`` made writable again for the cleanup."""
+    cmd = as_unprivileged([sys.executable, "train.py", *args])
+    if cmd is None:
+        pytest.skip("root without setpriv ignores the folder's mode")
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        if folder.exists():
+            folder.chmod(0o755)
+
+
 @pytest.mark.parametrize("row", [pytest.param("WN8", marks=pytest.mark.slow), "WN10"])
 def test_an_unwritable_run_or_sweep_folder_is_one_line(folders, tmp_path, row):
     """WN8: an existing read-only run folder ended in Hydra's "Unable to configure handler
@@ -168,14 +181,7 @@ def test_an_unwritable_run_or_sweep_folder_is_one_line(folders, tmp_path, row):
     else:
         args = ["-m", *args, "seed=0,1", f"hydra.sweep.dir={locked}/sweep"]
         key = f"hydra.sweep.dir={locked}/sweep: its parent {locked} is not writable"
-    cmd = as_unprivileged([sys.executable, "train.py", *args])
-    if cmd is None:
-        pytest.skip("root without setpriv ignores the folder's mode")
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    finally:
-        locked.chmod(0o755)
-    line = _one_line_error(proc)
+    line = _one_line_error(_train_unprivileged(args, locked))
     assert line.startswith("error: ") and key in line, line
 
 
@@ -308,15 +314,7 @@ def test_a_run_folder_made_read_only_during_the_run_keeps_the_result(folders, tm
             "save_model=true", f"hydra.run.dir={run_dir}",
             "+callbacks.lock._target_=tests.helpers.lock_folder_at_fit_end",
             f"+callbacks.lock.folder={run_dir}"]  # fmt: skip
-    cmd = as_unprivileged([sys.executable, "train.py", *args])
-    if cmd is None:
-        pytest.skip("root without setpriv ignores the folder's mode")
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    finally:
-        if run_dir.exists():
-            run_dir.chmod(0o755)
-    line = _one_line_error(proc)
+    line = _one_line_error(_train_unprivileged(args, run_dir))
     assert f"{run_dir / 'metrics.json'} could not be written" in line, line
     spare = re.search(r"the run's record is in (\S+) ", line).group(1)
     record = json.loads(Path(spare).read_text())
