@@ -90,7 +90,8 @@ def run_config(run_dir: Path, changes: list[str], recorded: dict | None = None):
     try:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
-        raise EvaluationError(f"{path} could not be read: {err}") from None
+        # YAML's messages span lines (the context, a caret): one line here
+        raise EvaluationError(f"{path} could not be read: {' '.join(str(err).split())}") from None
     cfg = OmegaConf.merge(cfg, _EVALUATION, {"paths": {"run_dir": str(run_dir)}})
     cfg.logger, cfg.callbacks = {}, {}  # replaced, not merged into the run's own
     for key in _PINNED:
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = evaluate(args.run, args.changes, args.out, tuple(args.trust))
     except EvaluationError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, always
         return 2
     heads = " · ".join(f"{k} {v:.4g}" for k, v in record["metrics"].items() if isinstance(v, float))
     lines = [f"== evaluated: {record['checkpoint']}", f"   {heads or 'no test metrics'}"]

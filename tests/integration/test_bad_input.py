@@ -131,6 +131,7 @@ CASES = [
     (("optimized_metric=test/acc",), ValueError, "never a test metric"),
     (("module.dropout=nan",), ValueError, "module.dropout must be a probability in [0, 1)"),
     (("encoder.dropout=1.5",), ValueError, "encoder.dropout must be a probability in [0, 1)"),
+    (("encoder.dropout=nan",), ValueError, "encoder.dropout must be a probability in [0, 1)"),
     (("save_model=maybe",), ValueError, "save_model must be true, false or auto"),
     # the probe's tracebacks and silent wrongs on run-level settings (C24, X70, X72, X76, X62,
     # X66, X75, X54, X10, C49, C51)

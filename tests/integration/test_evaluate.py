@@ -102,6 +102,19 @@ def test_evaluate_refuses_bad_input_in_one_line(finished_run, capsys, args, expe
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
 
 
+def test_evaluate_a_corrupt_saved_config_is_one_line(finished_run, tmp_path, capsys):
+    """The probe's E12: a run folder whose .hydra/config.yaml is not YAML (a bad copy, an edit)
+    was a yaml ParserError traceback."""
+    run_dir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / ".hydra" / "config.yaml").write_text("task: [sst2\ndata: {path: : :\n")
+    assert evaluate([str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "could not be read" in err[0], err
+    assert str(copy / ".hydra" / "config.yaml") in err[0]
+
+
 def test_evaluate_refuses_a_tampered_model(finished_run, tmp_path, capsys):
     run_dir, _ = finished_run
     copy = tmp_path / "run"
@@ -192,6 +205,10 @@ class _Payload:
         ("data", "moo_lightning.records.write_json_atomic", {"path": "{marker}", "value": 1}),
         # nested, in a list: the trainer's plugins
         ("trainer.plugins", "builtins.open", {"file": "{marker}", "mode": "w"}),
+        # the probe's E13: Hydra's own blocklist would stop it, but with a traceback
+        pytest.param(
+            "scheduler", "os.system", {"command": "touch {marker}"}, marks=pytest.mark.slow
+        ),
     ],
 )
 def test_evaluate_never_runs_code_a_run_folder_names(finished_run, tmp_path, section, target, body):
