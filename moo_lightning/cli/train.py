@@ -59,8 +59,9 @@ class Jobs:
                 to_log_file(f"failed:\n{traceback.format_exc()}")  # the console gets it from Hydra
                 raise
             # bad input or no network: one line naming the key and what is allowed, no traceback
-            to_log_file(f"error: {cause}")
-            sys.exit(f"error: {cause}")
+            line = "error: " + " ".join(str(cause).split())  # one line, whatever the library wrote
+            to_log_file(line)
+            sys.exit(line)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
