@@ -3,7 +3,8 @@ step budget and learning rate they support. Validation only: the study's runs ne
 
     python sweep/budget_curves.py multirun/budget_study --out reports/budget_study
 
-Reads every complete run's ``val_history`` (metrics.json; runs without a result are left out)
+Reads every complete run's ``val_history`` (metrics.json; runs left out by the rules of
+``moo_lightning.sweeps.load_runs`` are printed with the reason)
 and writes OUT/curves.png (one panel per loss: each seed thin, the seed mean bold, per learning
 rate), OUT/curves.csv (the mean curves) and OUT/summary.md. The rule (written when only two CE
 curves had been seen, validation only): for each (loss, lr) the *plateau step* is the first
@@ -20,36 +21,37 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 # the checkout's package, so that `python sweep/budget_curves.py` reads records as runs wrote them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
 
-LOSS = {"ce": "CE", "ce_scl": "CE+SCL"}
+
+def _history(m: RunRecord) -> list:
+    history = m.get("val_history")
+    if not history:
+        raise ValueError("no validation history (val_history)")
+    return history
 
 
 def load_curves(sweep_dir: Path) -> pd.DataFrame:
-    """One row per (run, validation): loss, lr, seed, step, val_acc."""
+    """One row per (run, validation): loss, lr, seed, step, val_acc; the runs left out (the
+    rules of ``moo_lightning.sweeps.load_runs``) are printed with the reason."""
+    kept, left_out = sweeps.load_runs(
+        sweep_dir, _history, identity=lambda m, _: sweeps.loss_name(m)
+    )
+    for where, why in left_out:
+        print(f"left out: {where}: {why}")
     rows = []
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        try:
-            m = RunRecord.read(path, strict=False)
-        except (OSError, ValueError):
-            print(f"left out (unreadable): {path}")
-            continue
-        if not m.complete or m.status != "ok" or not m.get("val_history"):
-            print(f"left out (no result): {path}")
-            continue
-        # the settings recorded with the result; older runs only have Hydra's copy
-        cfg = m.settings or yaml.safe_load((path.parent / ".hydra" / "config.yaml").read_text())
-        loss = LOSS.get(m.get("objective"), f"CE+{str(m.combiner).upper()}")
-        for step, acc in m.get("val_history"):
+    for run in kept:
+        loss = sweeps.loss_name(run.record)
+        for step, acc in run.fields:
             rows.append(
                 {
                     "loss": loss,
-                    "lr": float(cfg["optimizer"]["lr"]),
-                    "seed": m.seed,
+                    "lr": float(run.settings["optimizer"]["lr"]),
+                    "seed": run.seed,
                     "step": int(step),
                     "val_acc": float(acc),
                 }

@@ -29,51 +29,40 @@ in the summary to one W&B run of job type ``report`` (WANDB_MODE=offline: a loca
 OUT_DIR/wandb); ``sweep/dashboard.py --study combiners_mm`` shows that table.
 
 Which runs are averaged: a row is a combiner (as the run records it: ``torchjd[UPGrad]``,
-``log_gram[mgda]``) together with its settings except the seed; runs of one combiner with other
-settings become rows ``name [2]``, ... listed under the table. Left out, with the reason:
-unreadable JSON, incomplete or not-ok runs, other tasks, ``members`` ≠ 1, malformed test errors,
-no recorded settings, a second run with the same combiner, settings and seed.
+``log_gram[mgda]``) together with its settings except the trial
+(``moo_lightning.sweeps.trial_free``); runs of one combiner with other settings become rows
+``name [2]``, ... listed under the table. Left out, with the reason (the rules of
+``moo_lightning.sweeps.load_runs``): unreadable JSON, incomplete or not-ok runs, other tasks, a
+seed that is not an integer, ``members`` ≠ 1, malformed test errors, no recorded settings, a
+second run with the same combiner, settings and seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's moo_lightning
-from pareto_report import label_rows, paired_p, settings_differences, trial_free  # noqa: E402
-
+from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
+from moo_lightning.sweeps import is_number, paired_p, settings_differences  # noqa: E402
 
 TASK = "multi_mnist"
 TASKS = (1, 2)
 RUN_COLUMNS = ["row", "combiner", "seed", "acc_1", "acc_2", "val_acc", "wall_time_s", "folder"]
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _parse(m: RunRecord) -> dict:
-    """The fields of one run's record the table uses; ValueError(why) otherwise."""
-    if m.complete is not True:
-        raise ValueError("incomplete (`complete` is not true: the job did not finish)")
-    if m.status != "ok":
-        raise ValueError(f"status {m.status}: {m.get('status_reason') or ''}".rstrip(": "))
-    if m.task != TASK:
-        raise ValueError(f"not a {TASK} run (task {m.task!r})")
+    """The fields of one finished multi_mnist run's record the table uses; ValueError(why)
+    otherwise (which runs are finished, of the task and not duplicates: ``sweeps.load_runs``)."""
     if m.get("members") != 1:
         raise ValueError(f"members {m.get('members')!r}: this table compares one model per run")
-    seed, combiner = m.seed, m.combiner
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed {seed!r} is not an integer")
+    combiner = m.combiner
     if not isinstance(combiner, str) or not combiner:
         raise ValueError("no combiner name")
     if not isinstance(m.settings, dict):
@@ -84,43 +73,47 @@ def _parse(m: RunRecord) -> dict:
         and len(errors) == 1
         and isinstance(errors[0], list)
         and len(errors[0]) == 2
-        and all(_is_number(e) for e in errors[0])
+        and all(is_number(e) for e in errors[0])
     ):
         raise ValueError("test_errors is not one row of 2 finite numbers")
     val_error = m.get("val/error_mean")
     return {
         "combiner": combiner,
-        "seed": seed,
-        "settings": m.settings,
         "acc_1": 1.0 - errors[0][0],
         "acc_2": 1.0 - errors[0][1],
-        "val_acc": 1.0 - val_error if _is_number(val_error) else np.nan,
-        "wall_time_s": m.wall_time_s if _is_number(m.wall_time_s) else np.nan,
+        "val_acc": 1.0 - val_error if is_number(val_error) else np.nan,
+        "wall_time_s": m.wall_time_s if is_number(m.wall_time_s) else np.nan,
     }
 
 
 def load(sweep_dir: Path) -> tuple[pd.DataFrame, dict, list[tuple[str, str]]]:
     """(runs, settings of each (combiner, group), left out (folder, why))."""
-    records, settings_of, left_out, seen = [], {}, [], {}
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        where = str(path.parent.relative_to(sweep_dir)) or "."
-        try:
-            run = _parse(RunRecord.read(path, strict=False))
-        except (OSError, ValueError) as err:
-            left_out.append((where, str(err)))
-            continue
-        identity = trial_free(run.pop("settings"), run["seed"])
+    kept, left_out = sweeps.load_runs(
+        sweep_dir,
+        _parse,
+        tasks=TASK,
+        identity=lambda m, run: run["combiner"],
+        same="combiner, settings",
+    )
+    records, settings_of = [], {}
+    for run in kept:
+        identity = sweeps.trial_free(run.settings, run.seed)
         group = json.dumps(identity, sort_keys=True, default=str)
-        key = (run["combiner"], group, run["seed"])
-        if key in seen:
-            left_out.append((where, f"duplicate of {seen[key]} (same combiner, settings and seed)"))
-            continue
-        seen[key] = where
-        settings_of[(run["combiner"], group)] = identity
-        records.append({**run, "method": run["combiner"], "group": group, "folder": where})
+        settings_of[(run.fields["combiner"], group)] = identity
+        records.append(
+            {
+                **run.fields,
+                "seed": run.seed,
+                "method": run.fields["combiner"],
+                "group": group,
+                "folder": run.folder,
+            }
+        )
     runs = pd.DataFrame.from_records(records)
     if not runs.empty:
-        runs = label_rows(runs)
+        labels = sweeps.row_labels(zip(runs["method"], runs["group"]))
+        rows = [labels[key] for key in zip(runs["method"], runs["group"])]
+        runs = runs.assign(row=[r for r, _ in rows], variant=[v for _, v in rows])
     return runs, settings_of, left_out
 
 
@@ -233,7 +226,6 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
 def log_to_wandb(out: Path, table: pd.DataFrame, project: str, entity: str | None) -> str:
     """The league table into one W&B run (job type ``report``); returns its folder (offline)
     or URL. Refuses an online run without an API key, in one line (ValueError)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from moo_lightning.loggers import require_wandb_credentials
 
     require_wandb_credentials()

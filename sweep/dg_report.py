@@ -7,7 +7,9 @@ what PNG did (λ, the criterion F, both losses) from one JiGen + PNG run's CSV l
 
 Writes ``table.md`` (the source note of the data on top: a stand-in says so), ``table.csv``,
 ``runs.csv`` (one line per job) and ``png_steps.png`` (when a PNG run with a CSV log exists).
-Jobs whose status is not ok are listed and left out."""
+Jobs left out (unfinished, status not ok, malformed, duplicates: the rules of
+``moo_lightning.sweeps.load_runs``) are listed. p: ``moo_lightning.sweeps.paired_p`` (1 when
+every difference is zero, scipy's p otherwise; before, a constant difference gave none)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import pandas as pd
 
 # the checkout's package, so that `python sweep/dg_report.py` reads records as runs wrote them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
+from moo_lightning.sweeps import is_number, paired_p  # noqa: E402
 
 ORDER = ["deepall", "jigen", "jigen_adv", "jigen_png"]
 NAMES = {
@@ -32,47 +36,45 @@ NAMES = {
 BASELINE = "jigen"
 
 
+def _parse(m: RunRecord) -> dict:
+    """A domain-generalisation job's fields (method, target, finite test accuracy); ValueError
+    otherwise."""
+    if "method" not in m or "target" not in m:
+        raise ValueError(f"{sweeps.OTHER_TASK}domain-generalisation job (no method or target)")
+    if not is_number(m.get("test/acc")):
+        raise ValueError(f"test/acc {m.get('test/acc')!r} is not a finite number")
+    return {"method": m.get("method"), "target": str(m.get("target"))}
+
+
 def load(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """(one row per ok job: method, target, seed, acc, val_acc, folder; source notes; skipped)"""
-    rows, notes, skipped = [], [], []
-    for path in sorted(Path(sweep_dir).rglob("metrics.json")):
-        m = RunRecord.read(path, strict=False)
-        if "method" not in m or "target" not in m:
-            continue
-        if m.status != "ok" or "test/acc" not in m:
-            skipped.append(f"{path.parent}: {m.status}")
-            continue
+    """(one row per kept job: method, target, seed, acc, val_acc, folder; source notes; the
+    jobs left out, 'folder: why', by the rules of ``moo_lightning.sweeps.load_runs``; records
+    that are no domain-generalisation job are passed over in silence)"""
+    kept, left_out = sweeps.load_runs(
+        sweep_dir, _parse, identity=lambda m, job: (job["method"], job["target"])
+    )
+    rows, notes = [], []
+    for run in kept:
+        m = run.record
         notes.append(str(m.get("source_note")))
         rows.append(
             {
-                "method": m.get("method"),
-                "target": str(m.get("target")),
+                **run.fields,
                 "seed": m.seed,
                 "acc": float(m.get("test/acc")),
                 "val_acc": m.get("val/acc_best"),
                 "wall_s": m.wall_time_s,
-                "folder": str(path.parent),
+                "folder": str(run.path),
             }
         )
+    skipped = [
+        f"{where}: {why}" for where, why in left_out if not why.startswith(sweeps.OTHER_TASK)
+    ]
     return pd.DataFrame(rows), sorted(set(notes)), skipped
 
 
 def _target_key(t: str):
     return (0, int(t)) if t.lstrip("-").isdigit() else (1, t)
-
-
-def paired_p(a: pd.Series, b: pd.Series) -> float | None:
-    """Two-sided paired t-test p of a vs b on their common index; None under 2 pairs or when
-    every difference is equal (no variance)."""
-    from scipy.stats import ttest_rel
-
-    common = a.index.intersection(b.index)
-    if len(common) < 2:
-        return None
-    d = a[common].to_numpy() - b[common].to_numpy()
-    if np.allclose(d, d[0]):
-        return None
-    return float(ttest_rel(a[common], b[common]).pvalue)
 
 
 def table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if fig:
         print(f"figure: {fig}")
     for s in skipped:
-        print(f"left out (no result): {s}")
+        print(f"left out: {s}")
 
 
 if __name__ == "__main__":

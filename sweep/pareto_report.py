@@ -40,10 +40,12 @@ Runs of one method whose settings differ otherwise are never averaged: they beco
 table. Paired tests use the single PNG row; when there are several PNG rows none is chosen and no
 p-value is given. Rows with fewer trials than others are reported with their n and listed.
 
-Left out, and listed with the reason: unreadable or non-strict JSON (NaN, Infinity), ``complete``
-not true, ``status`` other than "ok" (or none), another task, malformed fields (shapes that do not
-match ``members``, non-finite test values), no recorded settings, and a second job with the same
-method, settings and seed (the first in path order is kept).
+Left out, and listed with the reason (the rules of ``moo_lightning.sweeps.load_runs``):
+unreadable JSON, ``complete`` not true, ``status`` other than "ok", another task, a seed that is
+not an integer, malformed fields (shapes that do not match ``members``, non-finite test values, a
+NaN written by hand included), no recorded settings, and a second job with the same method, set
+size, settings and seed (the first in path order is kept; a run on another world size or at
+another precision has other settings).
 """
 
 from __future__ import annotations
@@ -52,17 +54,22 @@ import argparse
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import moocore
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 # the checkout's package, so that `python sweep/pareto_report.py` reads records as runs wrote them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
+from moo_lightning.sweeps import (  # noqa: E402
+    is_number,
+    paired_p,
+    settings_differences,
+    trial_free,
+)
 
 TASK = "multi_mnist"
 BASELINE = "png"
@@ -99,48 +106,22 @@ RUN_COLUMNS = [
 # ---------------------------------------------------------------- reading
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _pairs(value, n: int, name: str) -> np.ndarray:
     """``value`` as an (n, 2) array of finite numbers, or ValueError saying what is wrong."""
     ok = (
         isinstance(value, list)
         and len(value) == n
-        and all(isinstance(r, list) and len(r) == 2 and all(map(_is_number, r)) for r in value)
+        and all(isinstance(r, list) and len(r) == 2 and all(map(is_number, r)) for r in value)
     )
     if not ok:
         raise ValueError(f"{name} is not {n} rows of 2 finite numbers")
     return np.array(value, dtype=float)
 
 
-def trial_free(settings: dict, seed: int) -> dict:
-    """``settings`` without the trial: the top-level seed and nested ``seed`` keys equal to it."""
-
-    def strip(tree):
-        if not isinstance(tree, dict):
-            return tree
-        return {
-            k: strip(v)
-            for k, v in tree.items()
-            if not (k == "seed" and type(v) is int and v == seed)
-        }
-
-    return strip({k: v for k, v in settings.items() if k != "seed"})
-
-
 def _parse(m: RunRecord) -> dict:
-    """The fields of one job's record that the report uses; ValueError(why) otherwise."""
-    if m.complete is not True:
-        raise ValueError("incomplete (`complete` is not true: the job did not finish)")
-    if m.status != "ok":
-        raise ValueError(f"status {m.status}: {m.get('status_reason') or ''}".rstrip(": "))
-    if m.task != TASK:
-        raise ValueError(f"not a {TASK} run (task {m.task!r})")
-    seed, n, method = m.seed, m.get("members"), m.get("method")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed {seed!r} is not an integer")
+    """The fields of one finished multi_mnist job's record that the report uses; ValueError(why)
+    otherwise (which jobs are finished, of the task and not duplicates: ``sweeps.load_runs``)."""
+    n, method = m.get("members"), m.get("method")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"members {n!r} is not a positive integer")
     if not isinstance(method, str) or not method:
@@ -155,16 +136,13 @@ def _parse(m: RunRecord) -> dict:
     if mu is None:
         mu = [None] * n
     elif not (isinstance(mu, list) and len(mu) == n) or not all(
-        x is None or _is_number(x) for x in mu
+        x is None or is_number(x) for x in mu
     ):
         raise ValueError(f"non_uniformity is not {n} numbers (or null)")
     note = m.get("source_note")
     return {
         "method": method,
-        "combiner": m.combiner,
-        "seed": seed,
         "n": n,
-        "settings": m.settings,
         "source_note": note if isinstance(note, str) and note else None,
         "losses": losses,
         "errors": errors,
@@ -176,35 +154,27 @@ def _parse(m: RunRecord) -> dict:
 def load(sweep_dir: Path) -> tuple[pd.DataFrame, dict, list[tuple[str, str]]]:
     """(members, settings of each (method, group), left out): one row per (job, member) of every
     job kept, and (folder, why) for every metrics.json left out."""
-    records, settings_of, left_out, seen = [], {}, [], {}
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        where = str(path.parent.relative_to(sweep_dir)) or "."
-        try:
-            m = RunRecord.read(path)
-        except (OSError, ValueError) as err:
-            left_out.append((where, f"unreadable metrics.json ({type(err).__name__}: {err})"))
-            continue
-        try:
-            job = _parse(m)
-        except ValueError as err:
-            left_out.append((where, str(err)))
-            continue
+    jobs, left_out = sweeps.load_runs(
+        sweep_dir,
+        _parse,
+        tasks=TASK,
+        identity=lambda m, job: (job["method"], job["n"]),
+        same="method, settings",
+    )
+    records, settings_of = [], {}
+    for run in jobs:
+        job = run.fields
         # the set size counts as a setting even if the settings do not record it
-        identity = {**trial_free(job["settings"], job["seed"]), "metrics.members": job["n"]}
+        identity = {**trial_free(run.settings, run.seed), "metrics.members": job["n"]}
         group = json.dumps(identity, sort_keys=True, default=str)
-        key = (job["method"], group, job["seed"])
-        if key in seen:
-            left_out.append((where, f"duplicate of {seen[key]} (same method, settings and seed)"))
-            continue
-        seen[key] = where
         settings_of[(job["method"], group)] = identity
         for i in range(job["n"]):
             records.append(
                 {
                     "method": job["method"],
-                    "combiner": job["combiner"],
+                    "combiner": run.record.combiner,
                     "group": group,
-                    "seed": job["seed"],
+                    "seed": run.seed,
                     "member": i,
                     "pref_1": job["prefs"][i, 0],
                     "pref_2": job["prefs"][i, 1],
@@ -215,7 +185,7 @@ def load(sweep_dir: Path) -> tuple[pd.DataFrame, dict, list[tuple[str, str]]]:
                     "mu": job["mu"][i],
                     "members": job["n"],
                     "source_note": job["source_note"],
-                    "folder": where,
+                    "folder": run.folder,
                 }
             )
     members = pd.DataFrame.from_records(records)
@@ -225,15 +195,10 @@ def load(sweep_dir: Path) -> tuple[pd.DataFrame, dict, list[tuple[str, str]]]:
 
 
 def label_rows(members: pd.DataFrame) -> pd.DataFrame:
-    """A ``row`` label per (method, settings group): the method, or ``method [k]`` when the
-    method ran with several settings (numbered in the order of their settings)."""
-    groups = members[["method", "group"]].drop_duplicates().sort_values(["method", "group"])
-    groups["variant"] = groups.groupby("method").cumcount() + 1
-    several = groups.groupby("method")["group"].transform("size") > 1
-    groups["row"] = groups["method"].where(
-        ~several, groups["method"] + " [" + groups["variant"].astype(str) + "]"
-    )
-    return members.merge(groups, on=["method", "group"], how="left")
+    """A ``row`` label and ``variant`` per (method, settings group) (``sweeps.row_labels``)."""
+    labels = sweeps.row_labels(zip(members["method"], members["group"]))
+    rows = [labels[key] for key in zip(members["method"], members["group"])]
+    return members.assign(row=[r for r, _ in rows], variant=[v for _, v in rows])
 
 
 # ---------------------------------------------------------------- numbers
@@ -272,19 +237,6 @@ def job_table(members: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return jobs, fronts
 
 
-def paired_p(x: pd.Series, y: pd.Series) -> float | None:
-    """Two-sided paired t-test of x against y on the index labels (seeds) both have; None with
-    fewer than 2 pairs, 1.0 when every paired difference is zero (scipy's t is 0/0 there)."""
-    pairs = pd.concat([x, y], axis=1, keys=["x", "y"]).dropna()
-    if len(pairs) < 2:
-        return None
-    if (pairs["x"] == pairs["y"]).all():
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # near-identical pairs: precision notice
-        return float(stats.ttest_rel(pairs["x"], pairs["y"]).pvalue)
-
-
 def summarise(members: pd.DataFrame, jobs: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     """One row per table row: n, seeds, mean and std (ddof 1) of each metric over trials, mean μ
     over members and trials, and the p-values against the baseline row (its label, or None)."""
@@ -305,22 +257,6 @@ def summarise(members: pd.DataFrame, jobs: pd.DataFrame) -> tuple[pd.DataFrame, 
             for row in table.index
         ]
     return table, baseline
-
-
-def settings_differences(a: dict, b: dict) -> list[str]:
-    """Dotted settings whose values differ between ``a`` and ``b`` ('key: a → b'), including
-    keys present on one side only."""
-    fa = pd.json_normalize(a, sep=".").iloc[0].to_dict() if a else {}
-    fb = pd.json_normalize(b, sep=".").iloc[0].to_dict() if b else {}
-
-    def show(flat: dict, k: str) -> str:
-        return repr(flat[k]) if k in flat else "(absent)"
-
-    return [
-        f"{k}: {show(fa, k)} → {show(fb, k)}"
-        for k in sorted(fa.keys() | fb.keys())
-        if k not in fa or k not in fb or fa[k] != fb[k]
-    ]
 
 
 # ---------------------------------------------------------------- writing

@@ -6,12 +6,14 @@ Rows: for every (task, N, loss) the hyperparameters (τ, λ, preference) with th
 validation accuracy over seeds are chosen among the groups that have every seed of the sweep; their
 test accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE
 baseline on the seeds both have. Groups missing seeds are listed as incomplete and never averaged;
-runs left out (unreadable, unfinished, without a result, duplicates) are listed with the reason.
+runs left out (unreadable, unfinished, without a result, malformed, duplicates: the rules of
+``moo_lightning.sweeps.load_runs``) are listed with the reason.
 
 Settings: each run's ``settings`` in metrics.json (or, for runs written before they were recorded
 there, its .hydra/config.yaml), nested sections flattened to dotted keys (``optimizer.lr``,
-``encoder.name``). Runs are averaged only when every setting but the seed (``seed``,
-``data.seed``) matches. A setting the table does not show already (task, N and loss are shown;
+``encoder.name``). Runs are averaged only when every setting but the trial matches (the trial:
+``seed`` and any nested seed equal to it, ``data.seed``; ``moo_lightning.sweeps.trial_free``). A
+setting the table does not show already (task, N and loss are shown;
 τ, λ and preference are chosen by validation and given in table.csv) becomes a column of table.md,
 table.csv and runs.csv when it differs between runs of one task (an objective or combiner
 setting: between runs of one task and loss) or only some runs of one (task, N, loss) have it.
@@ -42,15 +44,14 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import yaml
-from scipy import stats
 
 # the checkout's package, so that `python sweep/report.py` reads records as the runs wrote them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
+from moo_lightning.sweeps import is_number, loss_name, paired_p, trial_free  # noqa: E402
 
-LOSS_NAMES = {"ce": "CE", "ce_scl": "CE+SCL"}
-# the trial: never a setting that keeps runs apart
+# the trial, never a column (also where .hydra/config.yaml keeps ``${seed}`` as text)
 SEED_KEYS = ("seed", "data.seed")
 # settings the table shows already, as its task column, N and loss
 SHOWN_KEYS = ("task_name", "data.task", "data.num_train", "objective._target_", "combiner._target_")
@@ -64,21 +65,6 @@ RUN_COLUMNS = (
 # a setting named like a column of the runs' table is called settings.<name> there
 RESERVED = (*RUN_COLUMNS, "group", "settings", "gid")
 HYPER = ["temperature", "lam", "r1"]
-
-
-def loss_name(record: RunRecord) -> str:
-    objective = record.get("objective")
-    if objective in LOSS_NAMES:
-        return LOSS_NAMES[objective]
-    return f"CE+{record.combiner.upper()}"
-
-
-def _group_key(settings: dict) -> str:
-    """Everything that defines a run but its seed: runs are averaged only when this matches."""
-    rest = {k: v for k, v in settings.items() if k != "seed"}
-    if isinstance(rest.get("data"), dict):
-        rest["data"] = {k: v for k, v in rest["data"].items() if k != "seed"}
-    return json.dumps(rest, sort_keys=True, default=str)
 
 
 def _text(value) -> str:
@@ -105,75 +91,39 @@ def flat_settings(settings: dict) -> dict[str, str]:
     return flat
 
 
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def malformed(m: RunRecord) -> str | None:
-    """Why a finished run's record cannot enter the table (a hand edit, another tool's file), or
-    None: the task must be a name, the seed an integer, the accuracies finite numbers."""
+def text_fields(m: RunRecord) -> None:
+    """Why a finished run's record cannot enter the table (ValueError; a hand edit, another
+    tool's file): the validation and test accuracies must be there and finite numbers, the task
+    a name (the seed, an integer, is checked by ``load_runs``)."""
+    if "test/acc" not in m or "val/acc_best" not in m:
+        raise ValueError("no validation/test accuracy (not a text-classification run)")
     if not isinstance(m.get("task"), str) or not m.get("task"):
-        return f"no task recorded (task: {m.get('task')!r})"
-    seed = m.get("seed")
-    if not (_number(seed) and float(seed).is_integer()):
-        return f"seed {seed!r} is not an integer"
+        raise ValueError(f"no task recorded (task: {m.get('task')!r})")
     for key in ("val/acc_best", "test/acc"):
         value = m.get(key)
-        if not (_number(value) and np.isfinite(value)):
-            return f"{key} {value!r} is not a finite number"
-    return None
+        if not is_number(value):
+            raise ValueError(f"{key} {value!r} is not a finite number")
 
 
 def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The runs with a result (one row each: the RUN_COLUMNS, the settings group and the
-    flattened settings), and (folder, why) for every metrics.json left out: unreadable,
-    incomplete, without a result (diverged, no steps, never validated), or a duplicate of a run
-    with the same settings and seed."""
-    runs, left_out, seen = [], [], {}
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        where = str(path.parent.relative_to(sweep_dir))
-        try:
-            m = RunRecord.read(path, strict=False)
-        except (OSError, ValueError) as err:
-            left_out.append((where, f"unreadable metrics.json ({type(err).__name__})"))
-            continue
-        if not m.complete:
-            left_out.append((where, "incomplete (the job did not finish)"))
-            continue
-        if m.status != "ok":
-            left_out.append((where, f"status {m.status}: {m.get('status_reason', '')}"))
-            continue
-        if "test/acc" not in m or "val/acc_best" not in m:
-            left_out.append((where, "no validation/test accuracy (not a text-classification run)"))
-            continue
-        odd = malformed(m)
-        if odd:
-            left_out.append((where, odd))
-            continue
-        cfg = m.settings
-        if cfg is None:  # runs written before settings were recorded in metrics.json
-            cfg_path = path.parent / ".hydra" / "config.yaml"
-            cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-        # runs on other numbers of processes or at another precision take other steps: they are
-        # other settings (a column where they differ), never duplicates of each other
-        # (named only where they are not the one-process, 32-bit defaults: a setting only some
-        # runs have becomes a column)
-        run = {"world_size": m.world_size or 1, "precision": m.precision or "32-true"}
-        run = {k: v for k, v in run.items() if v not in (1, "32-true")}
-        if run:
-            cfg = {**cfg, "run": run}
-        identity = (m.task, m.num_train, loss_name(m), str(m.preference))
-        key = (_group_key(cfg), identity, m.seed)
-        if key in seen:
-            left_out.append((where, f"duplicate of {seen[key]} (same settings and seed)"))
-            continue
-        seen[key] = where
+    flattened settings), and (folder, why) for every metrics.json left out (the rules of
+    ``moo_lightning.sweeps.load_runs``: unreadable, incomplete, without a result, malformed, or
+    a duplicate of a run with the same task, N, loss, preference, settings and seed)."""
+    kept, left_out = sweeps.load_runs(
+        sweep_dir,
+        text_fields,
+        identity=lambda m, _: (m.task, m.num_train, loss_name(m), str(m.preference)),
+    )
+    runs = []
+    for run in kept:
+        m, cfg = run.record, run.settings
         objective = cfg.get("objective") or {}
         pref = m.preference or []
         losses = m.get("final_train_losses") or []
         runs.append(
             {
-                "dir": where,
+                "dir": run.folder,
                 "task": m.task,
                 "N": m.num_train,
                 "loss": loss_name(m),
@@ -190,8 +140,8 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
                 "setup_s": (m.timing_s or {}).get("setup"),
                 "fallbacks": m.combiner_fallbacks,
                 "encoder": m.get("encoder"),
-                "group": _group_key(cfg),
-                "settings": flat_settings(cfg),
+                "group": run.group,
+                "settings": flat_settings(trial_free(cfg, m.seed)),
             }
         )
     # object columns keep each value as recorded (an int stays an int next to a missing value)
@@ -300,17 +250,6 @@ def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFr
     )
     chosen["test_acc_std"] = chosen["test_acc_std"].fillna(0.0)  # one seed: no spread
     return chosen, groups[~complete], gid
-
-
-def paired_p(x: pd.Series, y: pd.Series) -> float | None:
-    """Two-sided paired t-test of x against y (indexed by seed) on the seeds both have; None with
-    fewer than 2 pairs, 1.0 when the pairs are (all but) equal (scipy's t is 0/0 there)."""
-    pairs = pd.concat([x, y], axis=1, keys=["x", "y"]).dropna()
-    if len(pairs) < 2:
-        return None
-    if np.allclose(pairs["x"], pairs["y"]):
-        return 1.0
-    return float(stats.ttest_rel(pairs["x"], pairs["y"]).pvalue)
 
 
 def baselines(chosen: pd.DataFrame, keys: list[str]) -> pd.Series:

@@ -27,6 +27,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python sweep/toy2d_figure.py` finds moo_lightning
+from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
 
 # the combiners that take logs of the losses: run on ℓ + OFFSET (the toy's losses reach -20)
@@ -87,23 +88,29 @@ def _job_name(folder: Path) -> str:
 
 
 def load(sweep_dir: Path):
-    """(runs: label -> (thetas, losses), rows of the table, left out: label -> why)."""
+    """(runs: label -> (thetas, losses), rows of the table, left out: label -> why, the kept
+    jobs' module.scale values). Records are read by ``moo_lightning.sweeps.load_runs``; a job
+    folder without metrics.json but with a log is left out with the log's last error."""
     runs, rows, left_out = {}, [], {}
     for folder in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        path = folder / "metrics.json"
-        if not path.is_file():
-            if any(folder.glob("*.log")):
-                left_out[_job_name(folder)] = _why(folder)
-            continue
-        m = RunRecord.read(path, strict=False)
-        if m.task != "toy2d":
-            continue
+        if not (folder / "metrics.json").is_file() and any(folder.glob("*.log")):
+            left_out[_job_name(folder)] = _why(folder)
+    kept, dropped = sweeps.load_runs(sweep_dir, tasks="toy2d")
+    for where, why in dropped:
+        if why.startswith((sweeps.OTHER_TASK, sweeps.DUPLICATE)):
+            continue  # another task's job; a duplicate is the same run, kept once
+        m = RunRecord.find(sweep_dir / where)
+        left_out[label(m) if m else _job_name(sweep_dir / where)] = why
+    scales = set()
+    for run in kept:
+        m, folder = run.record, run.path
         name = label(m)
         if name in runs:  # combiner=torchjd is torchjd[UPGrad] again: the same run, kept once
             continue
-        if m.status != "ok" or not (folder / "trajectory.npz").is_file():
-            left_out[name] = f"status {m.status}: {m.get('status_reason', '')}"
+        if not (folder / "trajectory.npz").is_file():
+            left_out[name] = "no trajectory.npz"
             continue
+        scales.add(float(m.get("scale", 1.0)))
         traj = np.load(folder / "trajectory.npz")
         runs[name] = (traj["thetas"], traj["losses"])
         t = m.task_metrics
@@ -124,7 +131,7 @@ def load(sweep_dir: Path):
                     "wall_time_s": m.wall_time_s,
                 }
             )
-    return runs, pd.DataFrame(rows), left_out
+    return runs, pd.DataFrame(rows), left_out, scales
 
 
 def write_table(table: pd.DataFrame, left_out: dict, out: Path) -> str:
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {sweep_dir} does not exist (run with --run)")
     from moo_lightning.tasks.toy2d import plot_runs
 
-    runs, table, left_out = load(sweep_dir)
+    runs, table, left_out, scales = load(sweep_dir)
     if not runs and not left_out:
         raise SystemExit(f"error: no toy2d jobs under {sweep_dir}")
     notes = dict(left_out)
@@ -203,10 +210,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{int((g['front_distance'] < NEAR).sum())}/{len(g)} starts reach the front"
             )
     panels = {name: runs.get(name) for name in sorted({*runs, *left_out})}
-    scales = {
-        float(RunRecord.read(p, strict=False).get("scale", 1.0))
-        for p in sweep_dir.glob("*/metrics.json")
-    }
     if len(scales) > 1:
         raise SystemExit(f"error: jobs with different module.scale {sorted(scales)} in one figure")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,26 +13,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+# the checkout's package, so that `python sweep/toy_energy_table.py` reads records as runs wrote
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning import sweeps  # noqa: E402
+from moo_lightning.record import RunRecord  # noqa: E402
 
-from moo_lightning.record import RunRecord
+
+def _ensemble(m: RunRecord) -> tuple:
+    """(criterion, start) of a toy ensemble run that recorded its hypervolume ratio."""
+    if "hv_ratio" not in m:
+        raise ValueError(f"{sweeps.OTHER_TASK}toy ensemble run (no hv_ratio)")
+    return (m.get("criterion"), m.get("start"))
 
 
 def collect(sweep_dir: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
     """{(criterion, start): {"hv_ratio": [...], "igd_plus": [...], "seed": [...]}} over the
-    finished ensemble runs (status ok) of ``sweep_dir``."""
+    finished toy ensemble runs of ``sweep_dir`` (``moo_lightning.sweeps.load_runs``: complete,
+    status ok, no duplicates)."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(sweep_dir.glob("*/metrics.json")):
-        record = RunRecord.read(path, strict=False)
-        if record.task != "toy" or "hv_ratio" not in record or record.status != "ok":
-            continue
-        group = groups[(record.get("criterion"), record.get("start"))]
-        group["hv_ratio"].append(float(record.get("hv_ratio")))
-        group["igd_plus"].append(float(record.get("igd_plus")))
-        group["seed"].append(int(record.seed))
+    kept, _ = sweeps.load_runs(sweep_dir, _ensemble, tasks="toy", identity=lambda m, key: key)
+    for run in kept:
+        group = groups[run.fields]
+        group["hv_ratio"].append(float(run.record.get("hv_ratio")))
+        group["igd_plus"].append(float(run.record.get("igd_plus")))
+        group["seed"].append(run.seed)
     return groups
 
 
@@ -41,10 +49,10 @@ def summary(groups) -> list[dict]:
     for (criterion, start), values in sorted(groups.items()):
         row = {"criterion": criterion, "start": start, "runs": len(values["seed"])}
         for key in ("hv_ratio", "igd_plus"):
-            arr = np.array(values[key])
-            row[key] = float(arr.mean())
-            row[f"{key}_std"] = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-            row[f"{key}_min"], row[f"{key}_max"] = float(arr.min()), float(arr.max())
+            mean, std = sweeps.mean_std(values[key])
+            row[key] = mean
+            row[f"{key}_std"] = std if len(values[key]) > 1 else 0.0
+            row[f"{key}_min"], row[f"{key}_max"] = min(values[key]), max(values[key])
         rows.append(row)
     return rows
 

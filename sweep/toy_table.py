@@ -2,17 +2,33 @@
 
 python train.py -m task=toy combiner=ls,mgda,epo,png preference=0.2,0.4,0.6,0.8
 python sweep/toy_table.py multirun/toy/<date>
+
+Runs are read by ``moo_lightning.sweeps.load_runs`` (complete, status ok, no duplicates); those
+left out are listed under the table (runs of other tasks and ensembles are passed over).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from moo_lightning.record import RunRecord
-from moo_lightning.tasks.toy import front_point, ray_point
+# the checkout's package, so that `python sweep/toy_table.py` reads records as runs wrote them
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from moo_lightning import sweeps  # noqa: E402
+from moo_lightning.record import RunRecord  # noqa: E402
+from moo_lightning.tasks.toy import front_point, ray_point  # noqa: E402
+
+
+def _single(m: RunRecord) -> np.ndarray:
+    """The final losses of a single-model toy run (ensembles record a hypervolume)."""
+    if "hv" in m:
+        raise ValueError(f"{sweeps.OTHER_TASK}single-model toy run (an ensemble)")
+    if not m.preference or m.get("final_losses") is None:
+        raise ValueError("no preference or final losses recorded")
+    return np.array(m.get("final_losses"))
 
 
 def main():
@@ -20,12 +36,15 @@ def main():
     ap.add_argument("sweep_dir", type=Path)
     args = ap.parse_args()
     ends = [front_point(1.0), front_point(-1.0)]
+    kept, left_out = sweeps.load_runs(
+        args.sweep_dir,
+        _single,
+        tasks="toy",
+        identity=lambda m, _: (m.combiner, str(m.preference)),
+    )
     rows = []
-    for path in sorted(args.sweep_dir.glob("*/metrics.json")):
-        m = RunRecord.read(path, strict=False)
-        if m.task != "toy" or "hv" in m:  # ensembles record a hypervolume
-            continue
-        final = np.array(m.get("final_losses"))
+    for run in kept:
+        m, final = run.record, run.fields
         r1 = m.preference[0]
         ray = np.abs(final - ray_point(r1)).max()
         end = min(np.abs(final - e).max() for e in ends)
@@ -52,6 +71,9 @@ def main():
             f"{t:.1f}",
         ]
         print("| " + " | ".join(cells) + " |")
+    for where, why in left_out:
+        if not why.startswith(sweeps.OTHER_TASK):
+            print(f"left out: {where}: {why}")
 
 
 if __name__ == "__main__":

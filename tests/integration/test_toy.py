@@ -161,7 +161,8 @@ def test_the_readme_toy_energy_table_is_what_the_table_script_prints(tmp_path, c
     for seed, hv in enumerate([0.80, 0.90]):
         job = tmp_path / f"seed={seed}"
         job.mkdir()
-        record = {"task": "toy", "status": "ok", "criterion": "energy", "start": "clustered",
+        record = {"task": "toy", "status": "ok", "complete": True, "criterion": "energy",
+                  "start": "clustered",
                   "seed": seed, "hv_ratio": hv, "igd_plus": 0.05}  # fmt: skip
         (job / "metrics.json").write_text(json.dumps(record))
     toy_energy_table.main([str(tmp_path)])

@@ -26,8 +26,9 @@ def _write(root: Path) -> None:
             for seed, acc in enumerate(accs):
                 job = root / method / f"data.target={target},seed={seed}"
                 job.mkdir(parents=True)
-                m = {"status": "ok", "method": method, "target": target, "seed": seed,
-                     "test/acc": acc, "val/acc_best": 0.9, "source_note": "a stand-in"}  # fmt: skip
+                m = {"complete": True, "status": "ok", "method": method, "target": target,
+                     "seed": seed, "test/acc": acc, "val/acc_best": 0.9,
+                     "source_note": "a stand-in"}  # fmt: skip
                 (job / "metrics.json").write_text(json.dumps(m))
                 if method == "jigen_png":
                     (job / "csv").mkdir()
@@ -38,8 +39,9 @@ def _write(root: Path) -> None:
                     (job / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
     bad = root / "jigen" / "diverged"
     bad.mkdir()
-    (bad / "metrics.json").write_text(json.dumps({"status": "diverged", "method": "jigen",
-                                                  "target": "0", "seed": 9}))  # fmt: skip
+    (bad / "metrics.json").write_text(json.dumps({"complete": True, "status": "diverged",
+                                                  "method": "jigen", "target": "0",
+                                                  "seed": 9}))  # fmt: skip
 
 
 def test_the_table_and_the_figure(tmp_path, capsys):

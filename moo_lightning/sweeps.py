@@ -1,0 +1,279 @@
+"""The runs of a sweep folder and the statistics the report scripts share (``sweep/*.py``).
+
+``load_runs`` reads every ``metrics.json`` under a folder through ``RunRecord`` and applies one
+set of rules for what is left out, each named in a (folder, why) list:
+
+1. unreadable: not JSON or not an object (``NaN``/``Infinity`` tokens read as numbers: a
+   non-finite value in a field a table uses is refused by the table's own check, naming the
+   field);
+2. incomplete: ``complete`` is not set (the job did not finish);
+3. no result: ``status`` other than ``ok`` (diverged, no steps, never validated), with its reason;
+4. another task, when the caller names its tasks;
+5. a seed that is not an integer;
+6. what the caller's ``parse`` refuses: the fields its table needs, missing or malformed;
+7. a duplicate: the same identity (what the caller says tells runs apart besides settings: the
+   loss and preference of a text run, the method of an ensemble), the same settings but the
+   trial, and the same seed as a run earlier in path order, which is kept.
+
+A run's settings are those recorded in metrics.json, or for runs written before they were
+recorded there the run's ``.hydra/config.yaml``, or none (``{}``); runs on other numbers of
+processes or at another precision take other steps, so a ``run`` section
+(``world_size``, ``precision``) joins the settings where they are not the one-process, 32-bit
+defaults: such runs are other settings, never duplicates. "Settings but the trial"
+(``trial_free``) drops the top-level ``seed`` and every nested ``seed`` equal to it (``data.seed:
+${seed}``); a nested seed fixed to another value is a real setting.
+
+Statistics: means and standard deviations use ddof = 1 (``mean_std``); ``paired_p`` is the one
+paired test between two methods over the seeds (or other trial labels) both have.
+
+Nothing here imports Hydra, torch or a task: numpy, scipy and PyYAML only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy import stats
+
+from moo_lightning.record import RECORD_FILE, RunRecord
+
+LOSS_NAMES = {"ce": "CE", "ce_scl": "CE+SCL"}
+# the reasons that say a record is not one of the caller's runs or repeats a kept one (scripts
+# that show every other reason as "without a result" tell these apart by their start)
+OTHER_TASK = "not a "
+DUPLICATE = "duplicate of "
+
+
+@dataclass(frozen=True)
+class Run:
+    """One kept run: its folder (relative to the sweep folder; "." for the folder itself), the
+    folder's path, its record, its settings (see the module) and what ``parse`` returned."""
+
+    folder: str
+    path: Path
+    record: RunRecord
+    settings: dict
+    fields: Any = None
+
+    @property
+    def seed(self) -> int:
+        return int(self.record.seed)
+
+    @property
+    def group(self) -> str:
+        """The settings but the trial, as text: runs are averaged only when this matches."""
+        return trial_key(self.settings, self.record.seed)
+
+
+def loss_name(record: RunRecord) -> str:
+    """A text run's loss as the tables name it: CE, CE+SCL or CE+<COMBINER>; older records
+    said ``combiner_used`` (``RunRecord`` reads it as ``combiner``)."""
+    objective = record.get("objective")
+    if objective in LOSS_NAMES:
+        return LOSS_NAMES[objective]
+    return f"CE+{str(record.combiner).upper()}"
+
+
+def is_number(value) -> bool:
+    """A finite int or float (never a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trial_free(settings: dict, seed) -> dict:
+    """``settings`` without the trial: the top-level ``seed`` and nested ``seed`` keys equal to
+    ``seed`` (an integer; a nested seed fixed to another value stays, as a setting)."""
+
+    def strip(tree):
+        if not isinstance(tree, dict):
+            return tree
+        return {
+            k: strip(v)
+            for k, v in tree.items()
+            if not (k == "seed" and type(v) is int and v == seed)
+        }
+
+    return strip({k: v for k, v in settings.items() if k != "seed"})
+
+
+def trial_key(settings: dict, seed) -> str:
+    """``trial_free(settings, seed)`` as text (sorted JSON): equal for runs that differ only in
+    their trial."""
+    return json.dumps(trial_free(settings, seed), sort_keys=True, default=str)
+
+
+def run_settings(record: RunRecord, folder: Path) -> dict:
+    """What produced the run (see the module): recorded settings, else ``.hydra/config.yaml``,
+    else ``{}``; with a ``run`` section where world size or precision are not the defaults."""
+    settings = record.settings
+    if settings is None:  # runs written before settings were recorded in metrics.json
+        path = folder / ".hydra" / "config.yaml"
+        settings = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    run = {"world_size": record.world_size or 1, "precision": record.precision or "32-true"}
+    run = {k: v for k, v in run.items() if v not in (1, "32-true")}
+    return {**settings, "run": run} if run else dict(settings)
+
+
+def _why_not(record: RunRecord, tasks: tuple[str, ...] | None) -> str | None:
+    """Rules 2 to 5 of the module, in that order: why ``record`` is left out, or None."""
+    if not record.complete:
+        return "incomplete (the job did not finish)"
+    if record.status != "ok":
+        reason = record.status_reason or ""
+        return f"status {record.status}: {reason}" if reason else f"status {record.status}"
+    if tasks is not None and record.task not in tasks:
+        return f"{OTHER_TASK}{' or '.join(tasks)} run (task {record.task!r})"
+    seed = record.seed
+    if not (is_number(seed) and float(seed).is_integer()):
+        return f"seed {seed!r} is not an integer"
+    return None
+
+
+def load_runs(
+    sweep_dir: Path,
+    parse: Callable[[RunRecord], Any] | None = None,
+    *,
+    tasks: str | Iterable[str] | None = None,
+    identity: Callable[[RunRecord, Any], Hashable] | None = None,
+    same: str = "settings",
+) -> tuple[list[Run], list[tuple[str, str]]]:
+    """The kept runs under ``sweep_dir`` (every metrics.json, in path order) and (folder, why)
+    for each record left out, by the module's rules.
+
+    ``parse(record)`` returns the fields the caller's table needs (``Run.fields``) or raises
+    ValueError saying what is missing or malformed; ``tasks`` the task (or tasks) the caller
+    reads; ``identity(record, fields)`` what tells runs apart besides their settings (for
+    duplicates); ``same`` how a duplicate's reason names that ("settings", "method, settings").
+    """
+    sweep_dir = Path(sweep_dir)
+    if isinstance(tasks, str):
+        tasks = (tasks,)
+    elif tasks is not None:
+        tasks = tuple(tasks)
+    runs, left_out, seen = [], [], {}
+    for path in sorted(sweep_dir.rglob(RECORD_FILE)):
+        where = str(path.parent.relative_to(sweep_dir))
+        try:
+            record = RunRecord.read(path, strict=False)
+        except (OSError, ValueError) as err:
+            left_out.append((where, f"unreadable metrics.json ({type(err).__name__}: {err})"))
+            continue
+        why = _why_not(record, tasks)
+        if why is None:
+            try:
+                fields = parse(record) if parse is not None else None
+            except ValueError as err:
+                why = str(err)
+        if why is not None:
+            left_out.append((where, why))
+            continue
+        settings = run_settings(record, path.parent)
+        who = identity(record, fields) if identity is not None else None
+        key = (who, trial_key(settings, record.seed), record.seed)
+        if key in seen:
+            left_out.append((where, f"{DUPLICATE}{seen[key]} (same {same} and seed)"))
+            continue
+        seen[key] = where
+        runs.append(Run(where, path.parent, record, settings, fields))
+    return runs, left_out
+
+
+def flatten(settings: dict) -> dict:
+    """Nested settings as dotted keys (``{"optimizer": {"lr": 0.01}}`` → ``optimizer.lr``)."""
+    flat = {}
+
+    def walk(tree: dict, prefix: str) -> None:
+        for k, v in tree.items():
+            if isinstance(v, dict) and v:
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(settings or {}, "")
+    return flat
+
+
+def settings_differences(a: dict, b: dict) -> list[str]:
+    """Dotted settings whose values differ between ``a`` and ``b`` ('key: a → b'), including
+    keys present on one side only (shown as absent there)."""
+    fa, fb = flatten(a), flatten(b)
+
+    def show(flat: dict, k: str) -> str:
+        return repr(flat[k]) if k in flat else "(absent)"
+
+    return [
+        f"{k}: {show(fa, k)} → {show(fb, k)}"
+        for k in sorted(fa.keys() | fb.keys())
+        if k not in fa or k not in fb or fa[k] != fb[k]
+    ]
+
+
+def row_labels(rows: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, int]]:
+    """A table row's label and variant for each (method, group): the method when it ran with one
+    group of settings, else ``method [k]`` (k = 1, 2, ... in the order of the groups' text)."""
+    out, by_method = {}, {}
+    for method, group in sorted(set(rows)):
+        by_method.setdefault(method, []).append(group)
+    for method, groups in by_method.items():
+        for k, group in enumerate(groups, start=1):
+            out[(method, group)] = (method if len(groups) == 1 else f"{method} [{k}]", k)
+    return out
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard deviation (ddof = 1, the sample's) of ``values``; the std is NaN for one
+    value (no spread to estimate) and both are NaN for none."""
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
+def _pairs(x, y) -> list[tuple[float, float]]:
+    """(x, y) for every label both have with a number on each side (a mapping or a pandas Series,
+    labelled by seed or (target, seed)), in x's order."""
+    ys = dict(y.items())
+    out = []
+    for label, a in x.items():
+        b = ys.get(label)
+        if a is None or b is None:
+            continue
+        a, b = float(a), float(b)
+        if not (math.isnan(a) or math.isnan(b)):
+            out.append((a, b))
+    return out
+
+
+def paired_p(x, y) -> float | None:
+    """Two-sided paired t-test (``scipy.stats.ttest_rel``) of ``x`` against ``y`` on the labels
+    (seeds, or (target, seed)) both have with a value; None with fewer than 2 pairs; 1.0 when
+    every paired difference is exactly zero (t is 0/0 there, so scipy gives NaN).
+
+    The one rule of the scripts. Before, ``sweep/report.py`` gave 1.0 when the pairs were equal
+    within ``np.allclose`` (a relative 1e-5), ``sweep/dg_report.py`` None when every difference
+    was the same (within ``np.allclose``), and ``sweep/pareto_report.py`` 1.0 on exact equality
+    only, the rule its table notes state. Exact equality is kept: the tolerance would call two
+    methods equal whose per-seed hypervolumes differ in the sixth digit, a real difference
+    between different models; identical models give identical numbers, so a tie is exact. A
+    constant nonzero difference gets scipy's limit, p = 0.0 (t is infinite).
+    """
+    pairs = _pairs(x, y)
+    if len(pairs) < 2:
+        return None
+    a, b = (np.array(side) for side in zip(*pairs))
+    if np.array_equal(a, b):
+        return 1.0
+    with warnings.catch_warnings():
+        # a constant or near-constant difference: scipy's division or precision notice
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_rel(a, b).pvalue)
