@@ -40,9 +40,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     subprocess.run(_cmd(data, full), cwd=ROOT, check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(
-        _cmd(data, cut), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(  # with the CSV log: its part before the kill must survive
+        _cmd(data, cut, "logger=csv"), cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     last = cut / "checkpoints" / "last.ckpt"
     deadline = time.time() + 600
     while time.time() < deadline:  # kill once three epochs are saved (of thirty)
@@ -56,11 +57,19 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cut / "metrics.json").exists()  # it really died before finishing
+    first_log = cut / "csv" / "metrics.csv"
+    before = first_log.read_bytes() if first_log.exists() else None
 
     subprocess.run(
-        _cmd(data, cut, "ckpt_path=last"), cwd=ROOT, check=True, capture_output=True, timeout=600
-    )
+        _cmd(data, cut, "ckpt_path=last", "logger=csv"), cwd=ROOT, check=True,
+        capture_output=True, timeout=600,
+    )  # fmt: skip
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
+    # the probe's KN17 with a real SIGKILL: the log of the steps before it is kept as it was,
+    # the resumed steps go to a part of their own, and the record lists the parts in order
+    assert b["logs"][-1] == "csv/resume1/metrics.csv", b["logs"]
+    if before is not None:
+        assert first_log.read_bytes() == before and b["logs"][0] == "csv/metrics.csv"
     for key in ("val/acc_best", "test/acc", "combiner_fallbacks", "skipped_steps"):
         assert a[key] == b[key], key
     sa = torch.load(full / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
