@@ -207,9 +207,16 @@ class RunRecord:
         try:
             write_json_atomic(path, self.to_json())
         except OSError as err:
-            fd, spare = tempfile.mkstemp(prefix="moo-lightning-metrics-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
-                json.dump(strict_json(self.to_json()), f, indent=2, allow_nan=False)
+            text = json.dumps(strict_json(self.to_json()), indent=2, allow_nan=False)
+            try:
+                fd, spare = tempfile.mkstemp(prefix="moo-lightning-metrics-", suffix=".json")
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+            except OSError as again:  # no room anywhere: the record goes into the message
+                raise RunFolderUnwritable(
+                    f"{path} could not be written ({err.strerror or err}), nor a temporary copy "
+                    f"({again.strerror or again}); the run's record: {' '.join(text.split())}"
+                ) from None
             raise RunFolderUnwritable(
                 f"{path} could not be written ({err.strerror or err}): the run's record is in "
                 f"{spare} (status {self.status}); copy it into the run folder once the folder "

@@ -3,6 +3,7 @@ module, callbacks, loggers, trainer), with the checks that must fail before trai
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from moo_lightning.records import (
 
 # the model a finished run leaves in its folder (save_model=true)
 MODEL_FILE = "model.ckpt"
+
+
+log = logging.getLogger("moo_lightning")
 
 
 @dataclass
@@ -62,8 +66,18 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     check_checkpoint(cfg.get("ckpt_path"))
     saves_model(cfg)  # a wrong value fails before training, not after
     if cfg.get("ckpt_path") == "last":
-        check_last_checkpoint(cfg, run_dir)
-    check_resume_point(resume_file(cfg), settings)  # before Lightning loads any weights
+        if is_multirun() and not any(f.is_dir() and any(f.glob("*.ckpt")) for f in
+                                     checkpoint_folders(cfg)):  # fmt: skip
+            # a sweep resumed with -m ... ckpt_path=last: a job that never started (or died
+            # before its first checkpoint) has nothing to resume and starts from scratch
+            log.info("%s: no checkpoint to resume from; starting this job", run_dir)
+            OmegaConf.update(cfg, "ckpt_path", None, force_add=True)
+        else:
+            check_last_checkpoint(cfg, run_dir)
+    resume = resume_file(cfg)
+    if resume is not None and cfg.get("ckpt_path") == "last":
+        check_checkpoint(str(resume))  # its checksum first: a damaged file is one line
+    check_resume_point(resume, settings)  # before Lightning loads any weights
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     timing = {}

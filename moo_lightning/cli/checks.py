@@ -78,14 +78,18 @@ def _known_top_level_keys() -> frozenset[str]:
 def check_unknown_keys(cfg: DictConfig) -> None:
     """A top-level key none of the package's configs has (``++foo=1``, ``+lr=0.5``) is read by
     nothing: the run would silently ignore it. One line, with the dotted keys it may have meant."""
+    import re
+
     from omegaconf import OmegaConf
 
     known = _known_top_level_keys()
-    unknown = [k for k in cfg if k not in known and k != "hydra"]
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    # a helper value that an interpolation reads (+base_lr=1e-3 optimizer.lr='${base_lr}') is used
+    referenced = set(re.findall(r"\$\{\s*([A-Za-z_][\w-]*)", repr(tree)))
+    unknown = [k for k in cfg if k not in known and k != "hydra" and k not in referenced]
     if not unknown:
         return
     key = unknown[0]
-    tree = OmegaConf.to_container(cfg, resolve=False)
     meant = sorted(
         dotted
         for dotted in _dotted_keys(tree)

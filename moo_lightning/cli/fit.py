@@ -90,6 +90,8 @@ def fit_and_test(job: Job) -> RunRecord:
             trainer.save_checkpoint(job.run_dir / MODEL_FILE, weights_only=True)
         except RunFolderUnwritable as err:  # the result is still recorded (RunRecord.write)
             log.error("the model was not saved: %s", err)
+            # rank 0 raised before the barrier the other ranks wait at inside save_checkpoint
+            trainer.strategy.barrier("Trainer.save_checkpoint")
         else:
             record.model = MODEL_FILE
             if trainer.is_global_zero:

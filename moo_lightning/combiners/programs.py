@@ -10,6 +10,7 @@ so a fresh (e.g. resumed) process takes the same steps as a long-running one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -52,6 +53,13 @@ class Programs(Generic[P]):
                     problem.solve(solver=self.solver)
                 except cp.error.SolverError:
                     pass  # compiled all the same; priming needs no solution
+                if problem._cache.param_prog is None:  # not compiled: resumes would differ
+                    warnings.warn(
+                        f"{type(program).__name__} (m = {m}) was not compiled while priming; "
+                        "a resumed run may differ from the uninterrupted one in the last bits",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
             self._by_m[m] = program
         return self._by_m[m]
 

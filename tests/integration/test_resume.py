@@ -3,6 +3,7 @@ uninterrupted run ends (weights bit for bit, metrics equal)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,20 +156,21 @@ def test_ckpt_path_last_with_nothing_to_resume_is_refused(finished, tmp_path):
 @pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
 def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
     """`-m … ckpt_path=last` over a sweep whose jobs are partly finished: the finished ones are
-    skipped and left as they are, the interrupted one resumes. Before: the first finished job
-    was refused and the whole sweep stopped there."""
+    skipped and left as they are, the interrupted one resumes, one that never started starts.
+    Before: the first finished job was refused and the whole sweep stopped there."""
     data = write_glue(tmp_path / "sst2", "sst2")
     sweep = tmp_path / "sweep"
 
     def multirun(*extra):
         cmd = _tiny(data, tmp_path / "unused", *extra)
         cmd = [c for c in cmd if not c.startswith("hydra.run.dir=")]
-        return _run([*cmd[:2], "-m", *cmd[2:], f"hydra.sweep.dir={sweep}", "seed=0,1"])
+        return _run([*cmd[:2], "-m", *cmd[2:], f"hydra.sweep.dir={sweep}", "seed=0,1,2"])
 
     proc = multirun()
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
-    assert len(jobs) == 2
+    assert len(jobs) == 3
+    shutil.rmtree(jobs[2])  # job 3 "never started": no folder, no checkpoint
     kept = (jobs[0] / "metrics.json").read_bytes()
     whole = json.loads((jobs[1] / "metrics.json").read_text())
     (jobs[1] / "metrics.json").unlink()  # job 2 "killed" after its last checkpoint
@@ -180,3 +182,5 @@ def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
     resumed = json.loads((jobs[1] / "metrics.json").read_text())
     assert resumed["status"] == "ok" and resumed["test/acc"] == whole["test/acc"]
     assert "already holds this job's result" in proc.stdout + proc.stderr
+    fresh = json.loads((jobs[2] / "metrics.json").read_text())  # started from scratch
+    assert fresh["status"] == "ok" and "no checkpoint to resume from" in proc.stdout + proc.stderr
