@@ -189,30 +189,30 @@ def gradvac_orders(orders):
 # Each check yields records (m, kind, difference or None when skipped, skip reason).
 
 
-def check_upgrad(count):
-    from torchjd.aggregation import UPGradWeighting
+def _check_dual_cone(name, weighting, count):
+    """UPGrad and DualProj: the preference u = r/Σr as TorchJD's weights, the same projector
+    settings (TorchJD's QuadprogProjector with ours' defaults)."""
     from torchjd.linalg import QuadprogProjector
 
-    comb = compose_combiner("upgrad")
+    comb = compose_combiner(name)
     for _, m, kind, G, losses, r in problems(count):
         K = G @ G.T
         w, _ = ours_weights(comb, K, losses, r)
         proj = QuadprogProjector(norm_eps=0.0, reg_eps=1e-4)
-        ref = UPGradWeighting(torch.tensor(r / r.sum()), projector=proj)(torch.tensor(K)).numpy()
+        ref = weighting(torch.tensor(r / r.sum()), projector=proj)(torch.tensor(K)).numpy()
         yield m, kind, rel_direction(G, w, ref), None
+
+
+def check_upgrad(count):
+    from torchjd.aggregation import UPGradWeighting
+
+    return _check_dual_cone("upgrad", UPGradWeighting, count)
 
 
 def check_dualproj(count):
     from torchjd.aggregation import DualProjWeighting
-    from torchjd.linalg import QuadprogProjector
 
-    comb = compose_combiner("dualproj")
-    for _, m, kind, G, losses, r in problems(count):
-        K = G @ G.T
-        w, _ = ours_weights(comb, K, losses, r)
-        proj = QuadprogProjector(norm_eps=0.0, reg_eps=1e-4)
-        ref = DualProjWeighting(torch.tensor(r / r.sum()), projector=proj)(torch.tensor(K))
-        yield m, kind, rel_direction(G, w, ref.numpy()), None
+    return _check_dual_cone("dualproj", DualProjWeighting, count)
 
 
 def check_cagrad(count):

@@ -5,12 +5,11 @@ Module level so that ddp_spawn can pickle it."""
 import functools
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from moo_lightning.module import MultiObjectiveModule
 from tests.helpers import CONF
-from tests.integration.ddp_helpers import TwoHeads
+from tests.integration.ddp_helpers import TwoHeads, fit_on_ranks
 
 
 def compose_combiner(name: str, overrides: tuple[str, ...] = ()):
@@ -52,16 +51,4 @@ class StatefulHeads(TwoHeads):
 
 def train(name: str, overrides: tuple[str, ...], devices: int, out_dir: str):
     """Same global batches either way: 16 per step (1 process × 16, or 2 processes × 8)."""
-    module = StatefulHeads(name, overrides, out_dir)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
-    trainer.fit(module)
+    fit_on_ranks(StatefulHeads(name, overrides, out_dir), devices)

@@ -88,7 +88,12 @@ def train(
     combiner: str, devices: int, out_dir: str, scope="all", contrastive=None, criterion=False
 ):
     """Same global batches either way: 16 per step (1 process × 16, or 2 processes × 8)."""
-    module = TwoHeads(combiner, out_dir, scope, contrastive, criterion)
+    fit_on_ranks(TwoHeads(combiner, out_dir, scope, contrastive, criterion), devices)
+
+
+def fit_on_ranks(module, devices: int) -> None:
+    """Two epochs of ``module`` in one process or on ``devices`` ddp_spawn ranks (the module
+    makes its own global batches: no distributed sampler)."""
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,

@@ -195,6 +195,17 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+def _evaluate_refused(run_folder):
+    """``python evaluate.py <run_folder>`` as a user runs it; it must refuse (exit 2). The
+    process and its stderr lines."""
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", str(run_folder)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    return proc, proc.stderr.strip().splitlines()
+
+
 @pytest.mark.parametrize(
     "section, target, body",
     [
@@ -230,12 +241,7 @@ def test_evaluate_never_runs_code_a_run_folder_names(finished_run, tmp_path, sec
     else:
         config[section] = node
     (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "evaluate.py", str(copy)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()
+    proc, err = _evaluate_refused(copy)
     assert len(err) == 1 and err[0].startswith("error: "), proc.stderr[-2000:]
     key = "trainer.plugins[0]._target_" if section == "trainer.plugins" else f"{section}._target_"
     assert f"{key} = '{target}' is not a class moo-lightning's configs build" in err[0]
@@ -275,12 +281,7 @@ def test_evaluate_never_runs_code_an_interpolation_produces(finished_run, tmp_pa
     config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
     config["scheduler"] = f"${{oc.create:{{_target_: builtins.open, file: '{marker}', mode: w}}}}"
     (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [sys.executable, "evaluate.py", str(copy)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()
+    proc, err = _evaluate_refused(copy)
     assert len(err) == 1 and "scheduler._target_ = 'builtins.open'" in err[0], proc.stderr
     assert not marker.exists()
 
