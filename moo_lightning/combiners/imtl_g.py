@@ -3,8 +3,6 @@ Quinton & Rey (2024) that accepts linearly dependent gradients."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from moo_lightning.combiners.base import Combiner
@@ -33,41 +31,17 @@ class IMTLG(Combiner):
 
     def _combine(self, losses, gram, preference):
         m = losses.size
-        if m == 2:
-            v, rank = self._v_two(gram)
-        else:
-            vals, vecs = np.linalg.eigh(gram)
-            top = float(vals[-1]) if m else 0.0  # eigh sorts ascending
-            keep = vals > self.rcond * top if top > 0.0 else np.zeros(m, dtype=bool)
-            norms = np.sqrt(np.maximum(np.diagonal(gram), 0.0))
-            rank = int(keep.sum())
-            # v = K⁺·√diag(K), through the kept eigenpairs only
-            if rank == m:
-                v = vecs @ ((vecs.T @ norms) / vals)
-            else:
-                v = vecs[:, keep] @ ((vecs[:, keep].T @ norms) / vals[keep])
+        vals, vecs = np.linalg.eigh(gram)
+        top = float(vals.max()) if m else 0.0
+        keep = vals > self.rcond * top if top > 0.0 else np.zeros(m, dtype=bool)
+        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+        rank = int(keep.sum())
+        # v = K⁺·√diag(K), through the kept eigenpairs only. Near (anti)parallel gradients K is
+        # ill-conditioned and v large: a closed form for m = 2, or even this product on eigh's
+        # column-major output instead of the kept columns' copy, differs in the last bits, and
+        # that sent the toy problem to another end point; so the expression stays as it is.
+        v = vecs[:, keep] @ ((vecs[:, keep].T @ norms) / vals[keep])
         total = float(v.sum())
         degenerate = not abs(total) > 1e-9 * float(np.abs(v).sum())
         w = np.zeros(m) if degenerate else v / total
         return w, {"rank": float(rank), "degenerate": float(degenerate)}
-
-    def _v_two(self, gram: np.ndarray) -> tuple[np.ndarray, int]:
-        """K⁺·√diag(K) for m = 2 in closed form (the same eigenvalue cut-off as the general
-        path): the eigenvalues of [[a, b], [b, c]] are (a + c)/2 ± √(((a − c)/2)² + b²)."""
-        (a, b), (_, c) = gram.tolist()
-        n1, n2 = math.sqrt(max(a, 0.0)), math.sqrt(max(c, 0.0))
-        half, radius = 0.5 * (a + c), math.hypot(0.5 * (a - c), b)
-        top, low = half + radius, half - radius
-        if not top > 0.0:
-            return np.zeros(2), 0
-        if low > self.rcond * top:  # full rank: K⁻¹·n by Cramer's rule, det = top·low
-            det = top * low
-            return np.array([(c * n1 - b * n2) / det, (a * n2 - b * n1) / det]), 2
-        # rank one: K⁺ = u·uᵀ/top with u the top eigenvector; of the two formulas for u,
-        # the one with the larger norm is the accurate one
-        u1, u2 = (top - c, b) if abs(top - c) >= abs(top - a) else (b, top - a)
-        norm_sq = u1 * u1 + u2 * u2
-        if norm_sq == 0.0:  # b = 0 and a = c: K = top·I up to the cut-off; any unit u
-            u1, u2, norm_sq = 1.0, 0.0, 1.0
-        scale = (u1 * n1 + u2 * n2) / (norm_sq * top)
-        return np.array([u1 * scale, u2 * scale]), 1
