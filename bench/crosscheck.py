@@ -47,7 +47,7 @@ def _config(name: str, overrides: tuple[str, ...]):
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=[f"combiner={name}", "encoder=tiny", *(f"combiner.{o}" for o in overrides)],
+            overrides=[f"combiner={name}", *(f"combiner.{o}" for o in overrides)],
         )
     return cfg.combiner
 
@@ -68,7 +68,6 @@ def compose_combiner(name: str, *overrides: str, **kwargs):
                 "train",
                 overrides=[
                     f"combiner={name}",
-                    "encoder=tiny",
                     f"combiner/{group[0]}",
                     *(f"combiner.{o}" for o in rest),
                 ],

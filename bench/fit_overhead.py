@@ -95,7 +95,7 @@ def bare_job(overrides: list[str], run_dir: Path) -> dict:
 
     cfg = compose(overrides, run_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    backbone = hydra.utils.instantiate(cfg.encoder)
+    backbone = hydra.utils.instantiate(cfg.module.encoder)
     data = hydra.utils.instantiate(cfg.data, tokenizer=backbone.tokenizer)
     data.setup("fit")
     module = hydra.utils.instantiate(
@@ -104,7 +104,7 @@ def bare_job(overrides: list[str], run_dir: Path) -> dict:
         preference=list(cfg.preference),
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=hydra.utils.instantiate(cfg.scheduler),
-        backbone=backbone,
+        encoder=backbone,
         num_labels=data.num_labels,
     )
     model, objective, combiner = module.classifier, module.objective, module.combiner

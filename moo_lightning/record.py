@@ -91,6 +91,46 @@ def upgrade(raw: dict) -> dict:
     return m
 
 
+# The text module's own config groups and the short names users type and read for them
+# (encoder=minilm is module/encoder, objective.lam the key module.objective.lam); until 0.3 they
+# were top-level groups, and records of that time hold them at the top.
+SHORT_FORMS = {"encoder": "module", "objective": "module"}
+
+
+def short_name(key: str) -> str:
+    """A config key or group under its short name: ``module/encoder`` → ``encoder``,
+    ``module.objective.lam`` → ``objective.lam``; any other key unchanged."""
+    for name, parent in SHORT_FORMS.items():
+        for sep in ("/", "."):
+            full = f"{parent}{sep}{name}"
+            if key == full or key.startswith(full + "."):
+                return name + key[len(full) :]
+    return key
+
+
+def upgrade_settings(tree: dict) -> dict:
+    """A run's settings or saved config (nested) of any earlier layout in today's (a new dict):
+    before 0.2 the encoder group was called ``model``; before 0.3 ``encoder`` and ``objective``
+    were top-level groups (null for tasks without a text module) and the module's objective was
+    a copy of ``${objective}``: both now live inside ``module``."""
+    out = dict(tree)
+    if "model" in out and "encoder" not in out and isinstance(out["model"], dict | type(None)):
+        out["encoder"] = out.pop("model")
+    module = out.get("module")
+    for name in reversed(SHORT_FORMS):  # first in the module, in today's order
+        if name not in out:
+            continue
+        value = out.pop(name)
+        if isinstance(value, dict):
+            module = module if isinstance(module, dict) else {}
+            if isinstance(module.get(name), dict):  # the module had a copy already
+                value = module[name]
+            module = {name: value, **{k: v for k, v in module.items() if k != name}}
+    if module is not None:
+        out["module"] = module
+    return out
+
+
 @dataclass
 class RunRecord:
     """What one finished job leaves in its folder; ``to_json`` / ``from_json`` map it to the flat

@@ -17,6 +17,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from moo_lightning.errors import ConfigError, FolderBusyError, RunFolderUnwritable
+from moo_lightning.record import short_name, upgrade_settings
 
 
 class FolderLock:
@@ -71,9 +72,8 @@ def describe_differences(diff: list[str], most: int = 5) -> str:
     return "; ".join(diff[:most]) + more
 
 
-# names that moved in 0.2 (the encoder group was called model; tasks moved into tasks/): settings
-# recorded before are compared under their new names
-_RENAMED_KEYS = {"model": "encoder"}
+# targets that moved in 0.2 (tasks moved into tasks/): settings recorded before are compared
+# under their new names (keys that moved: record.upgrade_settings)
 _MOVED_TARGETS = {
     "moo_lightning.models.": "moo_lightning.tasks.glue.encoders.",
     "moo_lightning.data.": "moo_lightning.tasks.glue.data.",
@@ -85,9 +85,8 @@ _MOVED_TARGETS = {
 
 
 def _current_names(settings: dict) -> dict:
-    out = {_RENAMED_KEYS.get(k, k): v for k, v in settings.items()}
     leaves = {}
-    for key, value in _leaves(out):
+    for key, value in _leaves(upgrade_settings(settings)):
         if key.endswith("_target_") and isinstance(value, str):
             for old, new in _MOVED_TARGETS.items():
                 if value.startswith(old):
@@ -101,7 +100,11 @@ def settings_differences(saved: dict, current: dict) -> list[str]:
     Keys present on one side only (a setting added by a later version with its default) are not
     differences; settings saved under names that have since moved are compared under the new."""
     a, b = _current_names(saved), dict(_leaves(current))
-    return [f"{k}: {a[k]!r} → {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    return [
+        f"{short_name(k)}: {a[k]!r} → {b[k]!r}"  # named as users type them (encoder.name)
+        for k in sorted(a.keys() & b.keys())
+        if a[k] != b[k]
+    ]
 
 
 class SettingsGuard(L.Callback):

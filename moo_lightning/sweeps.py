@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from moo_lightning.record import RECORD_FILE, RunRecord
+from moo_lightning.record import RECORD_FILE, RunRecord, upgrade_settings
 
 LOSS_NAMES = {"ce": "CE", "ce_scl": "CE+SCL"}
 # the reasons that say a record is not one of the caller's runs or repeats a kept one (scripts
@@ -116,9 +116,10 @@ def run_settings(record: RunRecord, folder: Path) -> dict:
     if settings is None:  # runs written before settings were recorded in metrics.json
         path = folder / ".hydra" / "config.yaml"
         settings = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    settings = upgrade_settings(settings)  # one layout, whichever version wrote the run
     run = {"world_size": record.world_size or 1, "precision": record.precision or "32-true"}
     run = {k: v for k, v in run.items() if v not in (1, "32-true")}
-    return {**settings, "run": run} if run else dict(settings)
+    return {**settings, "run": run} if run else settings
 
 
 def _why_not(record: RunRecord, tasks: tuple[str, ...] | None) -> str | None:

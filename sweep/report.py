@@ -48,7 +48,7 @@ import pandas as pd
 # the checkout's package, so that `python sweep/report.py` reads records as the runs wrote them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from moo_lightning import sweeps  # noqa: E402
-from moo_lightning.record import RunRecord  # noqa: E402
+from moo_lightning.record import RunRecord, short_name  # noqa: E402
 from moo_lightning.sweeps import is_number, loss_name, paired_p, trial_free  # noqa: E402
 
 # the trial, never a column (also where .hydra/config.yaml keeps ``${seed}`` as text)
@@ -56,7 +56,7 @@ SEED_KEYS = ("seed", "data.seed")
 # settings the table shows already, as its task column, N and loss
 SHOWN_KEYS = ("task_name", "data.task", "data.num_train", "objective._target_", "combiner._target_")
 # the hyperparameters chosen by validation (τ, λ, preference): table.csv, never row keys
-HYPER_KEY = re.compile(r"preference|(module\.)?objective\.(temperature|lam)")
+HYPER_KEY = re.compile(r"preference|objective\.(temperature|lam)")
 # the per-run columns of runs.csv
 RUN_COLUMNS = (
     "dir", "task", "N", "loss", "seed", "temperature", "lam", "r1", "val_acc_best", "test_acc",
@@ -77,7 +77,8 @@ def _text(value) -> str:
 
 def flat_settings(settings: dict) -> dict[str, str]:
     """Nested settings as dotted keys (``{"optimizer": {"lr": 1e-05}}`` → ``optimizer.lr``) →
-    their values as text; empty sections have no key."""
+    their values as text; empty sections have no key. The text module's settings go by their
+    short names (``objective.lam``, ``encoder.name``), as users type them."""
     flat = {}
 
     def walk(tree: dict, prefix: str) -> None:
@@ -85,7 +86,7 @@ def flat_settings(settings: dict) -> dict[str, str]:
             if isinstance(v, dict):
                 walk(v, f"{prefix}{k}.")
             else:
-                flat[f"{prefix}{k}"] = _text(v)
+                flat[short_name(f"{prefix}{k}")] = _text(v)
 
     walk(settings, "")
     return flat
@@ -118,7 +119,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     runs = []
     for run in kept:
         m, cfg = run.record, run.settings
-        objective = cfg.get("objective") or {}
+        objective = (cfg.get("module") or {}).get("objective") or {}
         pref = m.preference or []
         losses = m.get("final_train_losses") or []
         runs.append(
@@ -152,17 +153,9 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
 
 def settings_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One column per dotted setting, "" where a run does not have it; without the seed, the
-    settings the table shows (task, N, loss) and module.objective where it copies objective."""
+    settings the table shows (task, N, loss)."""
     flat = pd.DataFrame(list(runs["settings"]), index=runs.index, dtype=object).fillna("")
-    drop = [k for k in flat if k in SEED_KEYS or k in SHOWN_KEYS]
-    drop += [  # module.objective is ${objective} (task/_glue.yaml): the same settings again
-        k
-        for k in flat
-        if k.startswith("module.objective.")
-        and k.removeprefix("module.") in flat
-        and flat[k].equals(flat[k.removeprefix("module.")])
-    ]
-    flat = flat.drop(columns=drop)
+    flat = flat.drop(columns=[k for k in flat if k in SEED_KEYS or k in SHOWN_KEYS])
     return flat.rename(columns={k: f"settings.{k}" for k in flat if k in RESERVED})
 
 

@@ -40,7 +40,7 @@ def _combiner_config(case: str):
     name, _, rest = case.partition("[")
     overrides = [f"combiner.{o}" for o in rest.rstrip("]").split(",") if o]
     with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"combiner={name}", "encoder=tiny", *overrides])
+        cfg = compose("train", overrides=[f"combiner={name}", *overrides])
     return cfg.combiner
 
 

@@ -5,19 +5,71 @@ from __future__ import annotations
 
 import re
 
+from moo_lightning.record import SHORT_FORMS, short_name
+
 _SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
 _MULTIRUN = ("-m", "--multirun")
+
+_SHORT_FORM = re.compile(r"^([+~]{0,2})(encoder|objective)([=./@].*|)$")
+
+
+def expand_short_form(arg: str) -> str:
+    """An override as Hydra reads it: the text module's groups under their short names
+    (``record.SHORT_FORMS``): ``encoder=minilm`` → ``module/encoder=minilm``,
+    ``objective.lam=0.5`` → ``module.objective.lam=0.5``; everything else unchanged."""
+    m = _SHORT_FORM.match(arg)
+    if not m:
+        return arg
+    prefix, name, rest = m.groups()
+    sep = "." if rest.startswith(".") else "/"  # a key inside the group's config, or the group
+    return f"{prefix}{SHORT_FORMS[name]}{sep}{name}{rest}"
+
+
+# the groups that decide which module a run has
+_CHOOSERS = ("task", "experiment", "sweep", "module", "protocol", "debug")
+
+
+def refuse_text_settings_without_text_module(argv: list[str]) -> None:
+    """Stop in one line when the command sets the text module's encoder or objective
+    (``encoder=tiny``, ``objective.lam=0.5``) for a task whose module has none (toy,
+    Multi-MNIST, ...): Hydra's own message would suggest appending the group instead."""
+    parts = tuple(f"{parent}{sep}{name}" for name, parent in SHORT_FORMS.items() for sep in "/.")
+    typed = [a for a in argv[1:] if a.lstrip("+~").startswith(parts)]
+    if not typed:
+        return
+    choosers = [a for a in argv[1:] if a.partition("=")[0].lstrip("+~") in _CHOOSERS]
+    if any("," in a or "(" in a for a in choosers):  # a sweep over tasks: Hydra reports it per job
+        return
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+            cfg = compose("train", overrides=choosers)
+    except Exception:  # noqa: BLE001 - a wrong choice is reported by Hydra, in its words
+        return
+    if cfg.module.get("encoder") is None:
+        shown = ", ".join(
+            short_name(key) + sep + value
+            for key, sep, value in (a.lstrip("+~").partition("=") for a in typed)
+        )
+        raise SystemExit(
+            f"error: {shown}: the module of this run ({cfg.get('task_name')}, "
+            f"{cfg.module.get('_target_')}) has no encoder or objective; those belong to the "
+            "text module (task=sst2|qnli|mnli)"
+        )
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
     """Make the command users type work with Hydra's parser: `seed=A-B` becomes the inclusive
-    sweep `seed=range(A,B+1)`, and `-m`/`--multirun` may stand anywhere (argparse only accepts it
-    before the overrides)."""
+    sweep `seed=range(A,B+1)`, `-m`/`--multirun` may stand anywhere (argparse only accepts it
+    before the overrides), and the text module's groups take their short names (SHORT_FORMS)."""
     multirun = [a for a in argv[1:] if a in _MULTIRUN]
     rest = []
     for arg in argv[1:]:
         if arg in _MULTIRUN:
             continue
+        if not arg.startswith("-"):
+            arg = expand_short_form(arg)
         m = _SEED_RANGE.match(arg)
         if m:
             key, a, b = m.group(1), int(m.group(2)), int(m.group(3))

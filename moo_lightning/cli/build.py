@@ -81,8 +81,9 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     if cfg.seed is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     timing = {}
-    # text tasks share one encoder between the data (its tokenizer) and the module
-    encoder = hydra.utils.instantiate(cfg.encoder) if cfg.get("encoder") else None
+    # a text module's encoder is built first: the data use its tokenizer, and the module gets
+    # the same object (module_arguments) in place of its config
+    encoder = hydra.utils.instantiate(cfg.module.encoder) if cfg.module.get("encoder") else None
     timing["encoder"] = time.perf_counter() - start
     data_kwargs = encoder.data_arguments() if isinstance(encoder, InformsData) else {}
     data = hydra.utils.instantiate(cfg.data, **data_kwargs)

@@ -30,10 +30,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from moo_lightning.cli.argv import expand_short_form
 from moo_lightning.cli.build import MODEL_FILE
 from moo_lightning.cli.trust import UntrustedConfig, checked_config
 from moo_lightning.errors import EvaluationError
-from moo_lightning.record import RunRecord, scalar, write_json_atomic
+from moo_lightning.record import RunRecord, scalar, upgrade_settings, write_json_atomic
 from moo_lightning.records import file_sha256, settings_differences
 
 # settings forced for a re-evaluation: one process, nothing written but evaluation.json
@@ -50,7 +51,7 @@ _EVALUATION = {
 }
 # settings read from the run's record (resolved when it ran: absolute paths, environment
 # variables such as MNIST_DIR) rather than re-resolved here, in another folder or environment
-_PINNED = ("data.path", "encoder.name")
+_PINNED = ("data.path", "module.encoder.name")
 
 
 def find_run(target: Path) -> tuple[Path, Path]:
@@ -92,13 +93,17 @@ def run_config(run_dir: Path, changes: list[str], recorded: dict | None = None):
     except (OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         # YAML's messages span lines (the context, a caret): one line here
         raise EvaluationError(f"{path} could not be read: {' '.join(str(err).split())}") from None
+    # a run saved in an earlier layout (the encoder and objective at the top) is read in today's
+    if OmegaConf.is_dict(cfg):
+        cfg = OmegaConf.create(upgrade_settings(OmegaConf.to_container(cfg, resolve=False)))
+    recorded = upgrade_settings(recorded) if recorded else recorded
     cfg = OmegaConf.merge(cfg, _EVALUATION, {"paths": {"run_dir": str(run_dir)}})
     cfg.logger, cfg.callbacks = {}, {}  # replaced, not merged into the run's own
     for key in _PINNED:
         value = OmegaConf.select(OmegaConf.create(recorded or {}), key, default=None)
         if value is not None and OmegaConf.select(cfg, key, default=None) is not None:
             OmegaConf.update(cfg, key, value, merge=False)
-    for change in changes:
+    for change in map(expand_short_form, changes):  # encoder.dropout=0 as train.py reads it
         key, sep, _ = change.partition("=")
         if not sep or not key:
             raise EvaluationError(f"{change!r}: expected key=value with a key of the run's config")

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from moo_lightning.cli.argv import fit_folder_name
+from moo_lightning.record import short_name
 from moo_lightning.records import data_fingerprint
 
 # settings that do not change a run's result: left out of the record compared before a finished
@@ -34,7 +35,7 @@ NOT_SETTINGS = (
     "trainer.strategy",
     "trainer.num_nodes",
     "trainer.use_distributed_sampler",
-    "encoder.cache",
+    "module.encoder.cache",
     "data.cache",
     "data.num_workers",
     "data.eval_batch_size",
@@ -90,9 +91,13 @@ def job_folder(overrides) -> str:
             key, value = override.key_or_group, override.value()
         except Exception:  # Hydra parsed the line once already; name it as typed
             key, value = line[len(prefix) :].partition("=")[0], None
-        name = key.replace("/", ".")
-        if not changes_results(name):
+        if not changes_results(key.replace("/", ".")):
             continue
+        short = short_name(key)  # module/objective=ce is named objective=ce, as users type it
+        if short != key:
+            line = f"{prefix}{short}{line[len(prefix) + len(key) :]}"
+            key = short
+        name = key.replace("/", ".")
         if isinstance(value, str) and is_local_path(value):
             where = os.path.abspath(os.path.expanduser(value))
             digest = hashlib.sha256(where.encode()).hexdigest()[:6]
@@ -138,14 +143,15 @@ def is_multirun() -> bool:
 
 
 def choices(cfg: DictConfig) -> dict:
-    """The config-group options this run was composed from (task, encoder, objective, ...),
-    without the groups its task switched off (the toy task has no encoder or objective)."""
+    """The config-group options this run was composed from (task, data, module, encoder,
+    objective, ...; the text module's groups under their short names), without Hydra's own and
+    without a group the config switched off (null)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return {}
     return {
-        k: v
+        short_name(k): v
         for k, v in HydraConfig.get().runtime.choices.items()
         if not k.startswith("hydra") and not (k in cfg and cfg[k] is None)
     }

@@ -21,7 +21,11 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from moo_lightning.cli.argv import normalise_argv, refuse_duplicate_sweeps  # noqa: E402
+from moo_lightning.cli.argv import (  # noqa: E402
+    normalise_argv,
+    refuse_duplicate_sweeps,
+    refuse_text_settings_without_text_module,
+)
 from moo_lightning.cli.build import build  # noqa: E402
 from moo_lightning.cli.checks import (  # noqa: E402
     check_optimized_metric,
@@ -122,6 +126,7 @@ def cli() -> None:
     register_resolvers()
     sys.argv = normalise_argv(sys.argv)
     refuse_duplicate_sweeps(sys.argv)
+    refuse_text_settings_without_text_module(sys.argv)
     jobs = Jobs()
     hydra.main(version_base="1.3", config_path="pkg://moo_lightning.conf", config_name="train")(
         jobs

@@ -14,8 +14,11 @@ def run_train(tmp_path):
     from moo_lightning.cli import train
 
     def _run(*overrides: str) -> dict:
+        from moo_lightning.cli.argv import expand_short_form
+
+        typed = [expand_short_form(o) for o in overrides]  # encoder=tiny as train.py reads it
         with initialize_config_dir(CONF, version_base="1.3"):
-            cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+            cfg = compose("train", overrides=typed, return_hydra_config=True)
         import hashlib
 
         name = "_".join(o.replace("/", "-") for o in overrides)

@@ -17,7 +17,7 @@ def compose_combiner(name: str, overrides: tuple[str, ...] = ()):
     from hydra.utils import instantiate
 
     with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"combiner={name}", "encoder=tiny", *overrides])
+        cfg = compose("train", overrides=[f"combiner={name}", *overrides])
     return instantiate(cfg.combiner)
 
 

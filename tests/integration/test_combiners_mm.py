@@ -45,7 +45,7 @@ def test_the_preset_is_every_combiner_one_model_equal_preference():
     with initialize_config_dir(CONF, version_base="1.3"):
         sst = compose("train", overrides=["sweep=combiners_sst2"], return_hydra_config=True)
     assert (sst.task_name, sst.data.num_train) == ("sst2", 20)
-    assert "minilm" in sst.encoder.name.lower() and list(sst.preference) == [0.5, 0.5]
+    assert "minilm" in sst.module.encoder.name.lower() and list(sst.preference) == [0.5, 0.5]
     assert sst.hydra.sweeper.params.seed == "range(0,10)"
 
 

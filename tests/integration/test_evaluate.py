@@ -260,10 +260,10 @@ def test_evaluate_builds_a_target_the_user_trusts_by_name(finished_run, tmp_path
     shutil.copytree(run_dir, copy)
     config = yaml.safe_load((copy / ".hydra" / "config.yaml").read_text())
     config["optimizer"]["_target_"] = "torch.optim.RMSprop"
-    config["objective"]["_target_"] = "tests.helpers.OwnObjective"
+    config["module"]["objective"]["_target_"] = "tests.helpers.OwnObjective"
     (copy / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     assert evaluate([str(copy)]) == 2
-    assert "objective._target_ = 'tests.helpers.OwnObjective'" in capsys.readouterr().err
+    assert "module.objective._target_ = 'tests.helpers.OwnObjective'" in capsys.readouterr().err
     assert evaluate([str(copy), "--trust", "tests.helpers.OwnObjective"]) == 0
     record = json.loads((copy / "evaluation.json").read_text())
     assert record["metrics"]["test/examples"] > 0

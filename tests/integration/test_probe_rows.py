@@ -195,8 +195,14 @@ def test_no_option_of_any_group_trips_the_unknown_key_check():
     from tests.helpers import CONF
 
     groups = {
-        d.name: sorted(p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_"))
-        for d in sorted(Path(CONF).iterdir())
+        str(d.relative_to(CONF)): sorted(
+            p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_")
+        )
+        for d in [
+            *sorted(Path(CONF).iterdir()),
+            Path(CONF, "module/encoder"),
+            Path(CONF, "module/objective"),
+        ]
         if d.is_dir() and d.name not in ("hydra", "__pycache__")
     }
     with initialize_config_dir(CONF, version_base="1.3"):
@@ -213,10 +219,13 @@ def _run_in(run_dir, *overrides):
     from omegaconf import open_dict
 
     from moo_lightning.cli import train
+    from moo_lightning.cli.argv import expand_short_form
     from tests.helpers import CONF
 
     with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(
+            "train", overrides=[*map(expand_short_form, overrides)], return_hydra_config=True
+        )
     with open_dict(cfg):
         cfg.paths.run_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)

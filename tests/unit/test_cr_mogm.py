@@ -160,7 +160,6 @@ def test_config_group_composes_any_inner_combiner():
                 "combiner/inner=upgrad",
                 "combiner.inner.reg_eps=0",
                 "combiner.alpha=0.5",
-                "encoder=tiny",
             ],
         )
     comb = instantiate(cfg.combiner)

@@ -44,12 +44,13 @@ def test_usage_lines_compose(name):
 
     from hydra import compose, initialize_config_dir
 
+    from moo_lightning.cli.argv import expand_short_form
     from tests.helpers import CONF
 
     usage = (DOCS / f"{name}.md").read_text().split("\n## Usage\n", 1)[1]
     for line in usage.splitlines():
         if line.startswith("    python train.py "):
-            overrides = shlex.split(line.strip())[2:]
+            overrides = [expand_short_form(o) for o in shlex.split(line.strip())[2:]]
             with initialize_config_dir(CONF, version_base="1.3"):
                 cfg = compose("train", overrides=overrides)
             assert cfg.combiner._target_.startswith("moo_lightning.combiners.")

@@ -121,7 +121,6 @@ def test_config_group():
                 "combiner/inner=cagrad",
                 "combiner.inner.c=0.5",
                 "combiner.normalize=true",
-                "encoder=tiny",
             ],
         )
     comb = instantiate(cfg.combiner)

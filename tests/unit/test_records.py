@@ -27,17 +27,20 @@ def test_settings_recorded_before_the_renames_compare_under_the_new_names():
         "module": {"_target_": "moo_lightning.text.TextClassificationModule", "dropout": 0.1},
         "combiner": {"_target_": "moo_lightning.combiners.linear.LinearScalarization"},
     }
-    now = {
-        "encoder": {"_target_": "moo_lightning.tasks.glue.encoders.Backbone", "name": "minilm"},
+    now = {  # 0.3: the encoder inside the text module
         "module": {
+            "encoder": {"_target_": "moo_lightning.tasks.glue.encoders.Backbone", "name": "minilm"},
             "_target_": "moo_lightning.tasks.glue.module.TextClassificationModule",
             "dropout": 0.1,
         },
         "combiner": {"_target_": "moo_lightning.combiners.ls.LinearScalarization"},
     }
     assert settings_differences(saved, now) == []
-    now["encoder"]["name"] = "tiny"
+    between = {**now, "encoder": dict(now["module"]["encoder"]), "module": {"dropout": 0.1}}  # 0.2
+    assert settings_differences(between, now) == []
+    now["module"]["encoder"]["name"] = "tiny"  # named as users type it
     assert settings_differences(saved, now) == ["encoder.name: 'minilm' → 'tiny'"]
+    assert settings_differences(between, now) == ["encoder.name: 'minilm' → 'tiny'"]
 
 
 def test_checkpoints_carry_a_checksum_that_is_checked(tmp_path):

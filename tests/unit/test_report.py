@@ -193,8 +193,8 @@ def test_rows_that_differ_in_encoder_get_it_as_a_column_and_their_own_ce_baselin
     (constants,) = [line for line in table.splitlines() if line.startswith("All rows: ")]
     assert constants == (
         "All rows: preference=[0.1, 0.9], optimizer._target_=AdamW, lr=1e-05, max_steps=150, "
-        "val_check_interval=25, encoder._target_=Backbone, scheduler._target_=LinearWarmupDecay, "
-        "warmup=0.1, path=/data/sst2, dropout=0.1."
+        "val_check_interval=25, scheduler._target_=LinearWarmupDecay, warmup=0.1, "
+        "path=/data/sst2, encoder._target_=Backbone, dropout=0.1."  # the module's encoder first
     )
     assert table.count("lr=1e-05") == 1 and "seed=" not in table and "_partial_" not in table
     # settings of one loss only are no column (the loss tells those rows apart): stated once

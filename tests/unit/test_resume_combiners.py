@@ -19,7 +19,7 @@ def _config(name: str, overrides: tuple[str, ...]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose("train", overrides=[f"combiner={name}", "encoder=tiny", *overrides])
+        cfg = compose("train", overrides=[f"combiner={name}", *overrides])
     return cfg.combiner
 
 

@@ -119,7 +119,7 @@ def test_names_with_or_without_suffix_and_hydra_overrides():
             (["combiner.method=UPGrad", "+combiner.kwargs.reg_eps=1e-6"], "UPGrad", None),
             (["combiner.method=CRMOGM", "combiner.kwargs={weighting: MGDA}"], "CRMOGM", None),
         ]:
-            cfg = compose("train", overrides=["combiner=torchjd", "encoder=tiny", *overrides])
+            cfg = compose("train", overrides=["combiner=torchjd", *overrides])
             comb = instantiate(cfg.combiner)
             assert comb.method == method
             if kwargs is not None:

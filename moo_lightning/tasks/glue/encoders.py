@@ -211,7 +211,7 @@ class Backbone:
         return positions
 
     def module_arguments(self) -> dict:
-        return {"backbone": self}
+        return {"encoder": self}
 
 
 class ClassificationHead(nn.Module):

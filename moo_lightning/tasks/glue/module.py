@@ -24,7 +24,7 @@ class TextClassificationModule(MultiObjectiveModule):
 
     def __init__(
         self,
-        backbone: Backbone,
+        encoder: Backbone,
         objective,
         num_labels: int,
         combiner,
@@ -45,9 +45,9 @@ class TextClassificationModule(MultiObjectiveModule):
                 )
             preference = [1.0]
         super().__init__(combiner, preference, num_objectives=objective.num_objectives, **kwargs)
-        self.classifier = TextClassifier(backbone, num_labels, dropout)
+        self.classifier = TextClassifier(encoder, num_labels, dropout)
         self.objective = objective
-        self.backbone_name = backbone.name
+        self.backbone_name = encoder.name
         self.val_acc = MulticlassAccuracy(num_labels, average="micro")
         self.test_acc = MulticlassAccuracy(num_labels, average="micro")
         self.val_best = MaxMetric()
