@@ -34,6 +34,8 @@ class Combined:
 def _float64(values) -> np.ndarray:
     """A float64 numpy copy-or-view of a tensor, array or list, on the CPU, detached."""
     if isinstance(values, torch.Tensor):
+        if values.dtype == torch.float64 and values.is_cpu:  # the usual call: a view, as below
+            return (values.detach() if values.requires_grad else values).numpy()
         return values.detach().to("cpu", torch.float64).numpy()
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
         return values
@@ -261,7 +263,8 @@ class Combiner(abc.ABC):
             diag, fallback, recovered = {"solver_failed": 1.0}, True, False
             criterion_weight = 0.0
         weights = torch.as_tensor(np.asarray(w, dtype=np.float64))
-        weights = weights.to(device=losses.device, dtype=losses.dtype)
+        if not (losses.dtype == torch.float64 and losses.is_cpu):  # else .to() returns it as is
+            weights = weights.to(device=losses.device, dtype=losses.dtype)
         return Combined(weights, diag, fallback, recovered, criterion_weight)
 
     @abc.abstractmethod
@@ -306,14 +309,14 @@ class Combiner(abc.ABC):
             raise ValueError(f"Gram matrix must be ({m}, {m}) for {m} losses. Found {K.shape}")
         if not _all_finite(K):
             raise ValueError("Gram matrix must be finite. Found non-finite entries")
-        asym = K - K.T
-        if not asym.any():  # exactly symmetric (the usual case): nothing to average
+        # K - Kᵀ is antisymmetric entry by entry (a - b = -(b - a) in floating point): its max
+        # is max |K - Kᵀ|, and 0 when K is exactly symmetric (the usual case: nothing to average)
+        gap = float((K - K.T).max())
+        if gap == 0.0:
             return K
         scale = max(float(np.abs(K).max()), 1e-300)
-        if np.abs(asym).max() > 1e-6 * scale:
-            raise ValueError(
-                f"Gram matrix must be symmetric. Found max |K - Kᵀ| = {np.abs(asym).max():.3g}"
-            )
+        if gap > 1e-6 * scale:
+            raise ValueError(f"Gram matrix must be symmetric. Found max |K - Kᵀ| = {gap:.3g}")
         return 0.5 * (K + K.T)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ Quinton & Rey (2024) that accepts linearly dependent gradients."""
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.lapack import dsyevd as _dsyevd
 
 from moo_lightning.combiners.base import Combiner
 
@@ -31,17 +32,41 @@ class IMTLG(Combiner):
 
     def _combine(self, losses, gram, preference):
         m = losses.size
-        vals, vecs = np.linalg.eigh(gram)
-        top = float(vals.max()) if m else 0.0
-        keep = vals > self.rcond * top if top > 0.0 else np.zeros(m, dtype=bool)
-        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-        rank = int(keep.sum())
-        # v = K⁺·√diag(K), through the kept eigenpairs only. Near (anti)parallel gradients K is
-        # ill-conditioned and v large: a closed form for m = 2, or even this product on eigh's
-        # column-major output instead of the kept columns' copy, differs in the last bits, and
-        # that sent the toy problem to another end point; so the expression stays as it is.
-        v = vecs[:, keep] @ ((vecs[:, keep].T @ norms) / vals[keep])
+        if m <= 2:
+            v, rank = self._solve_small(gram, m)
+        else:
+            v, rank = self._solve(gram, m)
         total = float(v.sum())
-        degenerate = not abs(total) > 1e-9 * float(np.abs(v).sum())
+        # Σ|v| in Python: for m <= 2 the same float as np.abs(v).sum(), with two fewer numpy calls
+        degenerate = not abs(total) > 1e-9 * sum(map(abs, v.tolist()))
         w = np.zeros(m) if degenerate else v / total
         return w, {"rank": float(rank), "degenerate": float(degenerate)}
+
+    def _solve_small(self, gram, m):
+        """v = K⁺·√diag(K) for m <= 2, in the arithmetic every recorded IMTL-G run used. Near
+        (anti)parallel gradients K is ill-conditioned and v large: a closed form for m = 2, or
+        even this product on eigh's output instead of the kept columns' copy, differs in the
+        last bits, and that sent the toy problem to another end point; so the floats stay
+        exactly these (np.clip(x, 0, None) is np.maximum(x, 0); eigh's eigenvalues ascend)."""
+        vals, vecs = np.linalg.eigh(gram)
+        top = float(vals[-1])
+        keep = vals > self.rcond * top if top > 0.0 else np.zeros(m, dtype=bool)
+        norms = np.sqrt(np.maximum(gram.diagonal(), 0.0))
+        kept = vecs[:, keep]
+        return kept @ ((kept.T @ norms) / vals[keep]), np.count_nonzero(keep)
+
+    def _solve(self, gram, m):
+        """v = K⁺·√diag(K) for m > 2: the LAPACK routine of np.linalg.eigh (dsyevd), called
+        through scipy without numpy's wrapper; all eigenpairs are used when all are kept."""
+        vals, vecs, info = _dsyevd(gram, compute_v=1, lower=1)
+        if info:
+            raise np.linalg.LinAlgError(f"Eigenvalues did not converge (dsyevd info {info})")
+        top = float(vals[-1])  # ascending
+        proj = np.sqrt(np.maximum(gram.diagonal(), 0.0)) @ vecs  # Vᵀ·√diag(K)
+        if not top > 0.0:
+            return np.zeros(m), 0
+        keep = vals > self.rcond * top
+        rank = np.count_nonzero(keep)
+        if rank == m:
+            return vecs @ (proj / vals), rank
+        return vecs[:, keep] @ (proj[keep] / vals[keep]), rank

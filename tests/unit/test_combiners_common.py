@@ -180,3 +180,18 @@ def test_the_fallback_of_a_preference_combiner_is_ls_at_that_preference():
     with pytest.warns(RuntimeWarning, match="falling back to the normalised preference"):
         res = _FailingEPO(on_failure="ls")(torch.tensor([0.5, 0.5]), torch.eye(2), [0.25, 0.75])
     np.testing.assert_allclose(res.weights.numpy(), [0.25, 0.75])
+
+
+def test_gram_checks_keep_the_input_values():
+    """A float64 CPU Gram (with or without autograd) is used as given when exactly symmetric and
+    averaged with its transpose when asymmetric within round-off; the weights keep the losses'
+    dtype."""
+    K = np.array([[2.0, 0.3, 0.1], [0.3, 1.0, 0.2], [0.1, 0.2, 3.0]])
+    for gram in (torch.tensor(K), torch.tensor(K).requires_grad_(True), K):
+        np.testing.assert_array_equal(MGDA()._check_gram(gram, 3), K)
+    skew = K.copy()
+    skew[0, 1] += 1e-9
+    np.testing.assert_array_equal(MGDA()._check_gram(torch.tensor(skew), 3), 0.5 * (skew + skew.T))
+    for dtype in (torch.float32, torch.float64):
+        res = MGDA()(torch.ones(3, dtype=dtype), torch.tensor(K), [1 / 3] * 3)
+        assert res.weights.dtype == dtype

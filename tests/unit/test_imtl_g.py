@@ -83,3 +83,50 @@ def test_no_impartial_direction_gives_zero(K):
 def test_bad_settings(rcond, match):
     with pytest.raises(ValueError, match=match):
         IMTLG(rcond=rcond)
+
+
+def _recorded_expression(K, rcond=1e-10):
+    """IMTL-G's v = K⁺·√diag(K) as every recorded run computed it (the m = 2 arithmetic)."""
+    vals, vecs = np.linalg.eigh(K)
+    top = float(vals.max())
+    keep = vals > rcond * top if top > 0.0 else np.zeros(len(K), dtype=bool)
+    norms = np.sqrt(np.clip(np.diag(K), 0.0, None))
+    v = vecs[:, keep] @ ((vecs[:, keep].T @ norms) / vals[keep])
+    return v, int(keep.sum())
+
+
+def test_two_objectives_keep_the_recorded_floats():
+    """m = 2 near (anti)parallel gradients (K ill-conditioned, v large): the weights are bit for
+    bit those of the recorded expression; the last bits decided the toy run's end point."""
+    rng = np.random.default_rng(7)
+    for k in range(300):
+        g = rng.standard_normal(4)
+        sign = 1.0 if k % 2 else -1.0
+        h = sign * g * rng.uniform(0.1, 10) + rng.standard_normal(4) * 10 ** rng.uniform(-12, -2)
+        G = np.stack([g, h]) * 10 ** rng.uniform(-4, 4)
+        K = G @ G.T
+        res = run(IMTLG(), K)
+        v, rank = _recorded_expression(K)
+        total = float(v.sum())
+        expected = np.zeros(2) if not abs(total) > 1e-9 * np.abs(v).sum() else v / total
+        np.testing.assert_array_equal(res.weights.numpy(), expected)
+        assert res.diagnostics["rank"] == rank
+
+
+@pytest.mark.parametrize("m", [3, 5, 10])
+@pytest.mark.parametrize("rank", ["full", "deficient"])
+def test_more_objectives_match_the_eigh_pseudo_inverse(m, rank):
+    """m > 2 solves through LAPACK's dsyevd directly: the same v as np.linalg.eigh's expression
+    to round-off, with the same eigenvalue cut-off (the rank diagnostic)."""
+    rng = np.random.default_rng(m)
+    for _ in range(30):
+        r = m + 2 if rank == "full" else int(rng.integers(1, m))
+        K = random_gram(rng, m, rank=r) * 10.0 ** rng.uniform(-3, 3)
+        res = run(IMTLG(), K)
+        v, kept = _recorded_expression(K)
+        assert res.diagnostics["rank"] == kept == min(r, m)
+        ref = v / v.sum()
+        w = res.weights.numpy()
+        assert np.abs(K @ (w - ref)).max() <= 1e-10 * np.abs(K @ ref).max()
+        if rank == "full":
+            assert np.abs(w - ref).max() <= 1e-10 * np.abs(ref).max()
