@@ -13,16 +13,36 @@ _MULTIRUN = ("-m", "--multirun")
 _SHORT_FORM = re.compile(r"^([+~]{0,2})(encoder|objective)([=./@].*|)$")
 
 
+_SEARCH = re.compile(r"^([+~]{0,2}hydra\.sweeper\.params)([.=])(.*)$", re.S)
+_SEARCH_KEY = re.compile(r"([{,]\s*)(encoder|objective)([./:])")
+
+
 def expand_short_form(arg: str) -> str:
     """An override as Hydra reads it: the text module's groups under their short names
     (``record.SHORT_FORMS``): ``encoder=minilm`` → ``module/encoder=minilm``,
-    ``objective.lam=0.5`` → ``module.objective.lam=0.5``; everything else unchanged."""
+    ``objective.lam=0.5`` → ``module.objective.lam=0.5``, also as a search dimension
+    (``hydra.sweeper.params.objective.lam=...``, ``hydra.sweeper.params={objective.lam:...}``);
+    everything else unchanged."""
+    search = _SEARCH.match(arg)
+    if search:
+        head, sep, rest = search.groups()
+        if sep == ".":  # one dimension: its key is the override's key
+            return f"{head}.{expand_short_form(rest).lstrip('+~')}"
+        return f"{head}={_SEARCH_KEY.sub(_dimension, rest)}"  # a dict of dimensions
     m = _SHORT_FORM.match(arg)
     if not m:
         return arg
     prefix, name, rest = m.groups()
     sep = "." if rest.startswith(".") else "/"  # a key inside the group's config, or the group
     return f"{prefix}{SHORT_FORMS[name]}{sep}{name}{rest}"
+
+
+def _dimension(m: re.Match) -> str:
+    """One key of a search-space dict: ``objective.lam:`` → ``module.objective.lam:``,
+    ``objective:`` (the group itself) → ``module/objective:``."""
+    lead, name, sep = m.groups()
+    parent = SHORT_FORMS[name]
+    return f"{lead}{parent}/{name}:" if sep == ":" else f"{lead}{parent}.{name}{sep}"
 
 
 # the groups that decide which module a run has

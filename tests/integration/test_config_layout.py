@@ -49,6 +49,18 @@ def test_short_forms_are_what_users_type():
         "module.objective.lam=0.5", "+module.encoder.x=1", "module.dropout=0", "encoders=1",
         "seed=range(0,2)",
     ]  # fmt: skip
+    search = {  # search dimensions (Optuna) under the short names too
+        "hydra.sweeper.params.objective.lam=interval(0.1,0.9)": (
+            "hydra.sweeper.params.module.objective.lam=interval(0.1,0.9)"
+        ),
+        'hydra.sweeper.params={optimizer.lr:1,objective.lam:"interval(0.1,0.9)",objective: x}': (
+            'hydra.sweeper.params={optimizer.lr:1,module.objective.lam:"interval(0.1,0.9)",'
+            "module/objective: x}"
+        ),
+        "hydra.sweeper.n_trials=3": "hydra.sweeper.n_trials=3",
+    }
+    for typed, read in search.items():
+        assert expand_short_form(typed) == read
     for key in ("module/encoder", "module.encoder.dropout", "module/objective", "module.dropout"):
         assert expand_short_form(short_name(key) + "=1") == key + "=1"
 
