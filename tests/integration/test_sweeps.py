@@ -103,7 +103,7 @@ def test_wandb_offline_run_holds_summary_and_diagnostics(sst2, tmp_path):
         "train/loss_1",
     ):
         assert key in history, key
-    assert {"combiner", "objective", "seed"} <= config
+    assert {"combiner", "module", "seed"} <= config  # the objective: module.objective
     # the group: every label but the combiner and the seed; the job type: the task
     assert run.run_group == "sst2 N20 tiny moo r0.1,0.9 tau0.3 lam0.3 lr1e-05"
     assert run.display_name == "sst2 N20 tiny moo epo r0.1,0.9 tau0.3 lam0.3 lr1e-05 seed0"
@@ -185,7 +185,7 @@ def test_optuna_search_maximises_the_returned_validation_metric(sst2, tmp_path):
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(t["val/acc_best"] for t in trials))
     assert set(best["best_params"]) == {
-        "optimizer.lr", "objective.temperature", "objective.lam", "preference"
+        "optimizer.lr", "module.objective.temperature", "module.objective.lam", "preference"
     }  # fmt: skip
     assert "setup plugin alembic" not in proc.stdout + proc.stderr
 
