@@ -177,7 +177,7 @@ def fed_randperm(perms):
 
 def gradvac_orders(orders):
     """Our permutation of 0..m-1 for objective i as indices into [j ≠ i] (TorchJD's
-    torch.randperm(m - 1)), as tests/unit/test_gradvac.py converts them."""
+    torch.randperm(m - 1)), as tests/unit/combiners/test_gradvac.py converts them."""
     return [
         torch.tensor([j if j < i else j - 1 for j in perm if j != i])
         for i, perm in enumerate(orders)
@@ -458,8 +458,8 @@ def check_famo(count):
     for seq in sequences(count, seed=5):
         m, kind = seq[0][1], seq[0][2]
         comb, ref = compose_combiner("famo"), FAMO(m, lr=0.025, weight_decay=1e-3)
-        # a training run's losses (as tests/unit/test_famo.py): decreasing at different rates,
-        # ±10% noise, the losses after the step from the same batch
+        # a training run's losses (as tests/unit/combiners/test_famo.py): decreasing at different
+        # rates, ±10% noise, the losses after the step from the same batch
         rates, base = rng.uniform(0.0, 0.05, m), seq[0][4]
         for t in range(len(seq)):
             before = base * np.exp(-rates * t) * rng.uniform(0.9, 1.1, m)

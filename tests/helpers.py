@@ -119,6 +119,24 @@ def write_digits(folder: Path, n: int = 600) -> Path:
     return folder
 
 
+def random_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random 28×28 uint8 images and the labels 0..9 in turn."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8)
+
+
+def write_mnist_split(folder: Path, split: str = "t10k", n: int = 120, gz: bool = False, seed=0):
+    """A split of :func:`random_digits` as MNIST IDX files (``.gz`` when ``gz``): the images and
+    labels written."""
+    from moo_lightning.mnist import write_idx
+
+    images, labels = random_digits(n, seed)
+    ext = ".gz" if gz else ""
+    write_idx(folder / f"{split}-images-idx3-ubyte{ext}", images)
+    write_idx(folder / f"{split}-labels-idx1-ubyte{ext}", labels)
+    return images, labels
+
+
 def wandb_records(path):
     """Records of an offline .wandb file (a LevelDB-style log of protobuf records after a 7-byte
     ':W&B' header; this wandb keeps no Python reader for it)."""
@@ -209,3 +227,153 @@ def lock_folder_at_fit_end(folder: str):
             Path(folder).chmod(0o555)
 
     return Lock()
+
+
+# --- train.py as a user runs it (the integration tests) ---------------------------------------
+
+# a two-step SST-2 job on the offline tiny encoder (the caller adds data.path)
+TINY = ("task=sst2", "encoder=tiny", "logger=none", "trainer.max_steps=2")
+
+
+def tiny_sst2(data) -> list[str]:
+    """Overrides of a four-step SST-2 job on the tiny encoder, validated every two steps."""
+    return [
+        "task=sst2",
+        "encoder=tiny",
+        f"data.path={data}",
+        "logger=none",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def sst2_cmd(data, run_dir, *extra) -> list[str]:
+    """``python train.py`` with :func:`tiny_sst2` in the run folder ``run_dir``."""
+    import sys
+
+    return [sys.executable, "train.py", *tiny_sst2(data), f"hydra.run.dir={run_dir}", *extra]
+
+
+def sst2_steps(data, *extra) -> tuple[str, ...]:
+    """Overrides of an SST-2 job of two batches per epoch (20 examples, batch 16) that learns fast
+    (lr 3e-3): the step-budget checks."""
+    return (
+        "task=sst2",
+        "encoder=tiny",
+        f"data.path={data}",
+        "logger=none",
+        "data.num_train=20",  # batch 16: two batches per epoch
+        "optimizer.lr=3e-3",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    )
+
+
+def quick_sweep(data, sweep_dir, *extra: str) -> list[str]:
+    """Arguments of a two-seed sweep of one-batch jobs on the tiny model."""
+    return [
+        "-m",
+        *extra,
+        "task=sst2",
+        "encoder=tiny",
+        f"data.path={data}",
+        "++trainer.fast_dev_run=true",
+        "logger=none",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+def run_cmd(cmd: list[str]):
+    """A command run in the checkout, its output captured as text."""
+    import subprocess
+
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def train_py(args: list[str], env=None, timeout=900):
+    """``python train.py *args`` run in the checkout, its output captured as text."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def last_line(proc) -> str:
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def one_line_error(proc) -> str:
+    """The one error line of a command that failed without a traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def strict_json(path):
+    """A JSON file read with NaN and Infinity refused."""
+
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def readme_energy_rows() -> dict[str, tuple[float, float, float, float]]:
+    """The README's toy-ensemble table: start -> (hv mean, hv std, igd+ mean, igd+ std) of the
+    energy rows."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    row = re.compile(
+        r"^\| energy \| (\w+) \| (\d+) \| ([\d.]+) ± ([\d.]+) \([\d.–]+\) "
+        r"\| ([\d.]+) ± ([\d.]+) \|$",
+        re.M,
+    )
+    rows = {m[1]: tuple(float(m[k]) for k in (3, 4, 5, 6)) for m in row.finditer(text)}
+    assert sorted(rows) == ["clustered", "extremes"], rows
+    return rows
+
+
+def _complete_records(log, timeout=30.0):
+    """The records of an offline run file once it holds the run's exit record: wandb's service
+    may still be writing it when finish() returns (seen on the first run after a teardown)."""
+    import time
+
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = list(wandb_records(log))
+        except (DecodeError, AssertionError):  # a partly written file
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{log} has no exit record after {timeout} s")
+        time.sleep(0.1)
+
+
+def read_wandb_run(folder):
+    """(run record, summary, config keys of wandb.init, files dir) of the offline W&B run in
+    folder."""
+    (log,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    summary, run = {}, None
+    for rec in _complete_records(log):
+        kind = rec.WhichOneof("record_type")
+        if kind == "summary":
+            for u in rec.summary.update:
+                summary[u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
+        elif kind == "run":
+            run = rec.run
+    init_config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    return run, summary, init_config, log.parent / "files"

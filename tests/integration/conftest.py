@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from tests.helpers import CONF
+from tests.helpers import CONF, write_digits, write_glue
 
 
 @pytest.fixture
@@ -32,3 +32,59 @@ def run_train(tmp_path):
         return json.loads((run_dir / "metrics.json").read_text()) | {"run_dir": str(run_dir)}
 
     return _run
+
+
+# --- data folders, one per test module ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory):
+    """A small SST-2 folder in the GLUE schema."""
+    return write_glue(tmp_path_factory.mktemp("glue") / "sst2", "sst2")
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory):
+    """Small SST-2, QNLI and MNLI folders: task -> folder."""
+    root = tmp_path_factory.mktemp("glue")
+    return {t: write_glue(root / t, t) for t in ("sst2", "qnli", "mnli")}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """600 random 'digits' as MNIST's t10k IDX files (Multi-MNIST and Rotated MNIST jobs)."""
+    return write_digits(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="module")
+def probe_folders(tmp_path_factory):
+    """The probe's data folders (shared/design/PROBE.md): GOOD, and the rows D24, DN3 and C19."""
+    root = tmp_path_factory.mktemp("probe")
+    good = write_glue(root / "sst2", "sst2")
+    both = write_glue(root / "both", "sst2")  # D24: the glue-schema files and the GLUE TSVs
+    rows = "".join(f"film {i}\t{1 - i % 2}\n" for i in range(30))
+    (both / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (both / "dev.tsv").write_text("sentence\tlabel\n" + rows)
+    one_val = write_glue(root / "one_val", "sst2", n_val=1)  # DN3: nothing left to test on
+    long = root / "long"  # C19: texts longer than the encoder's positions
+    long.mkdir()
+    text = " ".join(["a long film review"] * 300)
+    for split, n in (("train", 30), ("validation", 10)):
+        lines = [f'{{"sentence": "{text} {i}", "label": {i % 2}}}\n' for i in range(n)]
+        (long / f"{split}.jsonl").write_text("".join(lines))
+    return {"GOOD": good, "BOTH": both, "ONE_VAL": one_val, "LONG": long}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """W&B offline, every W&B folder (runs, staged tables, cache, settings) under tmp_path."""
+    for var, sub in (
+        ("WANDB_DIR", "wandb_dir"),
+        ("WANDB_DATA_DIR", "wandb_data"),
+        ("WANDB_CACHE_DIR", "wandb_cache"),
+        ("WANDB_CONFIG_DIR", "wandb_config"),
+    ):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)

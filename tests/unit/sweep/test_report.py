@@ -1,0 +1,330 @@
+"""sweep/report.py on a synthetic sweep: selection by validation, incomplete groups, paired test."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tests.helpers import ROOT
+
+
+def fake_run(
+    root: Path,
+    name: str,
+    objective: str,
+    combiner: str,
+    seed: int,
+    val: float,
+    test: float,
+    temperature=0.3,
+    lam=0.3,
+    r1=0.1,
+    embeddings=False,
+):
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    cfg = {"objective": {} if objective == "ce" else {"temperature": temperature, "lam": lam}}
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    m = {
+        "task": "sst2",
+        "num_train": 20,
+        "seed": seed,
+        "objective": objective,
+        "combiner": combiner,
+        "preference": [1.0] if objective != "moo" else [r1, 1 - r1],
+        "val/acc_best": val,
+        "test/acc": test,
+        "complete": True,
+        "wall_time_s": 1.0,
+        "final_train_losses": [0.5 + seed / 10, 0.6 - seed / 20] if objective == "moo" else [0.7],
+    }
+    (d / "metrics.json").write_text(json.dumps(m))
+    if embeddings:
+        rng = np.random.default_rng(seed)
+        np.savez(
+            d / "test_embeddings.npz", features=rng.normal(size=(40, 8)), labels=np.arange(40) % 2
+        )
+
+
+def _report(sweep: Path, out: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    ce_test = [0.60, 0.62, 0.58]
+    for s in range(3):
+        fake_run(sweep, f"ce_s{s}", "ce", "ls", s, 0.6, ce_test[s])
+        # two complete EPO groups: τ=0.3 has the better validation accuracy and is chosen
+        fake_run(sweep, f"epo_t03_s{s}", "moo", "epo", s, 0.7, ce_test[s] + 0.05, embeddings=True)
+        fake_run(sweep, f"epo_t09_s{s}", "moo", "epo", s, 0.5, 0.99, temperature=0.9)
+        fake_run(sweep, f"scl_s{s}", "ce_scl", "ls", s, 0.6, 0.61, embeddings=True)
+    fake_run(sweep, "ls_s0", "moo", "ls", 0, 0.9, 0.9)  # one seed of three: incomplete
+    (sweep / "interrupted").mkdir()
+    (sweep / "interrupted" / "metrics.json.tmp").write_text("{")
+
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| CE | 20 | 60.0 ± 2.0 (n=3) |" in table
+    assert "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p=0.000) |" in table  # τ=0.3 chosen, not 0.99 test
+    assert "CE+LS τ=0.3 λ=0.3 r1=0.1: seeds [0] of [0, 1, 2]" in table
+    assert "| CE+LS |" not in table  # never averaged
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 13
+    chosen = {r["loss"]: r for r in csv.DictReader(open(out / "table.csv"))}
+    assert float(chosen["CE+EPO"]["temperature"]) == 0.3
+    assert (out / "loss_space.png").exists() and (out / "tsne.png").exists()
+
+
+def test_runs_without_a_result_duplicates_and_unreadable_files_are_left_out_and_listed(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        fake_run(sweep, f"ce_s{s}", "ce", "ls", s, 0.6, 0.6 + s / 100)
+    fake_run(sweep, "ce_s1_again", "ce", "ls", 1, 0.6, 0.99)  # same settings and seed
+    for name, status in (("diverged", "diverged"), ("zero", "no_steps")):
+        fake_run(sweep, name, "ce", "ls", 0, 0.9, 0.99)
+        m = json.loads((sweep / name / "metrics.json").read_text())
+        m.update(status=status, status_reason="why")
+        (sweep / name / "metrics.json").write_text(json.dumps(m))
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "metrics.json").write_text('{"complete": tr')
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| CE | 20 | 60.5 ± 0.7 (n=2) |" in table  # 0.99 entered nowhere
+    assert "- diverged: status diverged: why" in table
+    assert "- zero: status no_steps: why" in table
+    assert "- broken: unreadable metrics.json" in table
+    assert "duplicate of ce_s1" in table
+    assert "Steps skipped for non-finite values in the runs above: 0." in table
+
+
+def settings_run(root: Path, name: str, loss: str, seed: int, test: float, val=0.6, **changes):
+    """A run whose metrics.json records its settings (as train.py writes them), with
+    ``changes`` to dotted settings (``{"optimizer.lr": 2e-5}``; None removes the key)."""
+    objective, combiner = {"CE": ("ce", "ls"), "CE+EPO": ("moo", "epo")}[loss]
+    obj = {"_target_": f"moo_lightning.tasks.glue.objectives.{objective}"}
+    if objective == "moo":
+        obj.update(lam=0.3, temperature=0.3)
+    settings = {
+        "seed": seed,
+        "preference": [0.1, 0.9],
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-5},
+        "trainer": {"max_steps": 150, "val_check_interval": 25},
+        "encoder": {"_target_": "moo_lightning.tasks.glue.encoders.Backbone", "name": "minilm"},
+        "combiner": {"_target_": f"moo_lightning.combiners.{combiner.upper()}"},
+        "objective": obj,
+        "scheduler": {"_target_": "moo_lightning.schedules.LinearWarmupDecay", "warmup": 0.1},
+        "data": {"path": "/data/sst2", "num_train": 20, "seed": seed, "task": "sst2"},
+        "module": {"objective": dict(obj), "dropout": 0.1},
+        "task_name": "sst2",
+    }
+    if combiner == "epo":
+        settings["combiner"]["eps"] = 1e-4
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = settings
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    m = {
+        "task": settings["task_name"],
+        "num_train": 20,
+        "seed": seed,
+        "objective": objective,
+        "combiner": combiner,
+        "preference": [0.1, 0.9],
+        "val/acc_best": val,
+        "test/acc": test,
+        "complete": True,
+        "settings": settings,
+    }
+    (root / name).mkdir(parents=True)
+    (root / name / "metrics.json").write_text(json.dumps(m))
+
+
+def _md_rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| ")]
+
+
+def test_rows_that_differ_in_encoder_get_it_as_a_column_and_their_own_ce_baseline(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    minilm, tiny = [0.60, 0.62, 0.58], [0.80, 0.70, 0.75]
+    for s in range(3):
+        settings_run(sweep, f"ce_minilm_s{s}", "CE", s, minilm[s])
+        settings_run(sweep, f"ce_tiny_s{s}", "CE", s, tiny[s], val=0.9, **{"encoder.name": "tiny"})
+        # EPO = CE + 5 points on every seed (minilm: p≈0), and exactly CE on tiny (p=1)
+        settings_run(sweep, f"epo_minilm_s{s}", "CE+EPO", s, minilm[s] + 0.05 + s / 1000)
+        settings_run(sweep, f"epo_tiny_s{s}", "CE+EPO", s, tiny[s], **{"encoder.name": "tiny"})
+    settings_run(sweep, "epo_roberta_s0", "CE+EPO", 0, 0.9, **{"encoder.name": "roberta"})
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert _md_rows(table) == [
+        "| loss | N | encoder.name | sst2 |",
+        "| CE | 20 | minilm | 60.0 ± 2.0 (n=3) |",
+        "| CE | 20 | tiny | 75.0 ± 5.0 (n=3) |",
+        "| CE+EPO | 20 | minilm | 65.1 ± 2.0 (n=3, p=0.000) |",
+        "| CE+EPO | 20 | tiny | 75.0 ± 5.0 (n=3, p=1.000) |",  # against CE tiny, not minilm
+    ]
+    assert "CE+EPO τ=0.3 λ=0.3 r1=0.1 encoder.name=roberta: seeds [0] of [0, 1, 2]" in table
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [(r["loss"], r["encoder.name"]) for r in rows] == [
+        ("CE", "minilm"),
+        ("CE", "tiny"),
+        ("CE+EPO", "minilm"),
+        ("CE+EPO", "tiny"),
+    ]
+    assert list(rows[0])[:4] == ["task", "N", "loss", "encoder.name"]
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    assert {r["dir"]: r["encoder.name"] for r in runs}["epo_tiny_s2"] == "tiny"
+    # the encoder is a column, not a constant; everything the same in every run is, once
+    (constants,) = [line for line in table.splitlines() if line.startswith("All rows: ")]
+    assert constants == (
+        "All rows: preference=[0.1, 0.9], optimizer._target_=AdamW, lr=1e-05, max_steps=150, "
+        "val_check_interval=25, scheduler._target_=LinearWarmupDecay, warmup=0.1, "
+        "path=/data/sst2, encoder._target_=Backbone, dropout=0.1."  # the module's encoder first
+    )
+    assert table.count("lr=1e-05") == 1 and "seed=" not in table and "_partial_" not in table
+    # settings of one loss only are no column (the loss tells those rows apart): stated once
+    assert "Per loss: eps=0.0001 (CE+EPO); lam=0.3 (CE+EPO); temperature=0.3 (CE+EPO)." in table
+
+
+def test_rows_that_differ_in_lr_get_it_as_a_column_even_when_it_follows_the_loss(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        settings_run(sweep, f"ce_s{s}", "CE", s, 0.6 + s / 100)
+        settings_run(sweep, f"epo_lr2_s{s}", "CE+EPO", s, 0.7, **{"optimizer.lr": 2e-5})
+        settings_run(sweep, f"epo_lr3_s{s}", "CE+EPO", s, 0.8, val=0.1, **{"optimizer.lr": 3e-5})
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    # not the best-by-validation lr alone: each lr its own row; CE (lr 1e-05) has none to pair
+    assert _md_rows(table) == [
+        "| loss | N | lr | sst2 |",
+        "| CE | 20 | 1e-05 | 60.5 ± 0.7 (n=2) |",
+        "| CE+EPO | 20 | 2e-05 | 70.0 ± 0.0 (n=2) |",
+        "| CE+EPO | 20 | 3e-05 | 80.0 ± 0.0 (n=2) |",
+    ]
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [float(r["optimizer.lr"]) for r in rows] == [1e-5, 2e-5, 3e-5]
+    assert "All rows: " in table and "lr=" not in table.split("All rows: ")[1]
+
+
+def test_settings_set_per_task_are_stated_once_and_not_columns(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        for task in ("sst2", "qnli"):
+            where = {"task_name": task, "data.task": task, "data.path": f"/data/{task}"}
+            settings_run(sweep, f"{task}_ce_s{s}", "CE", s, 0.6 + s / 100, **where)
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert _md_rows(table) == [
+        "| loss | N | qnli | sst2 |",
+        "| CE | 20 | 60.5 ± 0.7 (n=2) | 60.5 ± 0.7 (n=2) |",
+    ]
+    assert "Per task: path: /data/qnli (qnli), /data/sst2 (sst2)." in table
+    assert "task_name" not in table and "path=" not in table
+
+
+def test_a_combiner_setting_varied_within_one_loss_is_a_column_and_ce_still_pairs(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(2):
+        settings_run(sweep, f"ce_s{s}", "CE", s, 0.6 + s / 100)
+        settings_run(sweep, f"epo_e4_s{s}", "CE+EPO", s, 0.7 + s / 50)
+        settings_run(sweep, f"epo_e3_s{s}", "CE+EPO", s, 0.6 + s / 100, **{"combiner.eps": 1e-3})
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    # eps is EPO's own (CE has none: —), so CE's row is the baseline of both EPO rows
+    assert _md_rows(table) == [
+        "| loss | N | eps | sst2 |",
+        "| CE | 20 | — | 60.5 ± 0.7 (n=2) |",
+        "| CE+EPO | 20 | 0.0001 | 71.0 ± 1.4 (n=2, p=0.030) |",
+        "| CE+EPO | 20 | 0.001 | 60.5 ± 0.7 (n=2, p=1.000) |",
+    ]
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [r["combiner.eps"] for r in rows] == ["", "0.0001", "0.001"]
+
+
+def test_a_ddp_run_is_another_setting_not_a_duplicate(tmp_path):
+    """Before: a one-process run was dropped as a 'duplicate (same settings and seed)' of a
+    2-process run of the same seed, although their results differ (dropout)."""
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        fake_run(sweep, f"ce{seed}", "ce", "ls", seed, 0.6, 0.55 + seed / 100)
+        fake_run(sweep, f"ce_ddp{seed}", "ce", "ls", seed, 0.61, 0.57 + seed / 100)
+        m = json.loads((sweep / f"ce_ddp{seed}" / "metrics.json").read_text())
+        m["world_size"] = 2
+        (sweep / f"ce_ddp{seed}" / "metrics.json").write_text(json.dumps(m))
+    out = tmp_path / "out"
+    _report(sweep, out)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 4  # none left out as a duplicate
+    assert "world_size" in (out / "table.md").read_text()
+
+
+def test_hand_edited_records_are_left_out_with_the_reason_and_out_is_checked(tmp_path):
+    """Probe RN3, RN4, RN12, RN13 (a null seed, no task, a NaN or a text accuracy: a traceback or
+    a mean of three counted as n=4) and RN5, RN17 (--out an existing file or a read-only folder:
+    a traceback). Now each record is left out naming the field, and --out is one line."""
+    import stat
+
+    from tests.helpers import as_unprivileged
+
+    sweep = tmp_path / "sweep"
+    for s in range(2):
+        fake_run(sweep, f"ce_s{s}", "ce", "ls", s, 0.6, 0.6)
+    edits = {"seed_null": ("seed", None), "no_task": ("task", "DROP"),
+             "nan_acc": ("test/acc", float("nan")), "text_acc": ("test/acc", "abc")}  # fmt: skip
+    for name, (key, value) in edits.items():
+        fake_run(sweep, name, "ce", "ls", 5, 0.6, 0.6)
+        path = sweep / name / "metrics.json"
+        m = json.loads(path.read_text())
+        if value == "DROP":
+            del m[key]
+        else:
+            m[key] = value
+        path.write_text(json.dumps(m))  # NaN as JSON's non-standard token, as a hand edit may
+    out = tmp_path / "out"
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| CE | 20 | 60.0 ± 0.0 (n=2) |" in table
+    for reason in ("seed None is not an integer", "no task recorded",
+                   "test/acc nan is not a finite number",
+                   "test/acc 'abc' is not a finite number"):  # fmt: skip
+        assert reason in table, reason
+
+    def report(out, unprivileged=False):
+        cmd = [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)]
+        return subprocess.run(
+            as_unprivileged(cmd) if unprivileged else cmd, cwd=ROOT, capture_output=True, text=True
+        )
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    proc = report(a_file)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: --out {a_file} is a file; give a folder for the report's files"
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if as_unprivileged(["true"]) is None:
+            return  # root without setpriv ignores the folder's mode: nothing to show here
+        proc = report(locked / "report", unprivileged=True)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "cannot write there" in proc.stderr
+    finally:
+        locked.chmod(stat.S_IRWXU)

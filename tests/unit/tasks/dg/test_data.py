@@ -1,0 +1,99 @@
+"""Domain generalisation data: the leave-one-domain-out splits of Rotated MNIST (disjoint digits)
+and of a PACS-layout folder, training batches of jigsaw-shuffled images (the puzzles themselves:
+test_jigsaw.py)."""
+
+import pytest
+import torch
+
+from moo_lightning.tasks.dg.data import PACS, JigsawSet, RotatedMNIST, rotate
+from moo_lightning.tasks.dg.jigsaw import (
+    shuffle_tiles,
+)
+from tests.helpers import write_digits, write_pacs
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits(tmp_path_factory.mktemp("mnist"), n=600)
+
+
+def test_rotated_mnist_leaves_one_angle_out_with_disjoint_digits(digits):
+    data = RotatedMNIST(path=str(digits), target=30, eval_batch_size=50)
+    data.setup()
+    train, val, test = (data.splits[k] for k in ("train", "val", "test"))
+    assert data.domain_names == ["0", "15", "30", "45", "60", "75"]
+    assert set(test.domains.tolist()) == {2}  # the target angle only
+    assert 2 not in set(train.domains.tolist()) | set(val.domains.tolist())
+    assert len(test) == 100 and len(train) + len(val) == 500
+    assert len(val) == 50  # 10% of each source domain
+    for d in (0, 1, 3, 4, 5):
+        assert (val.domains == d).sum() == 10
+    sources = [set(s.tolist()) for s in (train.source, val.source, test.source)]
+    assert not (sources[0] & sources[1]) and not (sources[0] & sources[2])
+    assert not (sources[1] & sources[2])
+    assert len(set().union(*sources)) == 600  # every digit in exactly one domain
+    assert train.images.shape[1:] == (1, 30, 30) and train.images.dtype == torch.uint8
+    args = data.module_arguments()
+    assert args["num_classes"] == 10 and args["num_permutations"] == 30
+    assert args["target"] == "30" and "stand-in" in args["source_note"]
+    # validation and test batches are ordered; training batches carry puzzles
+    batch = next(iter(data.val_dataloader()))
+    assert (batch["jigsaw"] == 0).all() and batch["images"].shape == (50, 1, 30, 30)
+
+
+def test_the_rotation_turns_counter_clockwise():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 7] = 1.0  # right of centre
+    y = rotate(x, 90)
+    r, c = divmod(int(y.flatten().argmax()), 9)
+    assert (r, c) == (1, 4)  # above the centre
+
+
+def test_training_batches_shuffle_the_images_their_labels_say(digits):
+    data = RotatedMNIST(path=str(digits), target=0, batch_size=64, ordered_fraction=0.5)
+    data.setup()
+    train = data.splits["train"]
+    ds = data.train_set(seed=5)
+    idx = list(range(64))
+    batch = ds[(0, idx)]
+    jig = batch["jigsaw"]
+    assert 0 < (jig == 0).sum() < 64
+    plain = train.images[idx].float().div(255)
+    want = shuffle_tiles(plain, data.table[jig])
+    assert torch.allclose(batch["images"], (want - 0.5) / 0.5)
+    assert torch.equal(ds[(0, idx)]["jigsaw"], jig)  # fixed within an epoch
+    assert not torch.equal(ds[(1, idx)]["jigsaw"], jig)  # redrawn each epoch
+    assert isinstance(ds, JigsawSet)
+
+
+def test_rotated_mnist_refuses_an_unknown_target(digits):
+    with pytest.raises(ValueError, match="not a domain"):
+        RotatedMNIST(path=str(digits), target=90).setup()
+
+
+def test_pacs_folder_without_lists_splits_each_source_domain(tmp_path):
+    root = write_pacs(tmp_path / "pacs", per_class=10, size=9)
+    data = PACS(path=str(root), target="sketch", image_size=9, val_fraction=0.1)
+    data.setup()
+    assert data.domain_names == ["art_painting", "cartoon", "photo", "sketch"]
+    assert data.class_names[0] == "dog" and len(data.class_names) == 7
+    s = data.splits
+    assert len(s["test"]) == 70 and set(s["test"].domains.tolist()) == {3}
+    assert len(s["val"]) == 3 * 7 and len(s["train"]) == 3 * 63
+    assert all(p.startswith("sketch/") for p in s["test"].source)
+    assert not set(s["train"].source) & set(s["val"].source)
+    assert s["train"].images.shape[1:] == (3, 9, 9)
+    assert "seeded 10%" in data.source_note
+    # labels follow the class folders
+    for path, label in zip(s["train"].source, s["train"].labels.tolist()):
+        assert data.class_names[label] == path.split("/")[1]
+
+
+def test_pacs_official_lists_fix_the_validation_images(tmp_path):
+    root = write_pacs(tmp_path / "pacs", per_class=4, size=9, split_lists=True)
+    data = PACS(path=str(root), target="photo", image_size=9)
+    data.setup()
+    val = data.splits["val"]
+    assert len(val) == 3 * 7 and all(p.endswith("pic_003.png") for p in val.source)
+    assert "official crossval" in data.source_note
+    assert len(data.splits["test"]) == 28  # the target is tested whole
