@@ -47,6 +47,7 @@ def _dimension(m: re.Match) -> str:
 
 # the groups that decide which module a run has
 _CHOOSERS = ("task", "experiment", "sweep", "module", "protocol", "debug")
+_TEXT_TASKS = ("task=sst2", "task=qnli", "task=mnli", "module=text")
 
 
 def refuse_text_settings_without_text_module(argv: list[str]) -> None:
@@ -59,6 +60,8 @@ def refuse_text_settings_without_text_module(argv: list[str]) -> None:
         return
     choosers = [a for a in argv[1:] if a.partition("=")[0].lstrip("+~") in _CHOOSERS]
     if any("," in a or "(" in a for a in choosers):  # a sweep over tasks: Hydra reports it per job
+        return
+    if all(a.lstrip("+~") in _TEXT_TASKS for a in choosers):  # the default or a GLUE task: text
         return
     from hydra import compose, initialize_config_module
 
