@@ -10,11 +10,10 @@ from moo_lightning.record import SHORT_FORMS, short_name
 _SEED_RANGE = re.compile(r"^(\+{0,2}seed)=(\d+)-(\d+)$")
 _MULTIRUN = ("-m", "--multirun")
 
-_SHORT_FORM = re.compile(r"^([+~]{0,2})(encoder|objective)([=./@].*|)$")
-
-
+_NAMES = "|".join(map(re.escape, SHORT_FORMS))  # encoder|objective
+_SHORT_FORM = re.compile(rf"^([+~]{{0,2}})({_NAMES})([=./@].*|)$")
 _SEARCH = re.compile(r"^([+~]{0,2}hydra\.sweeper\.params)([.=])(.*)$", re.S)
-_SEARCH_KEY = re.compile(r"([{,]\s*)(encoder|objective)([./:])")
+_SEARCH_KEY = re.compile(rf"([{{,]\s*)({_NAMES})([./:])")
 
 
 def expand_short_form(arg: str) -> str:
@@ -50,15 +49,19 @@ _CHOOSERS = ("task", "experiment", "sweep", "module", "protocol", "debug")
 _TEXT_TASKS = ("task=sst2", "task=qnli", "task=mnli", "module=text")
 
 
+def _key(arg: str) -> str:
+    """An override's key or group, without its + / ~ prefix."""
+    return arg.lstrip("+~").partition("=")[0]
+
+
 def refuse_text_settings_without_text_module(argv: list[str]) -> None:
     """Stop in one line when the command sets the text module's encoder or objective
     (``encoder=tiny``, ``objective.lam=0.5``) for a task whose module has none (toy,
     Multi-MNIST, ...): Hydra's own message would suggest appending the group instead."""
-    parts = tuple(f"{parent}{sep}{name}" for name, parent in SHORT_FORMS.items() for sep in "/.")
-    typed = [a for a in argv[1:] if a.lstrip("+~").startswith(parts)]
+    typed = [a for a in argv[1:] if short_name(_key(a)) != _key(a)]  # module/encoder=, ...
     if not typed:
         return
-    choosers = [a for a in argv[1:] if a.partition("=")[0].lstrip("+~") in _CHOOSERS]
+    choosers = [a for a in argv[1:] if _key(a) in _CHOOSERS]
     if any("," in a or "(" in a for a in choosers):  # a sweep over tasks: Hydra reports it per job
         return
     if all(a.lstrip("+~") in _TEXT_TASKS for a in choosers):  # the default or a GLUE task: text
@@ -71,10 +74,7 @@ def refuse_text_settings_without_text_module(argv: list[str]) -> None:
     except Exception:  # noqa: BLE001 - a wrong choice is reported by Hydra, in its words
         return
     if cfg.module.get("encoder") is None:
-        shown = ", ".join(
-            short_name(key) + sep + value
-            for key, sep, value in (a.lstrip("+~").partition("=") for a in typed)
-        )
+        shown = ", ".join(short_name(_key(a)) + a.lstrip("+~")[len(_key(a)) :] for a in typed)
         raise SystemExit(
             f"error: {shown}: the module of this run ({cfg.get('task_name')}, "
             f"{cfg.module.get('_target_')}) has no encoder or objective; those belong to the "
