@@ -1,3 +1,3 @@
 """moo-lightning: multi-objective fine-tuning with pluggable gradient combiners."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

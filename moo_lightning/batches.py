@@ -1,9 +1,42 @@
 """Batches of example indices for one rank of a DDP group, the same global batches whatever the
-number of ranks: the sampler the tasks' data modules share."""
+number of ranks: the sampler the tasks' data modules share; and the data module of problems
+without data (one empty batch per optimizer step)."""
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from moo_lightning.errors import ConfigError
+
+
+class StepBatches(L.LightningDataModule):
+    """For a problem without data (the synthetic toys): one empty batch per optimizer step.
+    ``steps``: how many; None (what the configs use): the trainer's step budget
+    ``trainer.max_steps``, the budget key of every task."""
+
+    def __init__(self, steps: int | None = None):
+        super().__init__()
+        if steps is not None and not (_whole(steps) and steps >= 1):
+            raise ValueError(f"steps must be an integer >= 1 or None. Found {steps!r}")
+        self.steps = steps
+
+    def train_dataloader(self):
+        steps = self.steps
+        if steps is None:
+            steps = self.trainer.max_steps if self.trainer is not None else None
+            if not (_whole(steps) and steps >= 1):
+                raise ConfigError(
+                    "trainer.max_steps is the step budget of a problem without data: an "
+                    f"integer >= 1. Found {steps!r}"
+                )
+        return DataLoader(torch.zeros(steps), batch_size=1)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class IndexBatches:

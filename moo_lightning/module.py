@@ -322,6 +322,11 @@ class MultiObjectiveModule(L.LightningModule):
             return None
         return [float(v) for v in self.preference]
 
+    @property
+    def method_name(self) -> str:
+        """What this run is called in tables when no ``method`` label is set: the combiner."""
+        return self.combiner.name
+
     def coupling_grads(self, losses: torch.Tensor) -> torch.Tensor | None:
         """∂F/∂ℓ (N, m) of a criterion coupling the rows (ensembles); None: none."""
         return None

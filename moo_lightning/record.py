@@ -108,12 +108,57 @@ def short_name(key: str) -> str:
     return key
 
 
+# Data keys renamed in 0.4 so that one concept has one key in every task, by the data class
+# (the last part of data._target_): validation size, and the seed of what every trial shares.
+_DATA_RENAMES = {
+    "MultiMNIST": {"num_val": "val_size", "seed": "split_seed"},
+    "RotatedMNIST": {"val_fraction": "val_size"},
+    "PACS": {"val_fraction": "val_size"},
+}
+_NO_DATA = ("ToySteps", "Toy2DSteps")  # their data.steps is trainer.max_steps since 0.4
+
+
+def _upgrade_data_keys(out: dict) -> None:
+    data = out.get("data")
+    if not isinstance(data, dict):
+        return
+    data = dict(data)
+    kind = str(data.get("_target_") or "").rsplit(".", 1)[-1]
+    for old, new in _DATA_RENAMES.get(kind, {}).items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
+    if kind in ("RotatedMNIST", "PACS") and "permutation_seed" in data:
+        # the permutation set now comes from split_seed: a run whose two seeds differed cannot
+        # be made today, so its split_seed becomes a value that differs from every new run's
+        permutation_seed = data.pop("permutation_seed")
+        if permutation_seed != data.get("split_seed", 0):
+            data["split_seed"] = [data.get("split_seed", 0), permutation_seed]
+    if kind in _NO_DATA and "steps" in data:
+        steps = data.pop("steps")
+        trainer = dict(out.get("trainer") or {})
+        limit = trainer.get("max_steps")
+        ran = steps if not isinstance(limit, int) or limit < 0 else min(steps, limit)
+        trainer["max_steps"] = ran
+        out["trainer"] = trainer
+    out["data"] = data
+
+
 def upgrade_settings(tree: dict) -> dict:
     """A run's settings or saved config (nested) of any earlier layout in today's (a new dict):
-    before 0.2 the encoder group was called ``model``; before 0.3 ``encoder`` and ``objective``
-    were top-level groups (null for tasks without a text module) and the module's objective was
-    a copy of ``${objective}``: both now live inside ``module``."""
+
+    - before 0.2 the encoder group was called ``model``;
+    - before 0.3 ``encoder`` and ``objective`` were top-level groups (null for tasks without a
+      text module) and the module's objective was a copy of ``${objective}``: both now live
+      inside ``module``;
+    - before 0.4 the validation size was ``data.num_val`` (Multi-MNIST) or
+      ``data.val_fraction`` (domain generalisation), Multi-MNIST's composition seed
+      ``data.seed`` and the jigsaw permutations' ``data.permutation_seed`` (now both
+      ``data.split_seed``), the toys' budget ``data.steps`` (now ``trainer.max_steps``), and
+      the table label ``module.method`` (now the top-level ``method``, a label, not a
+      setting: dropped here).
+    """
     out = dict(tree)
+    _upgrade_data_keys(out)
     if "model" in out and "encoder" not in out and isinstance(out["model"], dict | type(None)):
         out["encoder"] = out.pop("model")
     module = out.get("module")
@@ -126,6 +171,8 @@ def upgrade_settings(tree: dict) -> dict:
             if isinstance(module.get(name), dict):  # the module had a copy already
                 value = module[name]
             module = {name: value, **{k: v for k, v in module.items() if k != name}}
+    if isinstance(module, dict) and "method" in module:
+        module = {k: v for k, v in module.items() if k != "method"}
     if module is not None:
         out["module"] = module
     return out
@@ -141,6 +188,7 @@ class RunRecord:
     choices: dict = field(default_factory=dict)  # the config-group options of the run
     num_train: int | None = None  # data.num_train as configured (its meaning is the task's)
     combiner: str | None = None  # the combiner that ran
+    method: str | None = None  # the run's label in tables (the `method` setting, else what ran)
     seed: int | None = None
     # the one preference every model followed (module.recorded_preference); None: none
     preference: list[float] | None = None

@@ -5,7 +5,7 @@
 ``--run`` first launches the jobs (``train.py -m sweep=toy2d``, then the log-loss combiners on
 ℓ + 21, then ``combiner=torchjd`` with each ``--torchjd`` method; a finished job is skipped, so a
 re-run only adds what is missing); any further arguments after ``--`` go to every train.py call
-(``-- data.steps=20``). Without ``--run`` the script only reads SWEEP_DIR.
+(``-- trainer.max_steps=20``). Without ``--run`` the script only reads SWEEP_DIR.
 
 Writes OUT (two panels per combiner: the five paths θ over the contour of the mean loss with the
 Pareto set in grey, and the same paths in loss space with the Pareto front in grey; start o,

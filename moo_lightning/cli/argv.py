@@ -4,6 +4,7 @@ runs when every job but one would repeat another."""
 from __future__ import annotations
 
 import re
+import sys
 
 from moo_lightning.record import SHORT_FORMS, short_name
 
@@ -34,6 +35,39 @@ def expand_short_form(arg: str) -> str:
     prefix, name, rest = m.groups()
     sep = "." if rest.startswith(".") else "/"  # a key inside the group's config, or the group
     return f"{prefix}{SHORT_FORMS[name]}{sep}{name}{rest}"
+
+
+# keys renamed in 0.4 (one key per concept across tasks; record.upgrade_settings reads the runs
+# recorded under the old names): a command typing the old key runs under the new one, and says so
+RENAMED = {
+    "data.num_val": "data.val_size",
+    "data.val_fraction": "data.val_size",
+    "data.steps": "trainer.max_steps",
+    "module.method": "method",
+}
+# renamed with a change of meaning: refused, with what to type instead
+REFUSED = {
+    "data.permutation_seed": (
+        "the jigsaw permutation set is drawn from data.split_seed since 0.4 (with the "
+        "validation split); set data.split_seed"
+    ),
+}
+
+
+def rename_old_key(arg: str) -> tuple[str, str | None]:
+    """(the override under today's key, a one-line note when it was typed under an old one);
+    SystemExit with one line for an old key whose meaning changed (REFUSED)."""
+    stripped = arg.lstrip("+~")
+    prefix, (key, eq, value) = arg[: len(arg) - len(stripped)], stripped.partition("=")
+    if key in REFUSED:
+        raise SystemExit(f"error: {arg}: {REFUSED[key]}")
+    if key not in RENAMED:
+        return arg, None
+    new = RENAMED[key]
+    return (
+        f"{prefix}{new}{eq}{value}",
+        f"note: {key} is called {new} since 0.4; ran {new}{eq}{value}",
+    )
 
 
 def _dimension(m: re.Match) -> str:
@@ -92,7 +126,9 @@ def normalise_argv(argv: list[str]) -> list[str]:
         if arg in _MULTIRUN:
             continue
         if not arg.startswith("-"):
-            arg = expand_short_form(arg)
+            arg, note = rename_old_key(expand_short_form(arg))
+            if note:
+                print(note, file=sys.stderr)
         m = _SEED_RANGE.match(arg)
         if m:
             key, a, b = m.group(1), int(m.group(2)), int(m.group(3))

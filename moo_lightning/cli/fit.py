@@ -47,6 +47,7 @@ def fit_and_test(job: Job) -> RunRecord:
         choices=choices(cfg),
         num_train=cfg.data.get("num_train"),
         combiner=job.combiner.name,  # the one that ran (single-objective losses: ls)
+        method=cfg.get("method") or module.method_name,  # the label in tables
         seed=cfg.seed,
         # the one preference every model followed (the module's rule, also the W&B label r):
         # none for a combiner that ignores it or an ensemble whose members have their own

@@ -26,6 +26,7 @@ NOT_SETTINGS = (
     "skip_completed",
     "save_model",
     "optimized_metric",
+    "method",  # a label for tables
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.default_root_dir",

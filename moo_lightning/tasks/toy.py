@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import moocore
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
+from moo_lightning.batches import StepBatches
 from moo_lightning.combiners.base import Combiner, as_preference
 from moo_lightning.combiners.mgda import min_norm_weights
 from moo_lightning.ensemble import EnsembleModule
@@ -110,17 +109,8 @@ def default_start(n: int, mirrored: bool = False) -> np.ndarray:
     return (-0.3 if mirrored else 0.3) * eta + 0.8 * u
 
 
-class ToySteps(L.LightningDataModule):
-    """The toy problem has no data: one dummy batch per optimisation step."""
-
-    def __init__(self, steps: int = 300):
-        super().__init__()
-        if steps < 1:
-            raise ValueError(f"data.steps must be >= 1. Found {steps}")
-        self.steps = steps
-
-    def train_dataloader(self):
-        return DataLoader(torch.zeros(self.steps), batch_size=1)
+class ToySteps(StepBatches):
+    """The toy problem has no data: one empty batch per step of ``trainer.max_steps``."""
 
 
 class _Trajectory:

@@ -27,11 +27,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
+from moo_lightning.batches import StepBatches
 from moo_lightning.combiners.base import Combiner
 from moo_lightning.combiners.mgda import min_norm_weights
 from moo_lightning.ensemble import EnsembleModule
@@ -126,17 +125,8 @@ def distance_to(points: np.ndarray, curve: np.ndarray) -> np.ndarray:
 # --- Lightning pieces --------------------------------------------------------------------------
 
 
-class Toy2DSteps(L.LightningDataModule):
-    """No data: one dummy batch per optimisation step."""
-
-    def __init__(self, steps: int = 2000):
-        super().__init__()
-        if steps < 1:
-            raise ValueError(f"data.steps must be >= 1. Found {steps}")
-        self.steps = steps
-
-    def train_dataloader(self):
-        return DataLoader(torch.zeros(self.steps), batch_size=1)
+class Toy2DSteps(StepBatches):
+    """No data: one dummy batch per optimisation step (``trainer.max_steps`` of them)."""
 
 
 class Toy2DModule(EnsembleModule):

@@ -283,6 +283,46 @@ def test_an_old_saved_config_reads_in_todays_layout():
     assert upgrade_settings(upgrade_settings(old)) == upgrade_settings(old)  # today's: unchanged
 
 
+def test_keys_renamed_for_one_concept_read_in_todays_layout():
+    """0.4's renames (validation size, the seed of what trials share, the toys' budget, the
+    table label): runs recorded under the old keys compare under the new ones."""
+    mm = {"data": {"_target_": "x.MultiMNIST", "num_val": 2000, "seed": 20180, "num_train": 9}}
+    assert upgrade_settings(mm)["data"] == {
+        "_target_": "x.MultiMNIST", "val_size": 2000, "split_seed": 20180, "num_train": 9
+    }  # fmt: skip
+    glue = {"data": {"_target_": "x.GlueFewShot", "seed": 3}}  # the run's seed: unchanged
+    assert upgrade_settings(glue) == glue
+    dg = {"_target_": "x.RotatedMNIST", "val_fraction": 0.1, "permutation_seed": 0, "split_seed": 0}
+    assert upgrade_settings({"data": dg})["data"] == {
+        "_target_": "x.RotatedMNIST", "val_size": 0.1, "split_seed": 0
+    }  # fmt: skip
+    # two different seeds cannot be set today: the old run matches no new one
+    apart = upgrade_settings({"data": {**dg, "permutation_seed": 4}})["data"]
+    assert apart["split_seed"] == [0, 4] and "permutation_seed" not in apart
+    toy = {"data": {"_target_": "x.ToySteps", "steps": 300}, "trainer": {"max_steps": -1}}
+    assert upgrade_settings(toy) == {
+        "data": {"_target_": "x.ToySteps"},
+        "trainer": {"max_steps": 300},
+    }
+    limited = {**toy, "trainer": {"max_steps": 6}}  # debug=limit stopped it at 6
+    assert upgrade_settings(limited)["trainer"] == {"max_steps": 6}
+    labelled = {"module": {"_target_": "M", "method": "ls"}}  # a label, not a setting
+    assert upgrade_settings(labelled) == {"module": {"_target_": "M"}}
+    for old in (mm, dg, toy, labelled):
+        assert upgrade_settings(upgrade_settings(old)) == upgrade_settings(old)
+
+
+def test_an_old_key_on_the_command_line_runs_under_its_new_name(capsys):
+    argv = ["t", "task=toy", "data.steps=20", "data.num_val=64", "+module.method=x"]
+    assert normalise_argv(argv) == [
+        "t", "task=toy", "trainer.max_steps=20", "data.val_size=64", "+method=x"
+    ]  # fmt: skip
+    err = capsys.readouterr().err
+    assert "note: data.steps is called trainer.max_steps since 0.4" in err
+    with pytest.raises(SystemExit, match="set data.split_seed"):
+        normalise_argv(["t", "task=dg_rmnist", "data.permutation_seed=3"])
+
+
 @pytest.mark.parametrize(
     ("task", "data", "module"),
     [

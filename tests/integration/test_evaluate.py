@@ -137,7 +137,7 @@ def test_evaluate_a_pareto_set_compares_every_members_test_results(tmp_path, cap
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "train.py", "experiment=mm_epo", f"data.path={digits}",
-        "data.num_train=128", "data.num_val=32", "data.num_test=64", "data.batch_size=64",
+        "data.num_train=128", "data.val_size=32", "data.num_test=64", "data.batch_size=64",
         "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip

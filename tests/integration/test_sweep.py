@@ -94,7 +94,8 @@ def test_a_preference_sweep_with_a_combiner_that_ignores_it_is_refused(tmp_path)
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "combiner mgda ignores the preference" in err[0], proc.stderr
     assert not list(tmp_path.rglob("metrics.json"))
-    proc = train("runs", "combiner=mgda", "seed=0,1", "data.steps=5")  # no preference sweep: runs
+    # no preference sweep: it runs
+    proc = train("runs", "combiner=mgda", "seed=0,1", "trainer.max_steps=5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in tmp_path.rglob("metrics.json")]
     assert len(records) == 2 and all(r["preference"] is None for r in records)
@@ -397,7 +398,7 @@ def _table_script():
 
 MM_TINY = (
     "data.num_train=128",
-    "data.num_val=64",
+    "data.val_size=64",
     "data.num_test=128",
     "data.batch_size=64",
     "data.eval_batch_size=64",

@@ -137,9 +137,22 @@ def test_a_crashed_jobs_log_holds_the_traceback(tmp_path):
 
 def test_tensorboard_writes_events_and_hyperparameters_in_the_run_folder(run_train):
     pytest.importorskip("tensorboard")
-    m = run_train("task=toy", "logger=tensorboard", "data.steps=5")
+    m = run_train("task=toy", "logger=tensorboard", "trainer.max_steps=5")
     folder = Path(m["run_dir"]) / "tensorboard"
     assert list(folder.glob("events.out.tfevents.*")) and (folder / "hparams.yaml").exists()
+
+
+def test_the_step_budget_and_the_table_label_are_one_key_in_every_task(run_train):
+    m = run_train("task=toy", "logger=none", "trainer.max_steps=7", "method=my_method")
+    assert m["steps"] == 7 and m["method"] == "my_method"
+    assert "method" not in m["settings"]  # a label: runs differing only in it are the same run
+    assert run_train("task=toy", "logger=none", "trainer.max_steps=3")["method"] == "epo"
+    from moo_lightning.cli.errors import user_error
+
+    with pytest.raises(ValueError) as info:
+        run_train("task=toy", "logger=none", "trainer.max_steps=-1")
+    assert "trainer.max_steps is the step budget of a problem without data" in str(info.value)
+    assert user_error(info.value) is not None  # one line, not a traceback
 
 
 def test_early_stopping_stops_and_best_checkpoint_keeps_the_full_state(run_train, tmp_path):
@@ -170,6 +183,7 @@ def _tiny_sst2(tmp_path) -> list[str]:
 def test_debug_limit_runs_a_few_batches_of_everything(run_train, tmp_path):
     m = run_train(*_tiny_sst2(tmp_path), "debug=limit", "logger=csv", "data.eval_batch_size=4")
     assert m["status"] == "ok" and m["steps"] == 6
+    assert m["method"] == m["combiner"]  # a split loss: by the combiner that steered it
     assert [h[0] for h in m["val_history"]] == [2, 4, 6]
     assert m["test/examples"] == 8  # two test batches of 4 (the split holds 20)
     assert "model" not in m and not (Path(m["run_dir"]) / "model.ckpt").exists()
@@ -184,6 +198,7 @@ def test_debug_overfit_drives_one_batch_losses_down(run_train, tmp_path):
     assert m["status"] == "ok" and m["steps"] == 40
     (loss,) = m["final_train_losses"]  # cross-entropy on the one batch it saw 40 times
     assert loss < 0.1, loss
+    assert m["method"] == "ce"  # a single-loss baseline is named by its objective
 
 
 def test_debug_profiler_writes_its_table_in_the_run_folder(run_train, tmp_path):
@@ -790,7 +805,7 @@ def test_png_criteria_reach_the_minimiser_over_the_front(run_train, criterion, f
 
 @pytest.mark.toy
 def test_csv_logger_records_combiner_diagnostics(run_train):
-    m = run_train("task=toy", "combiner=epo", "data.steps=20")
+    m = run_train("task=toy", "combiner=epo", "trainer.max_steps=20")
     import csv
     import glob
 
@@ -881,7 +896,7 @@ def test_every_combiner_trains_the_toy_problem_through_train_py(tmp_path):
 
     names = combiner_names()
     cmd = [sys.executable, "train.py", "-m", "task=toy", "logger=none", "save_model=false",
-           "data.steps=30", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
+           "trainer.max_steps=30", f"hydra.sweep.dir={tmp_path}"]  # fmt: skip
     cmd.append("combiner=" + ",".join(names))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -912,7 +927,7 @@ def test_every_wrapped_torchjd_method_trains_the_toy_problem_through_train_py(tm
     from tests.helpers import ROOT
 
     base = [sys.executable, "train.py", "-m", "task=toy", "logger=none", "save_model=false",
-            "data.steps=30", "combiner=torchjd"]  # fmt: skip
+            "trainer.max_steps=30", "combiner=torchjd"]  # fmt: skip
     runs = [(tmp_path / "plain", ["combiner.method=" + ",".join(TORCHJD_PLAIN)])]
     for method, kwargs in TORCHJD_KWARGS.items():
         runs.append((tmp_path / method, [f"combiner.method={method}", f"combiner.kwargs={kwargs}"]))
@@ -941,9 +956,9 @@ def _figure_script():
 @pytest.mark.toy
 def test_a_short_job_through_train_py_and_the_figure_script(run_train, tmp_path, capsys):
     runs = [
-        run_train("task=toy2d", "combiner=mgda", "data.steps=15", "logger=none"),
+        run_train("task=toy2d", "combiner=mgda", "trainer.max_steps=15", "logger=none"),
         run_train(
-            "task=toy2d", "combiner=famo", "data.steps=15", "module.offset=21", "logger=none"
+            "task=toy2d", "combiner=famo", "trainer.max_steps=15", "module.offset=21", "logger=none"
         ),
     ]
     for m in runs:
@@ -978,7 +993,7 @@ MM_METHODS = sorted(
 
 MM_SMALL = (
     "data.num_train=256",
-    "data.num_val=64",
+    "data.val_size=64",
     "data.num_test=128",
     "data.batch_size=64",
     "data.eval_batch_size=64",
@@ -1045,7 +1060,7 @@ COMMON = [
     "task=multi_mnist",
     "module.members=1",
     "data.num_train=64",
-    "data.num_val=32",
+    "data.val_size=32",
     "data.num_test=32",
     "data.batch_size=32",
     "data.eval_batch_size=64",
@@ -1238,7 +1253,7 @@ def test_toy_runs_differ_by_preference_and_carry_lists_and_figures(run_train, of
     pytest.importorskip("wandb")
     runs = [
         read_wandb_run(
-            _dir(run_train("task=toy", "logger=wandb", "data.steps=15", f"preference={r}"))
+            _dir(run_train("task=toy", "logger=wandb", "trainer.max_steps=15", f"preference={r}"))
         )
         for r in (0.2, 0.6)
     ]
@@ -1315,7 +1330,7 @@ def test_online_without_a_key_fails_in_one_line_before_training(
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     with pytest.raises(train.BadSetting) as err:
-        run_train("task=toy", "logger=wandb", "data.steps=5")
+        run_train("task=toy", "logger=wandb", "trainer.max_steps=5")
     message = str(err.value)
     assert "\n" not in message and "wandb login" in message and "WANDB_MODE=offline" in message
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.wandb"))
@@ -1357,7 +1372,7 @@ def test_an_ensemble_with_member_preferences_has_no_single_r_label(run_train, of
     digits = write_digits(tmp_path / "mnist")
     m = run_train(
         "experiment=mm_epo", f"data.path={digits}", "logger=wandb", "data.num_train=128",
-        "data.num_val=32", "data.num_test=64", "data.batch_size=64", "trainer.max_epochs=1",
+        "data.val_size=32", "data.num_test=64", "data.batch_size=64", "trainer.max_epochs=1",
     )  # fmt: skip
     run, _, config, _ = read_wandb_run(_dir(m))
     assert m["preference"] is None and len(m["preferences"]) == 5

@@ -128,13 +128,24 @@ class JigsawSet(Dataset):
         return {"images": x, "labels": self.data.labels[t], "jigsaw": jig}
 
 
-def _check_fraction(key, value, low_open=True, high_open=False) -> float:
+def _check_fraction(key, value) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
-    if not ok:
+    if not (ok and 0 < value <= 1):
         raise ValueError(f"data.{key} must be a fraction in (0, 1]. Found {value!r}")
     return float(value)
+
+
+def _check_val_size(value) -> float | int:
+    """A fraction of each source domain (a float in (0, 1)) or a number of its images (an
+    integer >= 1), as scikit-learn's ``test_size``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and 0 < value < 1:
+        return value
+    raise ValueError(
+        "data.val_size must be a fraction of each source domain in (0, 1) or a number of its "
+        f"images (an integer >= 1). Found {value!r}"
+    )
 
 
 def _check_int(key, value, low=1) -> int:
@@ -144,12 +155,13 @@ def _check_int(key, value, low=1) -> int:
 
 
 class JigsawData(L.LightningDataModule):
-    """The protocol shared by every source: leave ``target`` out, validate on ``val_fraction``
-    of the source domains (model selection, never the target), test on the whole target domain.
-    Training images carry JiGen puzzles from ``num_permutations`` permutations (seeded by
-    ``permutation_seed``, saved with the run as permutations.json) with ``ordered_fraction`` of
-    them whole. Subclasses load ``self.domain_names`` and one :class:`DomainImages` per domain
-    with its train / val split (``_load``)."""
+    """The protocol shared by every source: leave ``target`` out, validate on ``val_size`` of
+    each source domain (a fraction in (0, 1), or a number of images; model selection, never the
+    target), test on the whole target domain. Training images carry JiGen puzzles from
+    ``num_permutations`` permutations with ``ordered_fraction`` of them whole. ``split_seed``
+    fixes what stays the same in every trial: the validation split and the permutation set
+    (saved with the run as permutations.json). Subclasses load ``self.domain_names`` and one
+    :class:`DomainImages` per domain with its train / val split (``_load``)."""
 
     source_note = ""
     mean: tuple = (0.5,)
@@ -160,10 +172,9 @@ class JigsawData(L.LightningDataModule):
         target,
         num_permutations: int = 30,
         ordered_fraction: float = 0.9,
-        val_fraction: float = 0.1,
+        val_size: float | int = 0.1,
         batch_size: int = 128,
         eval_batch_size: int = 256,
-        permutation_seed: int = 0,
         split_seed: int = 0,
         cache: bool = True,
     ):
@@ -171,13 +182,12 @@ class JigsawData(L.LightningDataModule):
         self.target = target
         self.num_permutations = _check_int("num_permutations", num_permutations)
         self.ordered_fraction = _check_fraction("ordered_fraction", ordered_fraction)
-        self.val_fraction = _check_fraction("val_fraction", val_fraction, high_open=True)
+        self.val_size = _check_val_size(val_size)
         self.batch_size = _check_int("batch_size", batch_size)
         self.eval_batch_size = _check_int("eval_batch_size", eval_batch_size)
-        self.permutation_seed = _check_int("permutation_seed", permutation_seed, 0)
         self.split_seed = _check_int("split_seed", split_seed, 0)
         self.cache = bool(cache)
-        self.permutations = hamming_permutations(self.num_permutations, GRID, permutation_seed)
+        self.permutations = hamming_permutations(self.num_permutations, GRID, self.split_seed)
         self.table = permutation_table(self.permutations)
         self.splits: dict[str, DomainImages] | None = None
         self.domain_names: list[str] = []
@@ -189,7 +199,7 @@ class JigsawData(L.LightningDataModule):
 
     def _load(self) -> tuple[list[str], list[str], list[tuple[DomainImages, np.ndarray | None]]]:
         """(domain names, class names, per domain: its images and, when the source fixes one,
-        the indices of its validation images (None: a seeded split by ``val_fraction``))."""
+        the indices of its validation images (None: a seeded split of ``val_size``))."""
         raise NotImplementedError
 
     def _cache_key(self) -> tuple:
@@ -207,7 +217,7 @@ class JigsawData(L.LightningDataModule):
             "num_permutations": self.num_permutations,
             "in_channels": int(self.splits["train"].images.shape[1]),
             "permutations": self.permutations.tolist(),
-            "permutation_seed": self.permutation_seed,
+            "permutation_seed": self.split_seed,
             "source_note": self.source_note,
             "target": self.target_name(),
             "domains": list(self.domain_names),
@@ -241,7 +251,12 @@ class JigsawData(L.LightningDataModule):
                 continue
             if fixed_val is None:
                 perm = rng.permutation(len(images))
-                n_val = max(1, round(self.val_fraction * len(images)))
+                n_val = self._num_val(len(images))
+                if n_val >= len(images):
+                    raise ValueError(
+                        f"data.val_size={self.val_size!r} leaves no training image in domain "
+                        f"{name} ({len(images)} images): give a fraction in (0, 1) or fewer images"
+                    )
                 fixed_val = np.sort(perm[:n_val])
             is_val = np.zeros(len(images), bool)
             is_val[fixed_val] = True
@@ -255,6 +270,17 @@ class JigsawData(L.LightningDataModule):
         for split, part in self.splits.items():
             if len(part) == 0:
                 raise ValueError(f"the {split} split is empty (target {target})")
+
+    def _num_val(self, n: int) -> int:
+        """Validation images of a source domain of ``n`` images (at least one)."""
+        if isinstance(self.val_size, float):
+            return max(1, round(self.val_size * n))
+        return self.val_size
+
+    def describe_val_size(self) -> str:
+        if isinstance(self.val_size, float):
+            return f"{self.val_size:.0%}"
+        return f"{self.val_size} images"
 
     def _ranks(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -364,7 +390,7 @@ class RotatedMNIST(JigsawData):
         files = [find_idx(self.path, self.split, kind, MNIST_HINT) for kind in ("images", "labels")]
         stamp = tuple((str(f.resolve()), f.stat().st_mtime_ns) for f in files)
         return ("rmnist", stamp, tuple(self.angles), self.per_domain, self.image_size,
-                self.split_seed, self.val_fraction)  # fmt: skip
+                self.split_seed, self.val_size)  # fmt: skip
 
     def _load(self):
         if not Path(self.path).is_dir():
@@ -433,7 +459,7 @@ class PACS(JigsawData):
     those. Validation images: the official ``<domain>_crossval_kfold.txt`` list of each
     source domain when ``<domain>_train_kfold.txt`` and it are found (in path, path/splits,
     path/pacs_label or path/kfold; their paths are relative to ``path``), otherwise a seeded
-    ``val_fraction`` of it. The target domain is tested whole (every image in its folder),
+    ``val_size`` of it. The target domain is tested whole (every image in its folder),
     as JiGen does. Images are read once, resized to ``image_size`` (222 in JiGen), and kept
     as uint8 (PACS at 222: about 1.5 GB). ImageNet normalisation; no augmentation."""
 
@@ -460,7 +486,7 @@ class PACS(JigsawData):
         how = (
             "the official crossval lists"
             if self.official_splits
-            else f"a seeded {self.val_fraction:.0%} of each source domain"
+            else f"a seeded {self.describe_val_size()} of each source domain"
         )
         return f"{PACS_NOTE}; validation: {how}"
 
@@ -482,7 +508,7 @@ class PACS(JigsawData):
     def _cache_key(self) -> tuple:
         root = Path(self.path).resolve()
         return ("pacs", str(root), root.stat().st_mtime_ns if root.exists() else 0,
-                self.image_size, self.split_seed, self.val_fraction)  # fmt: skip
+                self.image_size, self.split_seed, self.val_size)  # fmt: skip
 
     def _load(self):
         root = Path(self.path)

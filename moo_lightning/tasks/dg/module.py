@@ -103,7 +103,6 @@ class JigsawModule(MultiObjectiveModule):
         source_note: str | None = None,
         target: str | None = None,
         domains: list | None = None,
-        method: str | None = None,
         **kwargs,
     ):
         if tasks not in ("both", "object"):
@@ -148,7 +147,6 @@ class JigsawModule(MultiObjectiveModule):
         self.source_note = None if source_note is None else str(source_note)
         self.target = None if target is None else str(target)
         self.domains = None if domains is None else [str(d) for d in domains]
-        self.method = method or combiner.name
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_best = MaxMetric()
@@ -309,7 +307,6 @@ class JigsawModule(MultiObjectiveModule):
 
     def export(self, run_dir) -> dict:
         out = {
-            "method": self.method,
             "source_note": self.source_note,
             "target": self.target,
             "domains": self.domains,

@@ -61,6 +61,14 @@ class TextClassificationModule(MultiObjectiveModule):
         self.val_history: list[tuple[int, float]] = []
         self.final_train_losses: list[float] | None = None
 
+    @property
+    def method_name(self) -> str:
+        """A single-loss baseline is called by its objective (ce, ce_scl), a split loss by the
+        combiner that steered it."""
+        if self.objective.num_objectives == 1:
+            return self.objective.name
+        return super().method_name
+
     def objectives(self, batch) -> torch.Tensor:
         logits, features = self.classifier(batch["input_ids"], batch["attention_mask"])
         self._representation = features  # for gradient_scope='representation'

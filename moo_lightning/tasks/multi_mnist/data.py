@@ -97,22 +97,22 @@ def build_splits(
     images: np.ndarray,
     labels: np.ndarray,
     num_train: int,
-    num_val: int,
+    val_size: int,
     num_test: int,
     test_fraction: float = 0.2,
-    seed: int = COMPOSITION_SEED,
+    split_seed: int = COMPOSITION_SEED,
     test_images: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
 ) -> dict[str, Composites]:
     """Train / val / test composites. Without ``test_images`` the digits are first split (with
-    ``seed``) into disjoint train and test sources; with them (the official MNIST splits) the
+    ``split_seed``) into disjoint train and test sources; with them (the official MNIST splits) the
     given arrays are the two sources. Composites pair digits of one source only, so no digit is
     in both a training and a test image; val is carved from the training composites (its digits
     are training digits, its pairs fresh draws)."""
     # independent streams: the split, the training and the test composites; so num_test does
     # not change the training images, nor num_train the test images
     split_rng, train_rng, test_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+        np.random.default_rng(s) for s in np.random.SeedSequence(split_seed).spawn(3)
     )
     if test_images is None:
         train_src, test_src = split_sources(len(images), test_fraction, split_rng)
@@ -123,7 +123,7 @@ def build_splits(
         where = "the given files"
     out = {}
     for name, src, pool, pool_labels, n, rng in (
-        ("train", train_src, images, labels, num_train + num_val, train_rng),
+        ("train", train_src, images, labels, num_train + val_size, train_rng),
         ("test", test_src, test_images, test_labels, num_test, test_rng),
     ):
         if len(src) < 2:
@@ -137,7 +137,7 @@ def build_splits(
     train = out["train"]
     out["train"], out["val"] = (
         Composites(train.images[a:b], train.labels[a:b], train.digits[a:b])
-        for a, b in ((0, num_train), (num_train, num_train + num_val))
+        for a, b in ((0, num_train), (num_train, num_train + val_size))
     )
     return {k: out[k] for k in ("train", "val", "test")}
 
@@ -149,12 +149,13 @@ class MultiMNIST(L.LightningDataModule):
     """Multi-MNIST composites from MNIST IDX files (Sener & Koltun 2018; Lin et al. 2019).
 
     path: folder with the IDX files (required; nothing is downloaded). train_split='t10k': the
-    10,000 test digits are split with ``seed`` into disjoint train / test sources
+    10,000 test digits are split with ``split_seed`` into disjoint train / test sources
     (``test_fraction`` to test) and ``source_note`` records that results are "built from the
     MNIST test split"; train_split='train': the training file is the train source and the test
-    file the test source (``test_fraction`` unused). num_train / num_val / num_test composites
-    (val carved from training composites); seed fixes the composition, so it is the same for
-    every run seed. Batches: images (B, 1, 36, 36) float32 in [0, 1], labels (B, 2) int64.
+    file the test source (``test_fraction`` unused). num_train / val_size / num_test composites
+    (val carved from training composites); split_seed fixes the composition, so it is the same
+    for every run seed (the run seed varies the initialisation and the batch order). Batches:
+    images (B, 1, 36, 36) float32 in [0, 1], labels (B, 2) int64.
 
     Default sizes (for the offline stand-in, 8,000 train-source and 2,000 test-source digits):
     20,000 training composites use each source digit 5 times (2.5 as A, 2.5 as B) in pairs that
@@ -169,12 +170,12 @@ class MultiMNIST(L.LightningDataModule):
         self,
         path: str | None = None,
         num_train: int = 20_000,
-        num_val: int = 2_000,
+        val_size: int = 2_000,
         num_test: int = 10_000,
         test_fraction: float = 0.2,
         batch_size: int = 256,
         eval_batch_size: int = 1_000,
-        seed: int = COMPOSITION_SEED,
+        split_seed: int = COMPOSITION_SEED,
         train_split: str = "t10k",
         cache: bool = True,
     ):
@@ -183,11 +184,11 @@ class MultiMNIST(L.LightningDataModule):
             raise ValueError(PATH_HINT)
         for key, value, low in (
             ("num_train", num_train, 1),
-            ("num_val", num_val, 1),
+            ("val_size", val_size, 1),
             ("num_test", num_test, 1),
             ("batch_size", batch_size, 1),
             ("eval_batch_size", eval_batch_size, 1),
-            ("seed", seed, 0),  # numpy seeds are non-negative
+            ("split_seed", split_seed, 0),  # numpy seeds are non-negative
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"data.{key} must be an integer >= {low}. Found {value!r}")
@@ -202,10 +203,10 @@ class MultiMNIST(L.LightningDataModule):
         if not isinstance(cache, bool):
             raise ValueError(f"data.cache must be true or false. Found {cache!r}")
         self.path = str(path)
-        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.num_train, self.val_size, self.num_test = num_train, val_size, num_test
         self.test_fraction = float(test_fraction)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.seed, self.train_split, self.cache = seed, train_split, cache
+        self.split_seed, self.train_split, self.cache = split_seed, train_split, cache
         self.source_note = TEST_SPLIT_NOTE if train_split == "t10k" else TRAIN_SPLIT_NOTE
         self.splits: dict[str, Composites] | None = None
         self.cache_hit = False
@@ -231,9 +232,9 @@ class MultiMNIST(L.LightningDataModule):
             stamp,
             self.train_split,
             self.test_fraction,
-            self.seed,
+            self.split_seed,
             self.num_train,
-            self.num_val,
+            self.val_size,
             self.num_test,
         )
         if self.cache and key in _COMPOSED:
@@ -252,10 +253,10 @@ class MultiMNIST(L.LightningDataModule):
             images,
             labels,
             self.num_train,
-            self.num_val,
+            self.val_size,
             self.num_test,
             self.test_fraction,
-            self.seed,
+            self.split_seed,
             **extra,
         )
         if self.cache:

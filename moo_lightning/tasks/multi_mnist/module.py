@@ -76,7 +76,6 @@ class MultiMNISTSet(EnsembleModule):
         ls_warmup: float = 0.0,
         seed: int = 0,
         source_note: str | None = None,
-        method: str | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -100,7 +99,6 @@ class MultiMNISTSet(EnsembleModule):
         self.ls_warmup = float(ls_warmup)
         self.ls_warmup_steps = 0  # from the budget, at fit start
         self.source_note = source_note
-        self.method = method or combiner.name
         self.val_stats = MemberStats(self.members)
         self.test_stats = MemberStats(self.members)
         self.val_history: list[tuple[int, float]] = []
@@ -154,7 +152,6 @@ class MultiMNISTSet(EnsembleModule):
 
     def export(self, run_dir) -> dict:
         out = {
-            "method": self.method,
             "members": self.members,
             "criterion": self.criterion,
             "ls_warmup_steps": self.ls_warmup_steps,

@@ -73,7 +73,7 @@ def test_rotated_mnist_refuses_an_unknown_target(digits):
 
 def test_pacs_folder_without_lists_splits_each_source_domain(tmp_path):
     root = write_pacs(tmp_path / "pacs", per_class=10, size=9)
-    data = PACS(path=str(root), target="sketch", image_size=9, val_fraction=0.1)
+    data = PACS(path=str(root), target="sketch", image_size=9, val_size=0.1)
     data.setup()
     assert data.domain_names == ["art_painting", "cartoon", "photo", "sketch"]
     assert data.class_names[0] == "dog" and len(data.class_names) == 7
@@ -87,6 +87,25 @@ def test_pacs_folder_without_lists_splits_each_source_domain(tmp_path):
     # labels follow the class folders
     for path, label in zip(s["train"].source, s["train"].labels.tolist()):
         assert data.class_names[label] == path.split("/")[1]
+
+
+def test_the_validation_size_is_a_fraction_or_a_number_of_images_per_source_domain(digits):
+    data = RotatedMNIST(path=str(digits), target=30, val_size=7)
+    data.setup()
+    assert len(data.splits["val"]) == 5 * 7  # 7 images of each of the 5 source angles
+    same = RotatedMNIST(path=str(digits), target=30, val_size=7, cache=False)
+    same.setup()  # split_seed fixes the split: the same images, the same permutation set
+    assert data.splits["val"].source.tolist() == same.splits["val"].source.tolist()
+    assert (data.permutations == same.permutations).all()
+    other = RotatedMNIST(path=str(digits), target=30, val_size=7, split_seed=1, cache=False)
+    other.setup()
+    assert data.splits["val"].source.tolist() != other.splits["val"].source.tolist()
+    assert not (data.permutations == other.permutations).all()
+    with pytest.raises(ValueError, match="leaves no training image in domain 0"):
+        RotatedMNIST(path=str(digits), target=30, val_size=100, cache=False).setup()
+    for bad in (0, 1.0, -0.1, float("nan"), True, "10%"):
+        with pytest.raises(ValueError, match="data.val_size must be a fraction of each source"):
+            RotatedMNIST(path=str(digits), target=30, val_size=bad)
 
 
 def test_pacs_official_lists_fix_the_validation_images(tmp_path):

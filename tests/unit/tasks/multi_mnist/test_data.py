@@ -58,9 +58,9 @@ def test_pairs_are_distinct_digits_and_seeded():
 def test_splits_are_deterministic_seeded_and_sources_disjoint():
     images, labels = random_digits(200)
     # enough composites that every digit of each source is drawn (checked below)
-    a = build_splits(images, labels, 1000, 50, 400, test_fraction=0.25, seed=1)
-    b = build_splits(images, labels, 1000, 50, 400, test_fraction=0.25, seed=1)
-    c = build_splits(images, labels, 1000, 50, 400, test_fraction=0.25, seed=2)
+    a = build_splits(images, labels, 1000, 50, 400, test_fraction=0.25, split_seed=1)
+    b = build_splits(images, labels, 1000, 50, 400, test_fraction=0.25, split_seed=1)
+    c = build_splits(images, labels, 1000, 50, 400, test_fraction=0.25, split_seed=2)
     assert {k: len(v) for k, v in a.items()} == {"train": 1000, "val": 50, "test": 400}
     for k in a:
         assert torch.equal(a[k].images, b[k].images) and torch.equal(a[k].labels, b[k].labels)
@@ -73,7 +73,7 @@ def test_splits_are_deterministic_seeded_and_sources_disjoint():
     assert not (train | val) & test
     assert len(test) == 50 and len(train) == 150  # 25% of the 200 digits / the rest
     # the test composites do not depend on num_train (separate random streams)
-    d = build_splits(images, labels, 100, 50, 400, test_fraction=0.25, seed=1)
+    d = build_splits(images, labels, 100, 50, 400, test_fraction=0.25, split_seed=1)
     assert torch.equal(a["test"].images, d["test"].images)
     with pytest.raises(ValueError, match="leaves 1 digit.* test source"):
         build_splits(images[:10], labels[:10], 5, 5, 5, test_fraction=0.1)
@@ -84,7 +84,7 @@ def test_splits_are_deterministic_seeded_and_sources_disjoint():
 
 def test_data_module_batches_and_loaders(tmp_path):
     write_mnist_split(tmp_path, n=120, gz=True)
-    kw = dict(num_train=100, num_val=30, num_test=45, batch_size=32, eval_batch_size=20)
+    kw = dict(num_train=100, val_size=30, num_test=45, batch_size=32, eval_batch_size=20)
     dm = MultiMNIST(str(tmp_path), **kw)
     dm.setup()
     assert dm.source_note == TEST_SPLIT_NOTE and not dm.cache_hit
@@ -141,7 +141,7 @@ def test_real_mnist_test_split():
     assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
     counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # the folder's README
     assert np.bincount(labels, minlength=10).tolist() == counts
-    dm = MultiMNIST(str(REAL_MNIST), num_train=3000, num_val=300, num_test=2000, cache=False)
+    dm = MultiMNIST(str(REAL_MNIST), num_train=3000, val_size=300, num_test=2000, cache=False)
     dm.setup()
     assert dm.source_note == "built from the MNIST test split"
     train, test = dm.splits["train"], dm.splits["test"]
