@@ -39,7 +39,15 @@ def _float64(values) -> np.ndarray:
         return values.detach().to("cpu", torch.float64).numpy()
     if isinstance(values, np.ndarray) and values.dtype == np.float64:
         return values
-    return torch.as_tensor(values).detach().to("cpu", torch.float64).numpy()
+    try:  # a list or an array of numbers: straight to float64 (through torch it would be float32)
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError):  # e.g. a list of tensors that require grad
+        return (
+            torch.stack([torch.as_tensor(v) for v in values])
+            .detach()
+            .to("cpu", torch.float64)
+            .numpy()
+        )
 
 
 def _all_finite(arr: np.ndarray) -> bool:

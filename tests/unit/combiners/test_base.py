@@ -195,3 +195,13 @@ def test_gram_checks_keep_the_input_values():
     for dtype in (torch.float32, torch.float64):
         res = MGDA()(torch.ones(3, dtype=dtype), torch.tensor(K), [1 / 3] * 3)
         assert res.weights.dtype == dtype
+
+
+def test_a_gram_given_as_a_python_list_keeps_its_float64_values():
+    # a list of Python floats is read as float64, not through a float32 tensor (0.1 would
+    # become 0.10000000149...): the same weights as for the float64 array
+    losses, K = torch.tensor([0.1, 0.7], dtype=torch.float64), [[0.3, -0.1], [-0.1, 0.2]]
+    for comb in (MGDA(), EPO()):
+        from_list = comb(losses, K, [0.3, 0.7], step=0)
+        from_array = comb(losses, np.array(K), np.array([0.3, 0.7]), step=0)
+        assert torch.equal(from_list.weights, from_array.weights)
