@@ -124,7 +124,7 @@ def wandb_logger(
     labels: Mapping,
     requires: Mapping | None = None,
     unless: Mapping | None = None,
-    group_without: Sequence[str] = ("combiner", "seed"),
+    group_without: Sequence[str] = ("combiner", "method", "seed"),
     name: str | None = None,
     group: str | None = None,
     offline: bool = False,
@@ -133,8 +133,9 @@ def wandb_logger(
     """A Lightning WandbLogger whose run is told apart by ``labels``:
 
     - name: every label ("sst2 N20 tiny moo epo r0.1,0.9 tau0.3 lam0.3 lr1e-05 seed0");
-    - group: every label but those in ``group_without`` (by default the combiner and the seed),
-      so a group holds the runs a dashboard compares: combiners over seeds at one setting;
+    - group: every label but those in ``group_without`` (by default the combiner, the method
+      label and the seed), so a group holds the runs a dashboard compares: combiners (or
+      methods) over seeds at one setting;
     - tags: every label as key=value;
     - config: the labels under ``labels`` (dashboards group by ``labels.combiner``).
 
