@@ -125,6 +125,7 @@ def wandb_logger(
     requires: Mapping | None = None,
     unless: Mapping | None = None,
     group_without: Sequence[str] = ("combiner", "method", "seed"),
+    method_decides: Sequence[str] = ("r", "criterion"),
     name: str | None = None,
     group: str | None = None,
     offline: bool = False,
@@ -134,8 +135,10 @@ def wandb_logger(
 
     - name: every label ("sst2 N20 tiny moo epo r0.1,0.9 tau0.3 lam0.3 lr1e-05 seed0");
     - group: every label but those in ``group_without`` (by default the combiner, the method
-      label and the seed), so a group holds the runs a dashboard compares: combiners (or
-      methods) over seeds at one setting;
+      label and the seed), so a group holds the runs a dashboard compares: combiners over
+      seeds at one setting; a run with a ``method`` label also leaves out the labels its
+      method decides (``method_decides``: the preference and the criterion), so the methods
+      of one table (deepall, jigen, jigen_adv, jigen_png) share a group per target;
     - tags: every label as key=value;
     - config: the labels under ``labels`` (dashboards group by ``labels.combiner``).
 
@@ -144,7 +147,8 @@ def wandb_logger(
     without an API key."""
     require_wandb_credentials(offline, kwargs.get("mode"))
     kept = run_labels(labels, requires, unless)
-    grouped = {k: v for k, v in kept.items() if k not in set(group_without)}
+    left_out = set(group_without) | (set(method_decides) if "method" in kept else set())
+    grouped = {k: v for k, v in kept.items() if k not in left_out}
     config = {**(kwargs.pop("config", None) or {}), "labels": kept}
     return OneLineWandbLogger(
         name=name or describe(kept),

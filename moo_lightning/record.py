@@ -116,6 +116,17 @@ _DATA_RENAMES = {
     "PACS": {"val_fraction": "val_size"},
 }
 _NO_DATA = ("ToySteps", "Toy2DSteps")  # their data.steps is trainer.max_steps since 0.4
+_APART = " (with permutation_seed {}, before 0.4)"
+
+
+def old_split_seed(value):
+    """The split seed of a domain-generalisation run recorded before 0.4 with a permutation
+    seed of its own (upgrade_settings marks it with a text); any other value unchanged."""
+    if isinstance(value, str) and value.endswith(", before 0.4)") and " (with " in value:
+        head = value.partition(" (with ")[0]
+        if head.isdigit():
+            return int(head)
+    return value
 
 
 def _upgrade_data_keys(out: dict) -> None:
@@ -129,16 +140,18 @@ def _upgrade_data_keys(out: dict) -> None:
             data[new] = data.pop(old)
     if kind in ("RotatedMNIST", "PACS") and "permutation_seed" in data:
         # the permutation set now comes from split_seed: a run whose two seeds differed cannot
-        # be made today, so its split_seed becomes a value that differs from every new run's
+        # be made today, so its split_seed becomes a text that differs from every new run's
+        # and says why (old_split_seed reads the number back)
         permutation_seed = data.pop("permutation_seed")
-        if permutation_seed != data.get("split_seed", 0):
-            data["split_seed"] = [data.get("split_seed", 0), permutation_seed]
+        split_seed = data.get("split_seed", 0)
+        if permutation_seed != split_seed:
+            data["split_seed"] = f"{split_seed}{_APART.format(permutation_seed)}"
     if kind in _NO_DATA and "steps" in data:
         steps = data.pop("steps")
         trainer = dict(out.get("trainer") or {})
-        limit = trainer.get("max_steps")
-        ran = steps if not isinstance(limit, int) or limit < 0 else min(steps, limit)
-        trainer["max_steps"] = ran
+        epochs, limit = trainer.get("max_epochs"), trainer.get("max_steps")
+        ran = steps * epochs if isinstance(epochs, int) and epochs >= 1 else steps
+        trainer["max_steps"] = ran if not isinstance(limit, int) or limit < 0 else min(ran, limit)
         out["trainer"] = trainer
     out["data"] = data
 
@@ -188,7 +201,7 @@ class RunRecord:
     choices: dict = field(default_factory=dict)  # the config-group options of the run
     num_train: int | None = None  # data.num_train as configured (its meaning is the task's)
     combiner: str | None = None  # the combiner that ran
-    method: str | None = None  # the run's label in tables (the `method` setting, else what ran)
+    method: str | None = None  # the run's label in tables (the `method` label, else what ran)
     seed: int | None = None
     # the one preference every model followed (module.recorded_preference); None: none
     preference: list[float] | None = None

@@ -39,7 +39,7 @@ BASELINE = "jigen"
 def _parse(m: RunRecord) -> dict:
     """A domain-generalisation job's fields (method, target, finite test accuracy); ValueError
     otherwise."""
-    if "method" not in m or "target" not in m:
+    if m.get("method") is None or "target" not in m:
         raise ValueError(f"{sweeps.OTHER_TASK}domain-generalisation job (no method or target)")
     if not is_number(m.get("test/acc")):
         raise ValueError(f"test/acc {m.get('test/acc')!r} is not a finite number")

@@ -88,6 +88,42 @@ def _key(arg: str) -> str:
     return arg.lstrip("+~").partition("=")[0]
 
 
+def _composed_without_text(argv: list[str]):
+    """The config the command's task / experiment / ... choices compose, when they choose one
+    task that is not a GLUE task (None otherwise: text, a sweep over tasks, a wrong choice)."""
+    choosers = [a for a in argv[1:] if _key(a) in _CHOOSERS]
+    if any("," in a or "(" in a for a in choosers):  # a sweep over tasks: Hydra reports it per job
+        return None
+    if all(a.lstrip("+~") in _TEXT_TASKS for a in choosers):  # the default or a GLUE task: text
+        return None
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+            return compose("train", overrides=choosers)
+    except Exception:  # noqa: BLE001 - a wrong choice is reported by Hydra, in its words
+        return None
+
+
+def rename_composition_seed(argv: list[str]) -> list[str]:
+    """Multi-MNIST's composition seed was ``data.seed`` before 0.4 (GLUE's ``data.seed`` is the
+    run's seed and stays): typed for a Multi-MNIST run, it runs as ``data.split_seed``."""
+    if not any(_key(a) == "data.seed" for a in argv[1:]):
+        return argv
+    cfg = _composed_without_text(argv)
+    if cfg is None or not str(cfg.data.get("_target_", "")).endswith(".MultiMNIST"):
+        return argv
+    out = []
+    for arg in argv:
+        if _key(arg) == "data.seed":
+            new = arg.lstrip("+~").replace("data.seed", "data.split_seed", 1)
+            print(f"note: Multi-MNIST's data.seed is called data.split_seed since 0.4; ran {new}",
+                  file=sys.stderr)  # fmt: skip
+            arg = new
+        out.append(arg)
+    return out
+
+
 def refuse_text_settings_without_text_module(argv: list[str]) -> None:
     """Stop in one line when the command sets the text module's encoder or objective
     (``encoder=tiny``, ``objective.lam=0.5``) for a task whose module has none (toy,
@@ -95,19 +131,8 @@ def refuse_text_settings_without_text_module(argv: list[str]) -> None:
     typed = [a for a in argv[1:] if short_name(_key(a)) != _key(a)]  # module/encoder=, ...
     if not typed:
         return
-    choosers = [a for a in argv[1:] if _key(a) in _CHOOSERS]
-    if any("," in a or "(" in a for a in choosers):  # a sweep over tasks: Hydra reports it per job
-        return
-    if all(a.lstrip("+~") in _TEXT_TASKS for a in choosers):  # the default or a GLUE task: text
-        return
-    from hydra import compose, initialize_config_module
-
-    try:
-        with initialize_config_module("moo_lightning.conf", version_base="1.3"):
-            cfg = compose("train", overrides=choosers)
-    except Exception:  # noqa: BLE001 - a wrong choice is reported by Hydra, in its words
-        return
-    if cfg.module.get("encoder") is None:
+    cfg = _composed_without_text(argv)
+    if cfg is not None and cfg.module.get("encoder") is None:
         shown = ", ".join(short_name(_key(a)) + a.lstrip("+~")[len(_key(a)) :] for a in typed)
         raise SystemExit(
             f"error: {shown}: the module of this run ({cfg.get('task_name')}, "

@@ -34,7 +34,13 @@ from moo_lightning.cli.argv import expand_short_form
 from moo_lightning.cli.build import MODEL_FILE
 from moo_lightning.cli.trust import UntrustedConfig, checked_config
 from moo_lightning.errors import EvaluationError
-from moo_lightning.record import RunRecord, scalar, upgrade_settings, write_json_atomic
+from moo_lightning.record import (
+    RunRecord,
+    old_split_seed,
+    scalar,
+    upgrade_settings,
+    write_json_atomic,
+)
 from moo_lightning.records import file_sha256, settings_differences
 
 # settings forced for a re-evaluation: one process, nothing written but evaluation.json
@@ -96,6 +102,11 @@ def run_config(run_dir: Path, changes: list[str], recorded: dict | None = None):
     # a run saved in an earlier layout (the encoder and objective at the top) is read in today's
     if OmegaConf.is_dict(cfg):
         cfg = OmegaConf.create(upgrade_settings(OmegaConf.to_container(cfg, resolve=False)))
+        split = OmegaConf.select(cfg, "data.split_seed", default=None)
+        if old_split_seed(split) != split:
+            # a DG run of before 0.4 with a permutation seed of its own: its test images come
+            # from its split seed alone (tested in order, the permutation set plays no part)
+            cfg.data.split_seed = old_split_seed(split)
     recorded = upgrade_settings(recorded) if recorded else recorded
     cfg = OmegaConf.merge(cfg, _EVALUATION, {"paths": {"run_dir": str(run_dir)}})
     cfg.logger, cfg.callbacks = {}, {}  # replaced, not merged into the run's own

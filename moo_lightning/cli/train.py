@@ -25,6 +25,7 @@ from moo_lightning.cli.argv import (  # noqa: E402
     normalise_argv,
     refuse_duplicate_sweeps,
     refuse_text_settings_without_text_module,
+    rename_composition_seed,
 )
 from moo_lightning.cli.build import build  # noqa: E402
 from moo_lightning.cli.checks import (  # noqa: E402
@@ -124,7 +125,7 @@ def cli() -> None:
     """``moo-train`` / ``python train.py``: Hydra's command line plus ``seed=A-B`` and ``-m``
     anywhere; the exit code says whether every job has a result."""
     register_resolvers()
-    sys.argv = normalise_argv(sys.argv)
+    sys.argv = rename_composition_seed(normalise_argv(sys.argv))
     refuse_duplicate_sweeps(sys.argv)
     refuse_text_settings_without_text_module(sys.argv)
     jobs = Jobs()

@@ -42,12 +42,12 @@ def _float64(values) -> np.ndarray:
     try:  # a list or an array of numbers: straight to float64 (through torch it would be float32)
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError, RuntimeError):  # e.g. a list of tensors that require grad
-        return (
-            torch.stack([torch.as_tensor(v) for v in values])
-            .detach()
-            .to("cpu", torch.float64)
-            .numpy()
-        )
+        pass
+    try:
+        rows = torch.stack([torch.as_tensor(v) for v in values])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"expected numbers in a regular shape: {err}") from None
+    return rows.detach().to("cpu", torch.float64).numpy()
 
 
 def _all_finite(arr: np.ndarray) -> bool:

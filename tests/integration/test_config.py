@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from moo_lightning.cli.argv import expand_short_form, normalise_argv
+from moo_lightning.cli.argv import expand_short_form, normalise_argv, rename_composition_seed
 from moo_lightning.cli.naming import job_folder, register_resolvers, settings
-from moo_lightning.record import short_name, upgrade_settings
+from moo_lightning.record import RunRecord, old_split_seed, short_name, upgrade_settings
 from moo_lightning.records import settings_differences
 from tests.helpers import CONF, ROOT, write_digits
 
@@ -296,9 +296,12 @@ def test_keys_renamed_for_one_concept_read_in_todays_layout():
     assert upgrade_settings({"data": dg})["data"] == {
         "_target_": "x.RotatedMNIST", "val_size": 0.1, "split_seed": 0
     }  # fmt: skip
-    # two different seeds cannot be set today: the old run matches no new one
+    # two different seeds cannot be set today: the old run matches no new one, says why, and
+    # is still evaluated on its own test images (they depend on the split seed alone)
     apart = upgrade_settings({"data": {**dg, "permutation_seed": 4}})["data"]
-    assert apart["split_seed"] == [0, 4] and "permutation_seed" not in apart
+    assert apart["split_seed"] == "0 (with permutation_seed 4, before 0.4)"
+    assert old_split_seed(apart["split_seed"]) == 0 and old_split_seed(3) == 3
+    assert "permutation_seed" not in apart
     toy = {"data": {"_target_": "x.ToySteps", "steps": 300}, "trainer": {"max_steps": -1}}
     assert upgrade_settings(toy) == {
         "data": {"_target_": "x.ToySteps"},
@@ -306,10 +309,19 @@ def test_keys_renamed_for_one_concept_read_in_todays_layout():
     }
     limited = {**toy, "trainer": {"max_steps": 6}}  # debug=limit stopped it at 6
     assert upgrade_settings(limited)["trainer"] == {"max_steps": 6}
+    epochs = {**toy, "trainer": {"max_steps": -1, "max_epochs": 3}}  # 3 passes of 300 steps
+    assert upgrade_settings(epochs)["trainer"] == {"max_steps": 900, "max_epochs": 3}
     labelled = {"module": {"_target_": "M", "method": "ls"}}  # a label, not a setting
     assert upgrade_settings(labelled) == {"module": {"_target_": "M"}}
     for old in (mm, dg, toy, labelled):
         assert upgrade_settings(upgrade_settings(old)) == upgrade_settings(old)
+
+
+def test_an_old_record_reads_its_method_label_from_the_task_entry():
+    old = RunRecord.from_json({"task": "multi_mnist", "combiner": "mgda", "method": "mgd"})
+    assert old.method == "mgd" and "method" not in old.task_metrics
+    assert RunRecord.from_json({"task": "toy", "combiner": "epo"}).method is None
+    assert RunRecord(method="jigen").to_json()["method"] == "jigen"
 
 
 def test_an_old_key_on_the_command_line_runs_under_its_new_name(capsys):
@@ -321,6 +333,13 @@ def test_an_old_key_on_the_command_line_runs_under_its_new_name(capsys):
     assert "note: data.steps is called trainer.max_steps since 0.4" in err
     with pytest.raises(SystemExit, match="set data.split_seed"):
         normalise_argv(["t", "task=dg_rmnist", "data.permutation_seed=3"])
+    # data.seed was Multi-MNIST's composition seed; GLUE's data.seed (the run's seed) stays
+    assert rename_composition_seed(["t", "experiment=mm_ls", "+data.seed=5"]) == [
+        "t", "experiment=mm_ls", "data.split_seed=5"
+    ]  # fmt: skip
+    assert "Multi-MNIST's data.seed is called data.split_seed" in capsys.readouterr().err
+    glue = ["t", "task=sst2", "data.seed=5"]
+    assert rename_composition_seed(glue) == glue
 
 
 @pytest.mark.parametrize(

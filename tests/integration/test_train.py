@@ -152,6 +152,7 @@ def test_the_step_budget_and_the_table_label_are_one_key_in_every_task(run_train
     with pytest.raises(ValueError) as info:
         run_train("task=toy", "logger=none", "trainer.max_steps=-1")
     assert "trainer.max_steps is the step budget of a problem without data" in str(info.value)
+    assert "Found -1" in str(info.value)
     assert user_error(info.value) is not None  # one line, not a traceback
 
 
@@ -1360,6 +1361,41 @@ def test_an_invalid_key_fails_in_one_line_and_a_found_key_builds_the_logger(
     assert init["name"] == "toy ls r0.5,0.5 seed1" and init["group"] == "toy r0.5,0.5"
     assert init["tags"] == ["task=toy", "combiner=ls", "r=0.5,0.5", "seed=1"]
     assert init["config"] == {"labels": {k: v for k, v in labels.items() if v is not None}}
+
+
+@pytest.mark.wandb
+def test_the_four_jigen_methods_share_a_wandb_group_per_target(monkeypatch, tmp_path):
+    """A dashboard compares the methods of the DG table over seeds: one group per target,
+    whatever preference or criterion each method sets (the labels its method decides)."""
+    pytest.importorskip("wandb")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from tests.helpers import CONF
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    groups, names = {}, set()
+    for method in ("deepall", "jigen", "jigen_adv", "jigen_png"):
+        for target in (0, 30):
+            with initialize_config_dir(CONF, version_base="1.3"):
+                cfg = compose(
+                    "train",
+                    overrides=[
+                        f"experiment=dg_{method}",
+                        "logger=wandb",
+                        f"data.target={target}",
+                        f"paths.run_dir={tmp_path}",
+                    ],  # fmt: skip
+                    return_hydra_config=True,
+                )
+            HydraConfig.instance().set_config(cfg)
+            init = instantiate(cfg.logger.wandb)._wandb_init
+            groups.setdefault(target, set()).add(init["group"])
+            names.add(init["name"])
+            assert f"method={method}" in init["tags"] and f"target={target}" in init["tags"]
+    assert all(len(g) == 1 for g in groups.values()) and groups[0] != groups[30]
+    assert len(names) == 8  # every run its own name
 
 
 @pytest.mark.wandb

@@ -186,3 +186,12 @@ def test_uw_log_variances_get_no_weight_decay_and_no_clipping():
     assert seen["model_norm"] <= 1.01e-6  # the model's direction is clipped
     # s.grad_i = 1 − ℓ_i e^{−s_i} at s = 0: untouched by the clipping (|s.grad| is O(1))
     assert float(seen["s_grad"].abs().max()) > 1e-3
+
+
+def test_a_problem_without_data_takes_one_empty_batch_per_step():
+    from moo_lightning.batches import StepBatches
+
+    assert len(StepBatches(steps=5).train_dataloader()) == 5
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1 or None"):
+            StepBatches(steps=bad)

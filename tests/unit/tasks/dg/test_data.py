@@ -101,6 +101,7 @@ def test_the_validation_size_is_a_fraction_or_a_number_of_images_per_source_doma
     other.setup()
     assert data.splits["val"].source.tolist() != other.splits["val"].source.tolist()
     assert not (data.permutations == other.permutations).all()
+    assert other.module_arguments()["permutation_seed"] == 1  # permutations.json says which
     with pytest.raises(ValueError, match="leaves no training image in domain 0"):
         RotatedMNIST(path=str(digits), target=30, val_size=100, cache=False).setup()
     for bad in (0, 1.0, -0.1, float("nan"), True, "10%"):
