@@ -4,9 +4,10 @@
 
 Rows: for every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean
 validation accuracy over seeds are chosen among the groups that have every seed of the sweep; their
-test accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen CE
-baseline on the seeds both have. Groups missing seeds are listed as incomplete and never averaged;
-runs left out (unreadable, unfinished, without a result, malformed, duplicates: the rules of
+test accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen
+baseline (CE; ``--baseline CE+LS`` to compare combiners) on the seeds both have. Groups
+missing seeds are listed as incomplete and never averaged; runs left out (unreadable,
+unfinished, without a result, malformed, duplicates: the rules of
 ``moo_lightning.sweeps.load_runs``) are listed with the reason.
 
 Settings: each run's ``settings`` in metrics.json (or, for runs written before they were recorded
@@ -245,13 +246,13 @@ def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFr
     return chosen, groups[~complete], gid
 
 
-def baselines(chosen: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """Each chosen group's CE baseline (its gid): the chosen CE group of the same task and N that
-    agrees on every row key both have set; none (NaN) for CE itself, without such a group, or
-    with several."""
-    ce = chosen[chosen["loss"] == "CE"]
+def baselines(chosen: pd.DataFrame, keys: list[str], baseline: str = "CE") -> pd.Series:
+    """Each chosen group's baseline (its gid): the chosen group of loss ``baseline`` (CE, or
+    CE+LS for a comparison of combiners) of the same task and N that agrees on every row key
+    both have set; none (NaN) for the baseline itself, without such a group, or with several."""
+    ce = chosen[chosen["loss"] == baseline]
     out = {}
-    for g, row in chosen[chosen["loss"] != "CE"].iterrows():
+    for g, row in chosen[chosen["loss"] != baseline].iterrows():
         same = ce[(ce["task"] == row["task"]) & (ce["N"] == row["N"])]
         for k in keys:
             if row[k] != "":
@@ -305,24 +306,30 @@ def _where(label: str, key: str, where: list[tuple[str, list[str]]]) -> str:
     return f"{label}={shown[0]}" if len(shown) == 1 else f"{label}: " + ", ".join(shown)
 
 
-def write_tables(runs: pd.DataFrame, info: Settings, out: Path, left_out=()) -> pd.DataFrame:
+def p_column(baseline: str) -> str:
+    """table.csv's p-value column: p_vs_ce_paired_t, p_vs_ce_ls_paired_t, ..."""
+    return f"p_vs_{baseline.lower().replace('+', '_')}_paired_t"
+
+
+def write_tables(
+    runs: pd.DataFrame, info: Settings, out: Path, left_out=(), baseline: str = "CE"
+) -> pd.DataFrame:
     """table.md and table.csv; returns the chosen groups (``choose``) in table order, with their
-    p-values and first run's folder."""
+    p-values against ``baseline`` and first run's folder."""
+    p_col = p_column(baseline)
     keys = info.keys
     flat = settings_table(runs)
     runs = runs.join(flat[keys])
     chosen, incomplete, gid = choose(runs, keys)
     runs = runs.assign(gid=gid)
     acc = runs.pivot(index="seed", columns="gid", values="test_acc")
-    base = baselines(chosen, keys)
-    chosen["p_vs_ce_paired_t"] = [
-        None if pd.isna(b) else paired_p(acc[g], acc[int(b)]) for g, b in base.items()
-    ]
+    base = baselines(chosen, keys, baseline)
+    chosen[p_col] = [None if pd.isna(b) else paired_p(acc[g], acc[int(b)]) for g, b in base.items()]
     chosen["n"] = chosen["seeds"].map(len)
     labels = short_labels([*keys, *info.constants, *info.per_loss, *info.per_task])
 
     def cell(r) -> str:
-        p = "" if pd.isna(r["p_vs_ce_paired_t"]) else f", p={r['p_vs_ce_paired_t']:.3f}"
+        p = "" if pd.isna(r[p_col]) else f", p={r[p_col]:.3f}"
         spread = f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
         return f"{100 * r['test_acc_mean']:.1f}{spread} (n={r['n']}{p})"
 
@@ -330,7 +337,7 @@ def write_tables(runs: pd.DataFrame, info: Settings, out: Path, left_out=()) -> 
     rows = chosen.drop_duplicates(["loss", "N", *keys])[["loss", "N", *keys]]
     rows = sorted(
         rows.itertuples(index=False),
-        key=lambda r: (r[1] or 0, r[0] != "CE", r[0], *map(_order, r[2:])),
+        key=lambda r: (r[1] or 0, r[0] != "CE", r[0] != baseline, r[0], *map(_order, r[2:])),
     )
     at = {tuple(r[c] for c in ["task", "loss", "N", *keys]): g for g, r in chosen.iterrows()}
     head = ["loss", "N", *(labels[k] for k in keys), *tasks]
@@ -347,7 +354,7 @@ def write_tables(runs: pd.DataFrame, info: Settings, out: Path, left_out=()) -> 
     lines += [
         "",
         "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
-        f"mean ± std over seeds; p: paired t-test against CE{by} on the same seeds.",
+        f"mean ± std over seeds; p: paired t-test against {baseline}{by} on the same seeds.",
     ]
     members = runs[runs["gid"].isin(order)].copy()
     members["at"] = members["gid"].map({g: i for i, g in enumerate(order)})
@@ -384,7 +391,7 @@ def write_tables(runs: pd.DataFrame, info: Settings, out: Path, left_out=()) -> 
         lines += [f"- {where}: {why}" for where, why in left_out]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     columns = ["task", "N", "loss", *keys, *HYPER, "seeds", "test_acc_mean", "test_acc_std"]
-    columns += ["val_acc_mean", "p_vs_ce_paired_t"]
+    columns += ["val_acc_mean", p_col]
     table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
     table.to_csv(out / "table.csv", index=False)
     return chosen.loc[order].assign(first_dir=members.groupby("gid")["dir"].first())
@@ -419,15 +426,17 @@ def loss_space_figure(runs: pd.DataFrame, out: Path) -> None:
         hv = moocore.hypervolume(sel, ref=ref)
         name = loss if pd.isna(r1) else f"{loss} r1={r1}"
         marker = markers[k % len(markers)]
-        filled = marker in "x+"
+        # line markers (x, +) take one colour; the others are drawn hollow in it
+        colours = (
+            {"c": f"C{k}"} if marker in "x+" else {"facecolors": "none", "edgecolors": f"C{k}"}
+        )
         ax.scatter(
             sel[:, 0],
             sel[:, 1],
             s=36 - 3 * (k % len(markers)),
             marker=marker,
-            facecolors=f"C{k}" if filled else "none",
-            edgecolors=f"C{k}",
             label=f"{name} (HV {hv:.4f})",
+            **colours,
         )
     ax.set_xlabel(r"final $\ell_1$ (train)")
     ax.set_ylabel(r"final $\ell_2$ (train)")
@@ -554,6 +563,12 @@ def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="the loss the p-values compare with, as the table names it (default CE, when the "
+        "sweep has it; CE+LS to compare combiners)",
+    )
     ap.add_argument("--wandb", action="store_true", help="also log the report to a W&B run")
     ap.add_argument("--project", default="moo-lightning", help="W&B project (with --wandb)")
     ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
@@ -569,7 +584,12 @@ def main(argv: list[str] | None = None):
     check_out(args.out)
     info = describe_settings(runs)
     write_runs(runs, info.keys, args.out)
-    chosen = write_tables(runs, info, args.out, left_out)
+    if args.baseline is not None and args.baseline not in set(runs["loss"]):
+        raise SystemExit(
+            f"error: --baseline {args.baseline}: no run of that loss here; the losses are "
+            + ", ".join(sorted(set(runs["loss"])))
+        )
+    chosen = write_tables(runs, info, args.out, left_out, args.baseline or "CE")
     loss_space_figure(runs, args.out)
     has_tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out)
     print((args.out / "table.md").read_text())

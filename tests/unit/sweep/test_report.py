@@ -50,9 +50,9 @@ def fake_run(
         )
 
 
-def _report(sweep: Path, out: Path) -> None:
+def _report(sweep: Path, out: Path, *extra: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out)],
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -219,6 +219,28 @@ def test_rows_that_differ_in_lr_get_it_as_a_column_even_when_it_follows_the_loss
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert [float(r["optimizer.lr"]) for r in rows] == [1e-5, 2e-5, 3e-5]
     assert "All rows: " in table and "lr=" not in table.split("All rows: ")[1]
+
+
+def test_the_p_values_compare_with_the_baseline_asked_for(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for s in range(3):
+        settings_run(sweep, f"ce_s{s}", "CE", s, 0.6 + s / 100)
+        settings_run(sweep, f"epo_s{s}", "CE+EPO", s, 0.7 + s / 50)
+    _report(sweep, out, "--baseline", "CE+EPO")  # combiners compare with LS this way
+    table = (out / "table.md").read_text()
+    rows = _md_rows(table)
+    # CE first (Table 1's reference), then the baseline (without a p of its own), then the rest
+    assert rows[1].startswith("| CE | 20 | 61.0") and ", p=" in rows[1]
+    assert rows[2].startswith("| CE+EPO | 20 | 72.0") and rows[2].endswith("(n=3) |")
+    assert "p: paired t-test against CE+EPO" in table
+    assert "p_vs_ce_epo_paired_t" in (out / "table.csv").read_text().splitlines()[0]
+    proc = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(tmp_path / "o2"),
+         "--baseline", "CE+LS"],  # fmt: skip
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--baseline CE+LS: no run of that loss here; the losses are CE, CE+EPO" in proc.stderr
 
 
 def test_settings_set_per_task_are_stated_once_and_not_columns(tmp_path):
