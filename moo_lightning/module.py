@@ -237,6 +237,8 @@ class MultiObjectiveModule(L.LightningModule):
             p.data = p.data.clone()
         if learnable:  # the combiner's own weights (UW) step with the model's optimizer
             group = {"params": learnable}
+            if self.row_combiners.parameter_lr() is not None:  # combiner.lr: their own rate
+                group["lr"] = self.row_combiners.parameter_lr()
             if "weight_decay" in opt.defaults:
                 group["weight_decay"] = 0.0  # a decay would pull UW's log-variances towards 0
             opt.add_param_group(group)

@@ -62,6 +62,10 @@ class RowCombiners:
         """The combiners' learnable weights (UW), handed to the optimizer by the module."""
         return [p for c in self.distinct() for p in c.parameters()]
 
+    def parameter_lr(self) -> float | None:
+        """The learning rate of the combiners' learnable weights (None: the optimizer's)."""
+        return self.template.parameter_lr
+
     def set_seed(self, seed: int) -> None:
         for c in self.distinct():
             c.seed = int(seed)

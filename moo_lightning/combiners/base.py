@@ -143,6 +143,8 @@ class Combiner(abc.ABC):
     # resumed run takes the same steps as the uninterrupted one. Randomness comes from
     # :meth:`generator`, seeded by (run seed, global step), never from the global RNG.
 
+    #: the learning rate of :meth:`parameters` (their own param group); None: the optimizer's
+    parameter_lr: float | None = None
     #: the run's seed (set by the module at fit start); with the step it seeds ``generator``
     seed: int = 0
     #: the ensemble member this copy combines for (0 for a single model)

@@ -22,7 +22,10 @@ class UncertaintyWeighting(Combiner):
     At a fixed loss the optimum is e^{s_i} = ℓ_i, i.e. w_i = 1/(2ℓ_i): UW drifts towards
     scale-invariant weights. ``num_objectives`` (m) creates s at construction, so the optimizer can
     be given it before the first step; without it s is created at the first combine and
-    :meth:`parameters` refuses to answer before then. Ignores the preference and the gradients.
+    :meth:`parameters` refuses to answer before then. ``lr``: the learning rate of s (its own
+    param group of the model's optimizer, scheduled like the rest); None: the optimizer's. A
+    fine-tuning rate (1e-5) moves s by about 1e-3 in a few hundred steps, so UW then stays at
+    equal weights. Ignores the preference and the gradients.
     """
 
     needs_gram = False
@@ -30,8 +33,13 @@ class UncertaintyWeighting(Combiner):
     uses_preference = False
     weights_on_simplex = False
 
-    def __init__(self, num_objectives: int | None = None, on_failure: str = "raise"):
+    def __init__(
+        self, num_objectives: int | None = None, on_failure: str = "raise", lr: float | None = None
+    ):
         super().__init__(on_failure)
+        if lr is not None:
+            lr = self.check_number("lr", lr, 0.0, strict=True)
+        self.parameter_lr = lr
         if (
             num_objectives is not None
             and (isinstance(num_objectives, bool) or not isinstance(num_objectives, int))

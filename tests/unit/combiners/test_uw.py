@@ -93,3 +93,18 @@ def test_settings_and_m_checks_are_one_line():
     assert lazy.parameters()[0].shape == (3,)
     with pytest.raises(ValueError, match="uw has 2 log-variances .* but got 3 losses"):
         _call(UncertaintyWeighting(num_objectives=2), [0.5, 0.5, 0.5])
+
+
+def test_the_log_variances_can_have_their_own_learning_rate():
+    """combiner.lr: s gets its own param group (scheduled like the others); null keeps the
+    optimizer's rate, as before."""
+    from moo_lightning.tasks.toy import ToyModule
+
+    for lr, expected in ((None, 1e-5), (0.1, 0.1)):
+        module = ToyModule(UncertaintyWeighting(num_objectives=2, lr=lr), [0.5, 0.5])
+        module.optimizer_factory = lambda params: torch.optim.SGD(params, lr=1e-5)
+        opt = module.configure_optimizers()
+        assert [g["lr"] for g in opt.param_groups] == [1e-5, expected]
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="combiner.lr must be a finite number > 0"):
+            UncertaintyWeighting(lr=bad)
