@@ -17,7 +17,9 @@ Multi-MNIST league table): test/acc_1 and test/acc_2 (the TaskAccuracy callback'
 wall_time_s per combiner, bars with mean ± std over seeds, and the league table with Δm% and
 p against LS (a comparison with the LS runs' mean, which a per-run panel cannot compute:
 ``sweep/combiner_table.py --wandb`` logs it as ``league_table`` in a report run; keep that
-run in the view, e.g. no --group filter).
+run in the view, e.g. no --group filter); ``combiners_sst2`` (sweep=combiners_sst2): test and
+best validation accuracy and wall time per combiner, and the table with p against LS that
+``sweep/report.py --baseline CE+LS --wandb`` logs (``table1``).
 
 --group keeps the runs of the given W&B groups (repeat it to compare several; a group holds the
 runs of one setting, every combiner and seed). Without --save the view's spec (what --save
@@ -68,6 +70,17 @@ STUDIES = {
             _bars("test HV of the errors, ref (0.9, 0.9)", ["test/hv_error"]),
             # Δm% and p against LS: the league table that `combiner_table.py --wandb` logs
             wr.WeavePanelSummaryTable(table_name="league_table"),
+        ],
+    ),
+    "combiners_sst2": lambda: ws.Section(
+        name="SST-2 N=20 combiners (sweep=combiners_sst2; mean ± std over seeds, by combiner)",
+        is_open=True,
+        panels=[
+            _bars("test accuracy", ["test/acc"]),
+            _bars("best validation accuracy", ["val/acc_best"]),
+            _bars("wall time per run (s)", ["wall_time_s"]),
+            # p against LS: the table `report.py --baseline CE+LS --wandb` logs
+            wr.WeavePanelSummaryTable(table_name="table1"),
         ],
     ),
 }

@@ -666,6 +666,19 @@ def test_the_combiners_mm_section_bars_accuracy_and_wall_time_by_combiner(monkey
 
 
 @pytest.mark.wandb
+def test_the_combiners_sst2_section_bars_accuracy_by_combiner():
+    pytest.importorskip("wandb_workspaces")
+    dashboard = _dashboard()
+    spec = dashboard.view_spec(dashboard.build_workspace("me", "p", studies=["combiners_sst2"]))
+    sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
+    (study,) = [s for s in sections if "combiners_sst2" in s["name"]]
+    bars = [p["config"] for p in study["panels"] if p["viewType"] == "Bar Chart"]
+    assert [b["metrics"] for b in bars] == [["test/acc"], ["val/acc_best"], ["wall_time_s"]]
+    assert all(b["groupBy"] == "labels.value.combiner" for b in bars)
+    assert "table1" in json.dumps(study)  # the report's table, p against LS
+
+
+@pytest.mark.wandb
 def test_the_dashboard_section_shows_the_league_table(capsys):
     pytest.importorskip("wandb_workspaces")
     dashboard = _dashboard()
