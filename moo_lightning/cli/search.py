@@ -75,15 +75,21 @@ def check_optuna(config: DictConfig) -> None:
             )
 
 
+# the search this process runs now: the patched sweep names its metric and folder (a second
+# search in the same process, as in tests, must not be described by the first one's config)
+_CURRENT: dict = {}
+
+
 def _no_completed_trial(config: DictConfig):
     """Optuna's sweeper, ending a search in which no trial returned its metric, raises "No
     trials are completed yet" from ``study.best_trial``: say it in one line instead."""
     from hydra_plugins.hydra_optuna_sweeper import _impl
 
+    _CURRENT["metric"] = config.get("optimized_metric")
+    _CURRENT["dir"] = config.hydra.sweep.dir
     sweep = _impl.OptunaSweeperImpl.sweep
     if getattr(sweep, "_one_line", False):
         return
-    metric = config.get("optimized_metric")
 
     def checked(self, arguments):
         try:
@@ -92,9 +98,9 @@ def _no_completed_trial(config: DictConfig):
             if "No trials are completed yet" not in str(err):
                 raise
             _fail(
-                f"no trial of the search returned optimized_metric={metric}: each diverged, "
-                "never validated, or does not record that key (see the trials' metrics.json "
-                f"under {config.hydra.sweep.dir}); nothing was chosen"
+                f"no trial of the search returned optimized_metric={_CURRENT['metric']}: each "
+                "diverged, never validated, or does not record that key (see the trials' "
+                f"metrics.json under {_CURRENT['dir']}); nothing was chosen"
             )
 
     checked._one_line = True
