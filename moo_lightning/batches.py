@@ -23,15 +23,21 @@ class StepBatches(L.LightningDataModule):
             raise ValueError(f"steps must be an integer >= 1 or None. Found {steps!r}")
         self.steps = steps
 
+    @staticmethod
+    def check_budget(max_steps) -> int:
+        """``trainer.max_steps`` as the budget of a problem without data (the CLI checks it
+        before anything is built; a Trainer built by hand is checked when the data is asked)."""
+        if not (_whole(max_steps) and max_steps >= 1):
+            raise ConfigError(
+                "trainer.max_steps is the step budget of a problem without data (one empty "
+                f"batch per step): an integer >= 1. Found {max_steps!r}"
+            )
+        return max_steps
+
     def train_dataloader(self):
         steps = self.steps
         if steps is None:
-            steps = self.trainer.max_steps if self.trainer is not None else None
-            if not (_whole(steps) and steps >= 1):
-                raise ConfigError(
-                    "trainer.max_steps is the step budget of a problem without data: an "
-                    f"integer >= 1. Found {steps!r}"
-                )
+            steps = self.check_budget(self.trainer.max_steps if self.trainer is not None else None)
         return DataLoader(torch.zeros(steps), batch_size=1)
 
 

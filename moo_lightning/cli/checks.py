@@ -31,11 +31,9 @@ def check_run_settings(cfg: DictConfig) -> None:
             raise ValueError(
                 f"trainer.{key} must be an integer >= -1 (-1: no limit) or null. Found {value!r}"
             )
-    if _without_data(cfg) and not (_is_int(trainer.get("max_steps")) and trainer.max_steps >= 1):
-        raise ValueError(
-            "trainer.max_steps is the step budget of a problem without data (one empty batch "
-            f"per step): an integer >= 1. Found {trainer.get('max_steps')!r}"
-        )
+    steps_only = _steps_only(cfg)
+    if steps_only is not None:
+        steps_only.check_budget(trainer.get("max_steps"))
     interval = trainer.get("val_check_interval")
     if interval is not None:
         whole = _is_int(interval) and interval >= 1
@@ -47,17 +45,18 @@ def check_run_settings(cfg: DictConfig) -> None:
             )
 
 
-def _without_data(cfg: DictConfig) -> bool:
-    """Whether the run's data module is a StepBatches (the toys: no data, one batch a step)."""
+def _steps_only(cfg: DictConfig):
+    """The run's data class when it is a StepBatches (the toys: no data, one batch a step)."""
     from hydra.utils import get_class
 
     from moo_lightning.batches import StepBatches
 
     target = (cfg.get("data") or {}).get("_target_")
     try:
-        return isinstance(target, str) and issubclass(get_class(target), StepBatches)
+        cls = get_class(target) if isinstance(target, str) else None
     except Exception:  # noqa: BLE001 - a wrong target is reported when the data is built
-        return False
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, StepBatches) else None
 
 
 def check_optimized_metric(key) -> None:
