@@ -1,6 +1,7 @@
 """Aggregate a sweep into the seed paper's Table 1, a per-run CSV and figures.
 
-    python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--wandb [--project P] [--entity E]]
+    python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--reference CSV]
+                           [--wandb [--project P] [--entity E]]
 
 Rows: for every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean
 validation accuracy over seeds are chosen among the groups that have every seed of the sweep; their
@@ -26,11 +27,19 @@ or per task ("Per task: path: /a (qnli), /b (sst2)"). table.md names a setting b
 ending of its key that no other key shares (``lr``, ``encoder.name``), the CSV files by the whole
 key.
 
+--reference CSV puts published numbers beside each task's column (``<task> (here)`` and
+``<task> (<source>)``; table.csv: reference_mean, reference_std, reference_source): one row per
+(task, N, loss) cell, columns task, N, loss, mean, std, source (percent, std may be empty; lines
+starting with # are comments). sweep/reference/moukafih2023_table1.csv holds the seed paper's.
+table.md ends with the summed job time (``wall_time_s`` of every run read).
+
 Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
-embeddings, module.save_test_embeddings=true) tsne.png. Grouping, selection and averages come from
-pandas, the paired t-test from scipy. --wandb also logs Table 1 (a wandb.Table "table1"), the
-figures (images) and the report's files (an artifact of type "report") to a W&B run of job type
-"report" (WANDB_MODE=offline: a local run in OUT_DIR/wandb, `wandb sync` later).
+embeddings, module.save_test_embeddings=true) tsne.png; a sweep of several (task, N) cells gets
+one of each figure per cell, loss_space_<task>_N<N>.png and tsne_<task>_N<N>.png. Grouping,
+selection and averages come from pandas, the paired t-test from scipy. --wandb also logs
+Table 1 (a wandb.Table "table1"), the figures (images) and the report's files (an artifact of
+type "report") to a W&B run of job type "report" (WANDB_MODE=offline: a local run in
+OUT_DIR/wandb, `wandb sync` later).
 """
 
 from __future__ import annotations
@@ -306,16 +315,95 @@ def _where(label: str, key: str, where: list[tuple[str, list[str]]]) -> str:
     return f"{label}={shown[0]}" if len(shown) == 1 else f"{label}: " + ", ".join(shown)
 
 
+class Reference(NamedTuple):
+    """Published numbers shown beside the table's: ``cells[(task, N, loss)] = (mean, std)`` as
+    the file writes them (percent; std may be ""), and where they come from (``source``)."""
+
+    source: str
+    cells: dict[tuple[str, int, str], tuple[str, str]]
+
+
+REFERENCE_COLUMNS = ("task", "N", "loss", "mean", "std", "source")
+
+
+def read_reference(path: Path) -> Reference:
+    """A reference table (``--reference``): a CSV with the columns task, N, loss, mean, std and
+    source (lines starting with # are comments), one row per cell, test accuracy in percent,
+    std empty where the source gives none, one source text for every row. Anything else stops in
+    one line naming the file, its line and what is allowed."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--reference {path}: cannot read it ({err})") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)]
+    lines = [(n, line) for n, line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ValueError(f"--reference {path}: no header and no rows")
+    rows = list(csv.reader([line for _, line in lines]))
+    head = [h.strip() for h in rows[0]]
+    if sorted(head) != sorted(REFERENCE_COLUMNS):
+        raise ValueError(
+            f"--reference {path} line {lines[0][0]}: columns {','.join(head)}; expected "
+            + ",".join(REFERENCE_COLUMNS)
+        )
+    cells: dict[tuple[str, int, str], tuple[str, str]] = {}
+    sources = set()
+    for (line, _), values in zip(lines[1:], rows[1:]):
+        where = f"--reference {path} line {line}"
+        if len(values) != len(head):
+            raise ValueError(f"{where}: {len(values)} fields; expected {len(head)}")
+        row = dict(zip(head, (v.strip() for v in values)))
+        try:
+            n = int(row["N"])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"{where}: N {row['N']!r}; expected a whole number of 1 or more")
+        for key in ("mean", "std"):
+            if key == "std" and row[key] == "":
+                continue
+            try:
+                value = float(row[key])
+            except ValueError:
+                value = float("nan")
+            if not 0 <= value <= 100:
+                raise ValueError(
+                    f"{where}: {key} {row[key]!r}; expected a percentage from 0 to 100"
+                    + (" (or empty)" if key == "std" else "")
+                )
+        if not row["task"] or not row["loss"] or not row["source"]:
+            raise ValueError(f"{where}: task, loss and source must not be empty")
+        at = (row["task"], n, row["loss"])
+        if at in cells:
+            raise ValueError(f"{where}: a second row for {at[0]} N={n} {at[2]}")
+        cells[at] = (row["mean"], row["std"])
+        sources.add(row["source"])
+    if len(sources) > 1:
+        raise ValueError(
+            f"--reference {path}: several sources ({', '.join(sorted(sources))}); give one "
+            "file per source"
+        )
+    if not cells:
+        raise ValueError(f"--reference {path}: a header but no rows")
+    return Reference(sources.pop(), cells)
+
+
 def p_column(baseline: str) -> str:
     """table.csv's p-value column: p_vs_ce_paired_t, p_vs_ce_ls_paired_t, ..."""
     return f"p_vs_{baseline.lower().replace('+', '_')}_paired_t"
 
 
 def write_tables(
-    runs: pd.DataFrame, info: Settings, out: Path, left_out=(), baseline: str = "CE"
+    runs: pd.DataFrame,
+    info: Settings,
+    out: Path,
+    left_out=(),
+    baseline: str = "CE",
+    reference: Reference | None = None,
 ) -> pd.DataFrame:
     """table.md and table.csv; returns the chosen groups (``choose``) in table order, with their
-    p-values against ``baseline`` and first run's folder."""
+    p-values against ``baseline`` and first run's folder. With a ``reference``, each task's
+    column has the reference's cell of the same (task, N, loss) beside it."""
     p_col = p_column(baseline)
     keys = info.keys
     flat = settings_table(runs)
@@ -340,7 +428,14 @@ def write_tables(
         key=lambda r: (r[1] or 0, r[0] != "CE", r[0] != baseline, r[0], *map(_order, r[2:])),
     )
     at = {tuple(r[c] for c in ["task", "loss", "N", *keys]): g for g, r in chosen.iterrows()}
-    head = ["loss", "N", *(labels[k] for k in keys), *tasks]
+
+    def cited(task, loss, n) -> str:
+        mean, std = reference.cells.get((task, int(n), loss), ("", ""))
+        return "—" if mean == "" else mean + (f" ± {std}" if std else "")
+
+    head = ["loss", "N", *(labels[k] for k in keys)]
+    for task in tasks:
+        head += [f"{task} (here)", f"{task} ({reference.source})"] if reference else [task]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = []
     for row in rows:
@@ -349,6 +444,8 @@ def write_tables(
             g = at.get((task, *row))
             cells.append("—" if g is None else cell(chosen.loc[g]))
             order += [] if g is None else [g]
+            if reference:
+                cells.append(cited(task, row[0], row[1]))
         lines.append("| " + " | ".join(cells) + " |")
     by = " with the same settings (columns after N)" if keys else ""
     lines += [
@@ -356,6 +453,11 @@ def write_tables(
         "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
         f"mean ± std over seeds; p: paired t-test against {baseline}{by} on the same seeds.",
     ]
+    if reference:
+        lines.append(
+            f"Beside each task: {reference.source}, as the reference file gives it (— where it "
+            "has no such cell); the p-values are this sweep's only."
+        )
     members = runs[runs["gid"].isin(order)].copy()
     members["at"] = members["gid"].map({g: i for i, g in enumerate(order)})
     members = members.sort_values(["at", "seed"])
@@ -365,6 +467,7 @@ def write_tables(
         "Steps skipped for non-finite values in the runs above: "
         f"{int(skipped['skipped_steps'].sum())}" + (f" ({listed})" if listed else "") + "."
     )
+    lines.append(job_time(runs))
     # the settings that are no column, each once: one paragraph per kind
     notes = []
     if info.constants:
@@ -393,8 +496,30 @@ def write_tables(
     columns = ["task", "N", "loss", *keys, *HYPER, "seeds", "test_acc_mean", "test_acc_std"]
     columns += ["val_acc_mean", p_col]
     table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
+    if reference:
+        both = [reference.cells.get((t, int(n), loss), ("", "")) for t, n, loss in
+                zip(table["task"], table["N"], table["loss"])]  # fmt: skip
+        table = table.assign(
+            reference_mean=[m for m, _ in both],
+            reference_std=[s for _, s in both],
+            reference_source=reference.source,
+        )
     table.to_csv(out / "table.csv", index=False)
     return chosen.loc[order].assign(first_dir=members.groupby("gid")["dir"].first())
+
+
+def job_time(runs: pd.DataFrame) -> str:
+    """One line: the summed wall time of every run read (each job's ``wall_time_s``: build, fit
+    and test; runs left out are not counted), per task when there are several."""
+    secs = pd.to_numeric(runs["wall_time_s"], errors="coerce")
+    known = int(secs.notna().sum())
+    text = f"Job time: {secs.sum():,.0f} s ({secs.sum() / 3600:.1f} h) over {known} runs"
+    if known < len(runs):
+        text += f" ({len(runs) - known} without a recorded wall time)"
+    if runs["task"].nunique() > 1:
+        per = secs.groupby(runs["task"]).sum()
+        text += " (" + ", ".join(f"{t} {v:,.0f} s" for t, v in per.items()) + ")"
+    return text + "."
 
 
 def write_runs(runs: pd.DataFrame, keys: list[str], out: Path) -> None:
@@ -402,16 +527,32 @@ def write_runs(runs: pd.DataFrame, keys: list[str], out: Path) -> None:
     runs[list(RUN_COLUMNS)].join(settings_table(runs)[keys]).to_csv(out / "runs.csv", index=False)
 
 
-def loss_space_figure(runs: pd.DataFrame, out: Path) -> None:
+def figure_name(stem: str, task: str, n, several: bool) -> str:
+    """``stem.png`` for a report of one (task, N); ``stem_<task>_N<N>.png`` for each of several."""
+    return f"{stem}_{task}_N{n}.png" if several else f"{stem}.png"
+
+
+def loss_space_figure(runs: pd.DataFrame, out: Path) -> list[str]:
+    """The final training losses of the two-objective runs, one figure per (task, N) (losses of
+    other tasks or sizes are not comparable); returns the files written."""
+    pts = runs.dropna(subset=["l1", "l2"])
+    cells = pts.groupby(["task", "N"], sort=True)
+    several = runs.groupby(["task", "N"]).ngroups > 1
+    written = []
+    for (task, n), sel in cells:
+        name = figure_name("loss_space", task, n, several)
+        _loss_space(sel, out / name, f"{task}, N = {n}: " if several else "")
+        written.append(name)
+    return written
+
+
+def _loss_space(pts: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import moocore
 
-    pts = runs.dropna(subset=["l1", "l2"])
-    if pts.empty:
-        return
     allp = pts[["l1", "l2"]].to_numpy(float)
     ref = allp.max(0) * 1.05
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -441,23 +582,21 @@ def loss_space_figure(runs: pd.DataFrame, out: Path) -> None:
     ax.set_xlabel(r"final $\ell_1$ (train)")
     ax.set_ylabel(r"final $\ell_2$ (train)")
     ax.set_title(
-        f"final losses per run; HV reference point ({ref[0]:.3f}, {ref[1]:.3f})", fontsize=9
+        f"{title}final losses per run; HV reference point ({ref[0]:.3f}, {ref[1]:.3f})",
+        fontsize=9,
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "loss_space.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
+def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Path) -> list[str]:
+    """t-SNE of the test embeddings of the chosen CE+LS, CE+EPO and CE+SCL models (their first
+    seed), one figure per (task, N); returns the files written (none without embeddings)."""
     labels = short_labels(keys)
-    panels = []
+    several = chosen.groupby(["task", "N"]).ngroups > 1
+    figures: dict[str, list] = {}
     for _, g in chosen.sort_values(["task", "N", "loss", *keys], kind="stable").iterrows():
         if g["loss"] not in ("CE+LS", "CE+EPO", "CE+SCL"):
             continue
@@ -465,9 +604,20 @@ def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Pat
         if path.exists():
             where = "".join(f", {labels[k]}={_md(k, g[k])}" for k in keys)
             title = f"{g['loss']} ({g['task']}, N={g['N']}{where}, seed {g['seeds'][0]})"
-            panels.append((title, np.load(path)))
-    if not panels:
-        return False
+            name = figure_name("tsne", g["task"], g["N"], several)
+            figures.setdefault(name, []).append((title, np.load(path)))
+    for name, panels in figures.items():
+        _tsne(panels, out / name)
+    return list(figures)
+
+
+def _tsne(panels: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (title, data) in zip(axes[0], panels):
         emb = TSNE(
@@ -483,9 +633,8 @@ def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Pat
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(out / "tsne.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
 
 
 def _cell(text: str):
@@ -525,15 +674,15 @@ def log_to_wandb(out: Path, sweep_dir: Path, project: str, entity: str | None = 
                 columns=columns, data=[[_cell(r[c]) for c in columns] for r in rows]
             )
         }
-        for figure in ("loss_space.png", "tsne.png"):
-            if (out / figure).is_file():
-                logged[Path(figure).stem] = wandb.Image(str(out / figure))
+        figures = sorted([*out.glob("loss_space*.png"), *out.glob("tsne*.png")])
+        for figure in figures:
+            logged[figure.stem] = wandb.Image(str(figure))
         run.log(logged)
         run.summary["table1_rows"] = len(rows)
         artifact = wandb.Artifact(f"report-{name}", type="report")
-        for file in ("table.md", "table.csv", "runs.csv", "loss_space.png", "tsne.png"):
-            if (out / file).is_file():
-                artifact.add_file(str(out / file))
+        for file in [out / "table.md", out / "table.csv", out / "runs.csv", *figures]:
+            if file.is_file():
+                artifact.add_file(str(file))
         run.log_artifact(artifact)
         where = Path(run.dir).parent if run.offline else run.url  # offline: the run folder
     finally:
@@ -569,12 +718,23 @@ def main(argv: list[str] | None = None):
         help="the loss the p-values compare with, as the table names it (default CE, when the "
         "sweep has it; CE+LS to compare combiners)",
     )
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a CSV of published numbers to show beside each task's column (task, N, loss, mean, "
+        "std, source; e.g. sweep/reference/moukafih2023_table1.csv)",
+    )
     ap.add_argument("--wandb", action="store_true", help="also log the report to a W&B run")
     ap.add_argument("--project", default="moo-lightning", help="W&B project (with --wandb)")
     ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
     args = ap.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"error: {args.sweep_dir} is not a folder (give a sweep's folder)")
+    try:
+        reference = read_reference(args.reference) if args.reference else None
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     runs, left_out = load_runs(args.sweep_dir)
     if runs.empty:
         raise SystemExit(
@@ -589,17 +749,14 @@ def main(argv: list[str] | None = None):
             f"error: --baseline {args.baseline}: no run of that loss here; the losses are "
             + ", ".join(sorted(set(runs["loss"])))
         )
-    chosen = write_tables(runs, info, args.out, left_out, args.baseline or "CE")
-    loss_space_figure(runs, args.out)
-    has_tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out)
+    chosen = write_tables(runs, info, args.out, left_out, args.baseline or "CE", reference)
+    figures = loss_space_figure(runs, args.out)
+    tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out)
     print((args.out / "table.md").read_text())
     print(
-        f"{len(runs)} runs; wrote table.md, table.csv, runs.csv, loss_space.png"
-        + (
-            ", tsne.png"
-            if has_tsne
-            else " (no test embeddings, so no tsne.png: module.save_test_embeddings=true)"
-        )
+        f"{len(runs)} runs; wrote "
+        + ", ".join(["table.md", "table.csv", "runs.csv", *figures, *tsne])
+        + ("" if tsne else " (no test embeddings, so no t-SNE: module.save_test_embeddings=true)")
         + f" to {args.out}"
     )
     if args.wandb:

@@ -1,12 +1,14 @@
 """sweep/report.py on a synthetic sweep: selection by validation, incomplete groups, paired test."""
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from tests.helpers import ROOT
@@ -350,3 +352,99 @@ def test_hand_edited_records_are_left_out_with_the_reason_and_out_is_checked(tmp
         assert "cannot write there" in proc.stderr
     finally:
         locked.chmod(stat.S_IRWXU)
+
+
+def table_run(root: Path, task: str, n: int, loss: str, seed: int, test: float) -> None:
+    """A run of ``task`` at N = ``n`` (CE, CE+LS or CE+EPO) with its wall time."""
+    objective, combiner = {"CE": ("ce", "ls"), "CE+LS": ("moo", "ls"), "CE+EPO": ("moo", "epo")}[
+        loss
+    ]
+    name = f"{task}_{n}_{loss}_{seed}".replace("+", "_")
+    fake_run(root, name, objective, combiner, seed, 0.6, test, embeddings=loss == "CE+EPO")
+    m = json.loads((root / name / "metrics.json").read_text())
+    m.update(task=task, num_train=n, wall_time_s=100.0 + seed)
+    (root / name / "metrics.json").write_text(json.dumps(m))
+
+
+REFERENCE = """# a comment line
+task,N,loss,mean,std,source
+sst2,50,CE,59.72,5.9,"paper, RoBERTa-base"
+qnli,100,CE+EPO,74.29,,"paper, RoBERTa-base"
+mnli,20,CE,34.07,,"paper, RoBERTa-base"
+"""
+
+
+def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_per_cell(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for task in ("sst2", "qnli"):
+        for n in (50, 100):
+            for seed in range(2):
+                for k, loss in enumerate(("CE", "CE+LS", "CE+EPO")):
+                    table_run(sweep, task, n, loss, seed, 0.5 + 0.01 * (seed + k))
+    ref = tmp_path / "paper.csv"
+    ref.write_text(REFERENCE)
+    _report(sweep, out, "--reference", str(ref))
+    table = (out / "table.md").read_text()
+    paper = "paper, RoBERTa-base"
+    head = f"| loss | N | qnli (here) | qnli ({paper}) | sst2 (here) | sst2 ({paper}) |"
+    assert head in table
+    assert "| CE | 50 | 50.5 ± 0.7 (n=2) | — | 50.5 ± 0.7 (n=2) | 59.72 ± 5.9 |" in table
+    assert (
+        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p=0.000) | 74.29 | 52.5 ± 0.7 (n=2, p=0.000) | — |"
+        in table
+    )
+    assert "Beside each task: paper, RoBERTa-base" in table
+    # 24 runs of 100 or 101 s
+    assert "Job time: 2,412 s (0.7 h) over 24 runs (qnli 1,206 s, sst2 1,206 s)." in table
+    rows = {(r["task"], r["N"], r["loss"]): r for r in csv.DictReader(open(out / "table.csv"))}
+    assert rows[("qnli", "100", "CE+EPO")]["reference_mean"] == "74.29"
+    assert rows[("sst2", "50", "CE")]["reference_std"] == "5.9"
+    assert rows[("sst2", "100", "CE")]["reference_mean"] == ""
+    # one figure of each kind per (task, N): losses of other sizes are not comparable
+    for task in ("sst2", "qnli"):
+        for n in (50, 100):
+            assert (out / f"loss_space_{task}_N{n}.png").is_file()
+            assert (out / f"tsne_{task}_N{n}.png").is_file()
+    assert not (out / "loss_space.png").exists() and not (out / "tsne.png").exists()
+
+
+def test_a_bad_reference_file_stops_in_one_line_naming_its_line(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in range(2):
+        table_run(sweep, "sst2", 20, "CE", seed, 0.6)
+    cases = {
+        "task,N,loss,mean\nsst2,20,CE,60\n": "line 1: columns task,N,loss,mean; expected",
+        "task,N,loss,mean,std,source\nsst2,20,CE,61.5,,p\nsst2,twenty,CE,60,,p\n": (
+            "line 3: N 'twenty'; expected a whole number"
+        ),
+        "# c\ntask,N,loss,mean,std,source\nsst2,20,CE,0.6x,,p\n": "line 3: mean '0.6x'",
+        "task,N,loss,mean,std,source\nsst2,20,CE,60,,p\nsst2,20,CE,61,,p\n": "a second row",
+        "task,N,loss,mean,std,source\nsst2,20,CE,60,,p\nsst2,20,CE+LS,61,,q\n": "several sources",
+    }
+    report = _module()
+    for text, message in cases.items():
+        ref = tmp_path / "ref.csv"
+        ref.write_text(text)
+        argv = [str(sweep), "--out", str(tmp_path / "o"), "--reference", str(ref)]
+        with pytest.raises(SystemExit) as stop:
+            report.main(argv)
+        said = str(stop.value.code)  # what the user reads on stderr
+        assert "\n" not in said and message in said and str(ref) in said, said
+        assert not (tmp_path / "o").exists()  # stopped before writing anything
+
+
+def _module():
+    """sweep/report.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("report", ROOT / "sweep" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_shipped_reference_names_cells_as_the_report_does():
+    ref = _module().read_reference(ROOT / "sweep" / "reference" / "moukafih2023_table1.csv")
+    assert ref.source == "paper, RoBERTa-base"
+    tasks, sizes, losses = zip(*ref.cells)
+    assert set(tasks) <= {"sst2", "qnli", "mnli"} and set(sizes) <= {20, 50, 100}
+    assert set(losses) <= {"CE", "CE+SCL", "CE+LS", "CE+EPO"}
+    assert ref.cells[("qnli", 100, "CE")] == ("72.74", "")
