@@ -332,7 +332,7 @@ def read_reference(path: Path) -> Reference:
     std empty where the source gives none, one source text for every row. Anything else stops in
     one line naming the file, its line and what is allowed."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no column
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"--reference {path}: cannot read it ({err})") from None
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)]
@@ -430,7 +430,7 @@ def write_tables(
     at = {tuple(r[c] for c in ["task", "loss", "N", *keys]): g for g, r in chosen.iterrows()}
 
     def cited(task, loss, n) -> str:
-        mean, std = reference.cells.get((task, int(n), loss), ("", ""))
+        mean, std = reference.cells.get((task, n, loss), ("", ""))
         return "—" if mean == "" else mean + (f" ± {std}" if std else "")
 
     head = ["loss", "N", *(labels[k] for k in keys)]
@@ -497,7 +497,7 @@ def write_tables(
     columns += ["val_acc_mean", p_col]
     table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
     if reference:
-        both = [reference.cells.get((t, int(n), loss), ("", "")) for t, n, loss in
+        both = [reference.cells.get((t, n, loss), ("", "")) for t, n, loss in
                 zip(table["task"], table["N"], table["loss"])]  # fmt: skip
         table = table.assign(
             reference_mean=[m for m, _ in both],
