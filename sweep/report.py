@@ -271,6 +271,14 @@ def baselines(chosen: pd.DataFrame, keys: list[str], baseline: str = "CE") -> pd
     return pd.Series(out, index=chosen.index, dtype=float)
 
 
+# rows in the seed paper's order (CE, CE+SCL, then the two-objective losses), others after them
+LOSS_ORDER = ("CE", "CE+SCL", "CE+LS", "CE+EPO", "CE+PNG", "CE+MGDA")
+
+
+def _loss_rank(loss: str) -> int:
+    return LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER)
+
+
 def _order(value) -> tuple:
     """Sort numbers as numbers, then text (missing first)."""
     if value is None or value == "":
@@ -283,14 +291,16 @@ def _order(value) -> tuple:
 
 def short_labels(keys) -> dict[str, str]:
     """Each dotted key's shortest ending that no other of ``keys`` ends with (``optimizer.lr`` →
-    ``lr``); an ending of only ``_target_`` or ``name`` keeps its parent (``encoder.name``)."""
+    ``lr``); an ending of only ``_target_``, ``name`` or a number keeps its parent
+    (``encoder.name``, ``budget.20``)."""
     keys = list(keys)
     labels = {}
     for k in keys:
         parts = k.split(".")
         for n in range(1, len(parts) + 1):
             label = ".".join(parts[-n:])
-            if n == 1 and len(parts) > 1 and label in ("_target_", "name"):
+            # a class path, a name or a table's numbered entry (budget.20) says little alone
+            if n == 1 and len(parts) > 1 and (label in ("_target_", "name") or label.isdigit()):
                 continue
             if not any(o != k and (o == label or o.endswith("." + label)) for o in keys):
                 labels[k] = label
@@ -425,7 +435,14 @@ def write_tables(
     rows = chosen.drop_duplicates(["loss", "N", *keys])[["loss", "N", *keys]]
     rows = sorted(
         rows.itertuples(index=False),
-        key=lambda r: (r[1] or 0, r[0] != "CE", r[0] != baseline, r[0], *map(_order, r[2:])),
+        key=lambda r: (
+            r[1] or 0,
+            r[0] != "CE",
+            r[0] != baseline,
+            _loss_rank(r[0]),
+            r[0],
+            *map(_order, r[2:]),
+        ),  # fmt: skip
     )
     at = {tuple(r[c] for c in ["task", "loss", "N", *keys]): g for g, r in chosen.iterrows()}
 
@@ -617,12 +634,18 @@ def _tsne(panels: list, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (title, data) in zip(axes[0], panels):
-        emb = TSNE(
+        tsne = TSNE(
             n_components=2, random_state=0, init="pca", perplexity=min(30, len(data["labels"]) - 1)
-        ).fit_transform(data["features"])
+        )
+        # one OpenMP thread: the Barnes-Hut gradient's threads wait on each other, and on cores
+        # busy with a sweep's jobs that costs far more than the threads gain (an SST-2 report,
+        # 6 maps of 436 points, 2 cores running a sweep: 148 s with both threads, 18 s with one)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            emb = tsne.fit_transform(data["features"])
         labels = data["labels"]
         colours = plt.get_cmap("coolwarm")(np.linspace(0, 1, max(2, len(np.unique(labels)))))
         for colour, cls in zip(colours, np.unique(labels)):
