@@ -394,6 +394,8 @@ def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_pe
         in table
     )
     assert "Beside each task: paper, RoBERTa-base" in table
+    # the paper's row order: CE, then the two-objective losses LS before EPO
+    assert table.index("| CE | 50 ") < table.index("| CE+LS | 50 ") < table.index("| CE+EPO | 50 ")
     # 24 runs of 100 or 101 s
     assert "Job time: 2,412 s (0.7 h) over 24 runs (qnli 1,206 s, sst2 1,206 s)." in table
     rows = {(r["task"], r["N"], r["loss"]): r for r in csv.DictReader(open(out / "table.csv"))}
@@ -448,3 +450,13 @@ def test_the_shipped_reference_names_cells_as_the_report_does():
     assert set(tasks) <= {"sst2", "qnli", "mnli"} and set(sizes) <= {20, 50, 100}
     assert set(losses) <= {"CE", "CE+SCL", "CE+LS", "CE+EPO"}
     assert ref.cells[("qnli", 100, "CE")] == ("72.74", "")
+
+
+def test_short_labels_keep_the_parent_of_a_numbered_entry():
+    labels = _module().short_labels(["budget.20", "budget.100", "optimizer.lr", "encoder.name"])
+    assert labels == {
+        "budget.20": "budget.20",
+        "budget.100": "budget.100",
+        "optimizer.lr": "lr",
+        "encoder.name": "encoder.name",
+    }
