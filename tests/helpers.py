@@ -377,3 +377,20 @@ def read_wandb_run(folder):
             run = rec.run
     init_config = {u.key: json.loads(u.value_json) for u in run.config.update}
     return run, summary, init_config, log.parent / "files"
+
+
+def quiet_trainer(**settings):
+    """A CPU Lightning Trainer that logs, checkpoints and prints nothing; ``settings`` are the
+    Trainer's own (``max_steps=4``; ``max_epochs`` is 1 unless given)."""
+    import lightning as L
+
+    if "max_steps" not in settings:
+        settings.setdefault("max_epochs", 1)
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=settings.pop("enable_checkpointing", False),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **settings,
+    )

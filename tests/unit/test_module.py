@@ -1,7 +1,6 @@
 """The module's step: the oracle for the gradient plumbing (LS through the Gram path = a plain
 weighted backward), the gradient scope, and skipped non-finite steps."""
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from moo_lightning.combiners import LinearScalarization
 from moo_lightning.gradients import gram_matrix, objective_grads, write_direction
 from moo_lightning.module import ConfigError, GradientScope, MultiObjectiveModule
+from tests.helpers import quiet_trainer
 
 
 def _net():
@@ -57,14 +57,7 @@ class Tiny(MultiObjectiveModule):
 
 
 def _quiet_trainer():
-    return L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        accelerator="cpu",
-        enable_model_summary=False,
-    )
+    return quiet_trainer()
 
 
 def _train(combiner):

@@ -1,13 +1,13 @@
 """Learning-rate schedules: values, validation, and one scheduler step per optimizer step (a step
 skipped for non-finite values included)."""
 
-import lightning as L
 import pytest
 import torch
 
 from moo_lightning.combiners import LinearScalarization
 from moo_lightning.module import MultiObjectiveModule
 from moo_lightning.schedules import Constant, LinearWarmupDecay
+from tests.helpers import quiet_trainer
 
 
 def _opt(lr=1.0):
@@ -74,14 +74,7 @@ class NaNOnSecondBatch(MultiObjectiveModule):
 def test_scheduler_steps_once_per_optimizer_step_even_when_a_step_is_skipped():
     torch.manual_seed(0)
     module = NaNOnSecondBatch()
-    trainer = L.Trainer(
-        max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_steps=4)
     data = torch.utils.data.TensorDataset(torch.randn(32, 3))
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=8))
     assert module.skipped_steps == 1

@@ -17,7 +17,7 @@ from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.errors import ConfigError
 from moo_lightning.module import MultiObjectiveModule
 from moo_lightning.step import CombinerSchedule, RowCombiners, keeps_state
-from tests.helpers import CONF
+from tests.helpers import CONF, quiet_trainer
 
 
 class EMAWeights(Combiner):
@@ -120,15 +120,7 @@ class Tiny(MultiObjectiveModule):
 
 
 def _trainer(max_steps, enable_checkpointing=False, **kw):
-    return L.Trainer(
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=enable_checkpointing,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        **kw,
-    )
+    return quiet_trainer(max_steps=max_steps, enable_checkpointing=enable_checkpointing, **kw)
 
 
 def _loader():

@@ -3,7 +3,6 @@ one more row of the Gram matrix. On the synthetic problem, F(θ) = f(ℓ(θ)) th
 the same steps as the loss-space criterion f; a criterion that depends on θ directly still gives
 every objective the descent rate φ the dual promises while g(θ) > e."""
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -12,6 +11,7 @@ from moo_lightning.combiners import PNG, LinearScalarization, NonUniformity
 from moo_lightning.combiners.criteria import ParameterCriterion
 from moo_lightning.gradients import gram_matrix, objective_grads
 from moo_lightning.tasks.toy import ToyModule, ToySteps, _toy_losses
+from tests.helpers import quiet_trainer
 
 
 class ThroughParameters(ToyModule):
@@ -25,15 +25,7 @@ class ThroughParameters(ToyModule):
 
 
 def _fit(module, steps=60):
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(module, ToySteps(steps))
+    quiet_trainer().fit(module, ToySteps(steps))
     return module
 
 

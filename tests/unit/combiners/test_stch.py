@@ -5,7 +5,6 @@ autograd gradient is our weights)."""
 import logging
 import math
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -19,6 +18,7 @@ from moo_lightning.tasks.toy import (
     minimise_on_front,
     ray_point,
 )
+from tests.helpers import quiet_trainer
 
 
 def weights(comb, losses, pref):
@@ -155,15 +155,7 @@ def _train_toy(combiner, r1):
     module = ToyModule(
         combiner, r1, optimizer=lambda ps: torch.optim.SGD(ps, lr=LR, momentum=MOMENTUM)
     )
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    trainer.fit(module, datamodule=ToySteps(STEPS))
+    quiet_trainer().fit(module, datamodule=ToySteps(STEPS))
     assert module.skipped_steps == 0 and module.fallbacks == 0
     return module.final_losses()
 
