@@ -394,3 +394,17 @@ def quiet_trainer(**settings):
         accelerator="cpu",
         **settings,
     )
+
+
+def mm_small(num_train: int) -> tuple[str, ...]:
+    """Command-line settings of a one-epoch Multi-MNIST run on ``num_train`` training images
+    (64 validation, 128 test, batches of 64, no logger)."""
+    return (
+        f"data.num_train={num_train}",
+        "data.val_size=64",
+        "data.num_test=128",
+        "data.batch_size=64",
+        "data.eval_batch_size=64",
+        "trainer.max_epochs=1",
+        "logger=none",
+    )

@@ -19,6 +19,7 @@ from tests.helpers import (
     CONF,
     ROOT,
     TINY,
+    mm_small,
     one_line_error,
     quick_sweep,
     read_wandb_run,
@@ -396,15 +397,7 @@ def _table_script():
     return module
 
 
-MM_TINY = (
-    "data.num_train=128",
-    "data.val_size=64",
-    "data.num_test=128",
-    "data.batch_size=64",
-    "data.eval_batch_size=64",
-    "trainer.max_epochs=1",
-    "logger=none",
-)
+MM_TINY = mm_small(num_train=128)
 
 
 @pytest.mark.multi_mnist

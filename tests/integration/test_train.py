@@ -27,6 +27,7 @@ from tests.helpers import (
     build_combiner,
     combiner_names,
     last_line,
+    mm_small,
     one_line_error,
     read_wandb_run,
     readme_energy_rows,
@@ -992,15 +993,7 @@ MM_METHODS = sorted(
 )
 
 
-MM_SMALL = (
-    "data.num_train=256",
-    "data.val_size=64",
-    "data.num_test=128",
-    "data.batch_size=64",
-    "data.eval_batch_size=64",
-    "trainer.max_epochs=1",
-    "logger=none",
-)
+MM_SMALL = mm_small(num_train=256)
 
 
 @pytest.mark.multi_mnist
