@@ -614,7 +614,8 @@ def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Pat
     labels = short_labels(keys)
     several = chosen.groupby(["task", "N"]).ngroups > 1
     figures: dict[str, list] = {}
-    for _, g in chosen.sort_values(["task", "N", "loss", *keys], kind="stable").iterrows():
+    ranked = chosen.assign(rank=chosen["loss"].map(_loss_rank))
+    for _, g in ranked.sort_values(["task", "N", "rank", "loss", *keys], kind="stable").iterrows():
         if g["loss"] not in ("CE+LS", "CE+EPO", "CE+SCL"):
             continue
         path = sweep_dir / g["first_dir"] / "test_embeddings.npz"
