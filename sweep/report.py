@@ -672,9 +672,12 @@ def _cell(text: str):
     return int(number) if number.is_integer() and "." not in text else number
 
 
-def log_to_wandb(out: Path, sweep_dir: Path, project: str, entity: str | None = None) -> str:
-    """Table 1, the figures and the report's files into one W&B run; returns the run's folder
-    (offline) or URL. Refuses an online run without an API key, in one line (ValueError)."""
+def log_to_wandb(
+    out: Path, sweep_dir: Path, project: str, entity: str | None = None, figures=()
+) -> str:
+    """Table 1, the figures (file names in ``out`` that this report wrote: older files there are
+    not logged) and the report's files into one W&B run; returns the run's folder (offline) or
+    URL. Refuses an online run without an API key, in one line (ValueError)."""
     from moo_lightning.loggers import require_wandb_credentials
 
     require_wandb_credentials()
@@ -698,7 +701,7 @@ def log_to_wandb(out: Path, sweep_dir: Path, project: str, entity: str | None = 
                 columns=columns, data=[[_cell(r[c]) for c in columns] for r in rows]
             )
         }
-        figures = sorted([*out.glob("loss_space*.png"), *out.glob("tsne*.png")])
+        figures = [out / name for name in figures]
         for figure in figures:
             logged[figure.stem] = wandb.Image(str(figure))
         run.log(logged)
@@ -785,7 +788,9 @@ def main(argv: list[str] | None = None):
     )
     if args.wandb:
         try:
-            where = log_to_wandb(args.out, args.sweep_dir, args.project, args.entity)
+            where = log_to_wandb(
+                args.out, args.sweep_dir, args.project, args.entity, [*figures, *tsne]
+            )
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
         print(f"W&B run: {where}")
