@@ -408,3 +408,18 @@ def mm_small(num_train: int) -> tuple[str, ...]:
         "trainer.max_epochs=1",
         "logger=none",
     )
+
+
+@functools.cache
+def load_script(path: str):
+    """A script of the checkout that is not part of the package (``"sweep/report.py"``,
+    ``"bench/crosscheck.py"``) as a module, loaded once per test process."""
+    import importlib.util
+    import sys
+
+    name = "script_" + path.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up by name
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ and combiners_mm presets, the scripts that read sweep folders into tables, and t
 and dashboards."""
 
 import csv
-import importlib.util
 import json
 import os
 import random
@@ -19,6 +18,7 @@ from tests.helpers import (
     CONF,
     ROOT,
     TINY,
+    load_script,
     mm_small,
     one_line_error,
     quick_sweep,
@@ -388,15 +388,6 @@ def test_every_experiment_runs_as_one_fast_dev_run_sweep(digits, tmp_path):
     assert done == [f"debug=fast,experiment={e}" for e in experiments]
 
 
-def _table_script():
-    spec = importlib.util.spec_from_file_location(
-        "combiner_table", ROOT / "sweep/combiner_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 MM_TINY = mm_small(num_train=128)
 
 
@@ -439,7 +430,7 @@ def test_a_tiny_combiners_mm_multirun_and_its_table(tmp_path):
     (sweep / "broken").mkdir()
     (sweep / "broken" / "metrics.json").write_text("{")
     out = tmp_path / "report"
-    assert _table_script().main([str(sweep), "--out", str(out)]) == 0
+    assert load_script("sweep/combiner_table.py").main([str(sweep), "--out", str(out)]) == 0
     text = (out / "table.md").read_text()
     assert text.index("| ls |") < text.index("| upgrad |") and "Left out (1)" in text
     rows = {r["row"]: r for r in csv.DictReader(open(out / "table.csv"))}
@@ -475,11 +466,11 @@ def test_delta_m_p_values_and_left_out_runs(tmp_path):
     _job(tmp_path / "dup", "a", 0, 0.0, 0.0)
     _job(tmp_path / "set", "ls", 0, 0.1, 0.1, members=5, test_errors=[[0.1, 0.1]] * 5)
     _job(tmp_path / "div", "ls", 3, 0.1, 0.1, status="diverged")
-    runs, settings_of, left_out = _table_script().load(tmp_path)
+    runs, settings_of, left_out = load_script("sweep/combiner_table.py").load(tmp_path)
     why = dict(left_out)
     assert set(why) == {"dup", "set", "div"}
     assert "duplicate" in why["dup"] and "members 5" in why["set"] and "diverged" in why["div"]
-    table, base = _table_script().summarise(runs, "ls")
+    table, base = load_script("sweep/combiner_table.py").summarise(runs, "ls")
     assert base == "ls" and list(table.index) == ["ls", "a"]
     assert table.loc["a", "delta_m"] == pytest.approx(100 * (0.95 / 0.90 - 1) / 2)
     assert table.loc["a", "p"] < 1e-3 and table.loc["a", "p_task2"] == 1.0
@@ -519,17 +510,10 @@ def test_the_readme_toy_energy_table_is_what_the_table_script_prints(tmp_path, c
 # --- W&B: the sweep report logged, the dashboards' specs (marker wandb) ---------------------------
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"sweep_{name}", ROOT / f"sweep/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.wandb
 def test_dashboard_spec_compares_combiners_and_is_not_saved(monkeypatch, capsys):
     pytest.importorskip("wandb")
-    dashboard = _load("dashboard")
+    dashboard = load_script("sweep/dashboard.py")
     group = "sst2 N20 tiny moo r0.1,0.9 tau0.3 lam0.3 lr1e-05"
     spec = dashboard.view_spec(dashboard.build_workspace("me", "proj", [group]))
     section = spec["spec"]["section"]
@@ -601,7 +585,9 @@ def test_report_logs_table_1_and_the_loss_space_figure(offline, tmp_path, capsys
             }
             (folder / "metrics.json").write_text(json.dumps(metrics))
     out = tmp_path / "report"
-    _load("report").main([str(sweep), "--out", str(out), "--wandb", "--project", "moo-test"])
+    load_script("sweep/report.py").main(
+        [str(sweep), "--out", str(out), "--wandb", "--project", "moo-test"]
+    )
     assert "W&B run: " in capsys.readouterr().out
     run, summary, _, files = read_wandb_run(out)
     assert run.job_type == "report" and summary["table1_rows"] == 3
@@ -613,17 +599,10 @@ def test_report_logs_table_1_and_the_loss_space_figure(offline, tmp_path, capsys
     assert list(files.glob("media/images/loss_space_*.png"))
 
 
-def _dashboard():
-    spec = importlib.util.spec_from_file_location("dashboard", ROOT / "sweep/dashboard.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.wandb
 def test_the_combiners_mm_section_bars_accuracy_and_wall_time_by_combiner(monkeypatch, capsys):
     pytest.importorskip("wandb_workspaces")
-    dashboard = _dashboard()
+    dashboard = load_script("sweep/dashboard.py")
     spec = dashboard.view_spec(dashboard.build_workspace("me", "proj", studies=["combiners_mm"]))
     sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
     (study,) = [s for s in sections if "combiners_mm" in s["name"]]
@@ -661,7 +640,7 @@ def test_the_combiners_mm_section_bars_accuracy_and_wall_time_by_combiner(monkey
 @pytest.mark.wandb
 def test_the_combiners_sst2_section_bars_accuracy_by_combiner():
     pytest.importorskip("wandb_workspaces")
-    dashboard = _dashboard()
+    dashboard = load_script("sweep/dashboard.py")
     spec = dashboard.view_spec(dashboard.build_workspace("me", "p", studies=["combiners_sst2"]))
     sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
     (study,) = [s for s in sections if "combiners_sst2" in s["name"]]
@@ -674,7 +653,7 @@ def test_the_combiners_sst2_section_bars_accuracy_by_combiner():
 @pytest.mark.wandb
 def test_the_dashboard_section_shows_the_league_table(capsys):
     pytest.importorskip("wandb_workspaces")
-    dashboard = _dashboard()
+    dashboard = load_script("sweep/dashboard.py")
     spec = dashboard.view_spec(dashboard.build_workspace("me", "proj", studies=["combiners_mm"]))
     assert '"league_table"' in json.dumps(spec)
 
@@ -700,9 +679,7 @@ def test_combiner_table_logs_the_league_table_offline(monkeypatch, tmp_path, cap
                 "settings": {"seed": seed, "combiner": combiner},
             }  # fmt: skip
             (folder / "metrics.json").write_text(json.dumps(m))
-    spec = importlib.util.spec_from_file_location("table", ROOT / "sweep/combiner_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = load_script("sweep/combiner_table.py")
     out = tmp_path / "report"
     assert table.main([str(sweep), "--out", str(out), "--wandb", "--project", "t"]) == 0
     assert "W&B run: " in capsys.readouterr().out

@@ -4,7 +4,6 @@ bad-input table) and the probe's rows; runs without a result; the toy problems; 
 Pareto sets and every combiner on one model; domain generalisation; logger=wandb. Each theme has
 its marker (pyproject.toml), e.g. `pytest tests/integration/test_train.py -m toy`."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,6 +26,7 @@ from tests.helpers import (
     build_combiner,
     combiner_names,
     last_line,
+    load_script,
     mm_small,
     one_line_error,
     read_wandb_run,
@@ -948,13 +948,6 @@ def test_every_wrapped_torchjd_method_trains_the_toy_problem_through_train_py(tm
     assert sorted(seen) == sorted(TORCHJD_PLAIN + list(TORCHJD_KWARGS))
 
 
-def _figure_script():
-    spec = importlib.util.spec_from_file_location("toy2d_figure", ROOT / "sweep/toy2d_figure.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.toy
 def test_a_short_job_through_train_py_and_the_figure_script(run_train, tmp_path, capsys):
     runs = [
@@ -975,7 +968,7 @@ def test_a_short_job_through_train_py_and_the_figure_script(run_train, tmp_path,
     failed.mkdir()
     (failed / "train.log").write_text("[x][ERROR] - moo_lightning.combiners.base.SolverError: gls")
     out = tmp_path / "fig" / "toy2d.png"
-    assert _figure_script().main([str(tmp_path), "--out", str(out)]) == 0
+    assert load_script("sweep/toy2d_figure.py").main([str(tmp_path), "--out", str(out)]) == 0
     assert out.is_file() and out.stat().st_size > 10_000
     text = out.with_suffix(".md").read_text()
     assert "| mgda | 0/5 |" in text and "| famo (ℓ+21) |" in text

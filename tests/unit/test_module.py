@@ -56,15 +56,11 @@ class Tiny(MultiObjectiveModule):
         return _losses(self.net, batch[0])
 
 
-def _quiet_trainer():
-    return quiet_trainer()
-
-
 def _train(combiner):
     torch.manual_seed(1)
     data = torch.utils.data.TensorDataset(torch.randn(64, 5))
     module = Tiny(combiner)
-    trainer = _quiet_trainer()
+    trainer = quiet_trainer()
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
     return [p.detach().clone() for p in module.parameters()]
 
@@ -87,7 +83,7 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_the_run():
     module = AlwaysNaN(LinearScalarization())
     module.max_bad_steps = 3
     before = [p.detach().clone() for p in module.parameters()]
-    trainer = _quiet_trainer()
+    trainer = quiet_trainer()
     data = torch.utils.data.TensorDataset(torch.randn(160, 5))
     with pytest.raises(NonFiniteError, match="3 consecutive steps with non-finite losses"):
         trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=16))
@@ -142,7 +138,7 @@ def test_a_skipped_step_leaves_the_combiners_state_as_it_was():
     torch.manual_seed(1)
     module = Recording(NaNWeightsOnce())
     data = torch.utils.data.TensorDataset(torch.randn(64, 5))
-    _quiet_trainer().fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    quiet_trainer().fit(module, torch.utils.data.DataLoader(data, batch_size=16))
     assert module.skipped_steps == 1
     assert states[3] == states[2]  # the third step (index 2) was skipped: nothing changed
     assert states[2] != states[1]  # an ordinary step does change it
@@ -174,7 +170,7 @@ def test_uw_log_variances_get_no_weight_decay_and_no_clipping():
     torch.manual_seed(1)
     module = Spy(UncertaintyWeighting(num_objectives=3))
     data = torch.utils.data.TensorDataset(torch.randn(16, 5))
-    _quiet_trainer().fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    quiet_trainer().fit(module, torch.utils.data.DataLoader(data, batch_size=16))
     assert seen["groups"] == [0.5, 0.0]
     assert seen["model_norm"] <= 1.01e-6  # the model's direction is clipped
     # s.grad_i = 1 − ℓ_i e^{−s_i} at s = 0: untouched by the clipping (|s.grad| is O(1))

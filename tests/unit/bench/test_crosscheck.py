@@ -2,21 +2,13 @@
 rank-deficient, near-parallel, opposite, badly scaled; m = 2..6), within the tolerance each
 unit test documents, outside the kinds where a method differs by design (crosscheck.EXEMPT)."""
 
-import importlib.util
-import sys
-
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import load_script
 
 
 def _crosscheck():
-    if "crosscheck" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("crosscheck", ROOT / "bench/crosscheck.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["crosscheck"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["crosscheck"]
+    return load_script("bench/crosscheck.py")
 
 
 # the quick methods (closed forms, exact QPs, scalarizers); the cvxpy-based ones (cagrad,

@@ -1,7 +1,6 @@
 """sweep/dg_report.py on hand-made jobs: per-target mean ± std, the per-trial average, the
 paired t-test against JiGen, the stand-in note on the table, and PNG's per-step figure."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,11 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from tests.helpers import ROOT
+from tests.helpers import load_script
 
-_spec = importlib.util.spec_from_file_location("dg_report", ROOT / "sweep/dg_report.py")
-dg_report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dg_report)
+dg_report = load_script("sweep/dg_report.py")
 
 ACC = {  # method -> target -> per-seed accuracies
     "jigen": {"0": [0.80, 0.82, 0.81], "15": [0.90, 0.91, 0.93]},

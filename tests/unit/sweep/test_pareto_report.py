@@ -2,7 +2,6 @@
 independent 2-D computation, left-out jobs, the paired test, settings groups, missing trials."""
 
 import csv
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,11 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
-_spec = importlib.util.spec_from_file_location("pareto_report", ROOT / "sweep/pareto_report.py")
-pr = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pr)
+pr = load_script("sweep/pareto_report.py")
 
 LN10 = math.log(10)
 NOTE = "built from the MNIST test split"

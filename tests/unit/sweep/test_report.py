@@ -1,7 +1,6 @@
 """sweep/report.py on a synthetic sweep: selection by validation, incomplete groups, paired test."""
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 
 def fake_run(
@@ -423,7 +422,7 @@ def test_a_bad_reference_file_stops_in_one_line_naming_its_line(tmp_path):
         "task,N,loss,mean,std,source\nsst2,20,CE,60,,p\nsst2,20,CE,61,,p\n": "a second row",
         "task,N,loss,mean,std,source\nsst2,20,CE,60,,p\nsst2,20,CE+LS,61,,q\n": "several sources",
     }
-    report = _module()
+    report = load_script("sweep/report.py")
     for text, message in cases.items():
         ref = tmp_path / "ref.csv"
         ref.write_text(text)
@@ -435,16 +434,10 @@ def test_a_bad_reference_file_stops_in_one_line_naming_its_line(tmp_path):
         assert not (tmp_path / "o").exists()  # stopped before writing anything
 
 
-def _module():
-    """sweep/report.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("report", ROOT / "sweep" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_shipped_reference_names_cells_as_the_report_does():
-    ref = _module().read_reference(ROOT / "sweep" / "reference" / "moukafih2023_table1.csv")
+    ref = load_script("sweep/report.py").read_reference(
+        ROOT / "sweep" / "reference" / "moukafih2023_table1.csv"
+    )
     assert ref.source == "paper, RoBERTa-base"
     tasks, sizes, losses = zip(*ref.cells)
     assert set(tasks) <= {"sst2", "qnli", "mnli"} and set(sizes) <= {20, 50, 100}
@@ -453,7 +446,9 @@ def test_the_shipped_reference_names_cells_as_the_report_does():
 
 
 def test_short_labels_keep_the_parent_of_a_numbered_entry():
-    labels = _module().short_labels(["budget.20", "budget.100", "optimizer.lr", "encoder.name"])
+    labels = load_script("sweep/report.py").short_labels(
+        ["budget.20", "budget.100", "optimizer.lr", "encoder.name"]
+    )
     assert labels == {
         "budget.20": "budget.20",
         "budget.100": "budget.100",
