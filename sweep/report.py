@@ -332,54 +332,60 @@ class Reference(NamedTuple):
     source: str
     cells: dict[tuple[str, int, str], tuple[str, str]]
 
+    def cell(self, task: str, n, loss: str) -> tuple[str, str]:
+        """(mean, std) of one cell as the file gives them; ("", "") where it has none."""
+        return self.cells.get((task, n, loss), ("", ""))
+
 
 REFERENCE_COLUMNS = ("task", "N", "loss", "mean", "std", "source")
 
 
+NUMBER = re.compile(r"\d+(\.\d+)?")  # a plain decimal, as a paper's table prints it
+
+
 def read_reference(path: Path) -> Reference:
     """A reference table (``--reference``): a CSV with the columns task, N, loss, mean, std and
-    source (lines starting with # are comments), one row per cell, test accuracy in percent,
-    std empty where the source gives none, one source text for every row. Anything else stops in
-    one line naming the file, its line and what is allowed."""
+    source (lines starting with # are comments), one row per cell, test accuracy in percent as
+    a plain decimal (``59.72``), std empty where the source gives none, N a whole number (``50``
+    or ``50.0``), one source text for every row. Anything else stops in one line naming the
+    file, its line and what is allowed."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no column
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"--reference {path}: cannot read it ({err})") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)]
-    lines = [(n, line) for n, line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
-        raise ValueError(f"--reference {path}: no header and no rows")
-    rows = list(csv.reader([line for _, line in lines]))
-    head = [h.strip() for h in rows[0]]
-    if sorted(head) != sorted(REFERENCE_COLUMNS):
-        raise ValueError(
-            f"--reference {path} line {lines[0][0]}: columns {','.join(head)}; expected "
-            + ",".join(REFERENCE_COLUMNS)
-        )
-    cells: dict[tuple[str, int, str], tuple[str, str]] = {}
-    sources = set()
-    for (line, _), values in zip(lines[1:], rows[1:]):
-        where = f"--reference {path} line {line}"
+    kept = [
+        line + "\n" if line.strip() and not line.lstrip().startswith("#") else "\n"
+        for line in text.splitlines()
+    ]  # comments blanked, not dropped, so that the reader's line numbers are the file's
+    reader = csv.reader(kept, skipinitialspace=True)
+    head, cells, sources = None, {}, set()
+    for values in reader:
+        where = f"--reference {path} line {reader.line_num}"
+        if not values:
+            continue
+        values = [v.strip() for v in values]
+        if any("\n" in v for v in values):
+            raise ValueError(f"{where}: a quoted field runs over several lines; keep each on one")
+        if head is None:
+            head = values
+            if sorted(head) != sorted(REFERENCE_COLUMNS):
+                raise ValueError(
+                    f"{where}: columns {','.join(head)}; expected " + ",".join(REFERENCE_COLUMNS)
+                )
+            continue
         if len(values) != len(head):
             raise ValueError(f"{where}: {len(values)} fields; expected {len(head)}")
-        row = dict(zip(head, (v.strip() for v in values)))
-        try:
-            n = int(row["N"])
-        except ValueError:
-            n = 0
-        if n < 1:
+        row = dict(zip(head, values))
+        if not re.fullmatch(r"\d+(\.0*)?", row["N"]) or float(row["N"]) < 1:
             raise ValueError(f"{where}: N {row['N']!r}; expected a whole number of 1 or more")
+        n = int(float(row["N"]))
         for key in ("mean", "std"):
             if key == "std" and row[key] == "":
                 continue
-            try:
-                value = float(row[key])
-            except ValueError:
-                value = float("nan")
-            if not 0 <= value <= 100:
+            if not NUMBER.fullmatch(row[key]) or float(row[key]) > 100:
                 raise ValueError(
-                    f"{where}: {key} {row[key]!r}; expected a percentage from 0 to 100"
-                    + (" (or empty)" if key == "std" else "")
+                    f"{where}: {key} {row[key]!r}; expected a percentage from 0 to 100 as a plain "
+                    "decimal" + (" (or empty)" if key == "std" else "")
                 )
         if not row["task"] or not row["loss"] or not row["source"]:
             raise ValueError(f"{where}: task, loss and source must not be empty")
@@ -388,6 +394,8 @@ def read_reference(path: Path) -> Reference:
             raise ValueError(f"{where}: a second row for {at[0]} N={n} {at[2]}")
         cells[at] = (row["mean"], row["std"])
         sources.add(row["source"])
+    if head is None:
+        raise ValueError(f"--reference {path}: no header and no rows")
     if len(sources) > 1:
         raise ValueError(
             f"--reference {path}: several sources ({', '.join(sorted(sources))}); give one "
@@ -447,12 +455,13 @@ def write_tables(
     at = {tuple(r[c] for c in ["task", "loss", "N", *keys]): g for g, r in chosen.iterrows()}
 
     def cited(task, loss, n) -> str:
-        mean, std = reference.cells.get((task, n, loss), ("", ""))
+        mean, std = reference.cell(task, n, loss)
         return "—" if mean == "" else mean + (f" ± {std}" if std else "")
 
     head = ["loss", "N", *(labels[k] for k in keys)]
     for task in tasks:
-        head += [f"{task} (here)", f"{task} ({reference.source})"] if reference else [task]
+        cited_as = f"{task} ({_md('source', reference.source)})" if reference else None
+        head += [f"{task} (here)", cited_as] if reference else [task]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = []
     for row in rows:
@@ -514,7 +523,7 @@ def write_tables(
     columns += ["val_acc_mean", p_col]
     table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
     if reference:
-        both = [reference.cells.get((t, n, loss), ("", "")) for t, n, loss in
+        both = [reference.cell(t, n, loss) for t, n, loss in
                 zip(table["task"], table["N"], table["loss"])]  # fmt: skip
         table = table.assign(
             reference_mean=[m for m, _ in both],
@@ -544,21 +553,34 @@ def write_runs(runs: pd.DataFrame, keys: list[str], out: Path) -> None:
     runs[list(RUN_COLUMNS)].join(settings_table(runs)[keys]).to_csv(out / "runs.csv", index=False)
 
 
+def _size(n) -> str:
+    """N as a figure names it: the number, or "all" for runs on the whole training set."""
+    if n is None or pd.isna(n):
+        return "all"
+    return str(int(n)) if float(n).is_integer() else str(n)  # grouping may have made 20 a 20.0
+
+
 def figure_name(stem: str, task: str, n, several: bool) -> str:
-    """``stem.png`` for a report of one (task, N); ``stem_<task>_N<N>.png`` for each of several."""
-    return f"{stem}_{task}_N{n}.png" if several else f"{stem}.png"
+    """``stem.png`` for a report of one (task, N); ``stem_<task>_N<N>.png`` for each of several
+    (``N all``: the whole training set)."""
+    return f"{stem}_{task}_N{_size(n)}.png" if several else f"{stem}.png"
 
 
-def loss_space_figure(runs: pd.DataFrame, out: Path) -> list[str]:
+def several_cells(runs: pd.DataFrame) -> bool:
+    """Whether the report covers more than one (task, N) (N may be None: the whole training
+    set), so that its figures are named per cell."""
+    return runs.groupby(["task", "N"], dropna=False).ngroups > 1
+
+
+def loss_space_figure(runs: pd.DataFrame, out: Path, several: bool) -> list[str]:
     """The final training losses of the two-objective runs, one figure per (task, N) (losses of
     other tasks or sizes are not comparable); returns the files written."""
     pts = runs.dropna(subset=["l1", "l2"])
-    cells = pts.groupby(["task", "N"], sort=True)
-    several = runs.groupby(["task", "N"]).ngroups > 1
+    cells = pts.groupby(["task", "N"], sort=True, dropna=False)
     written = []
     for (task, n), sel in cells:
         name = figure_name("loss_space", task, n, several)
-        _loss_space(sel, out / name, f"{task}, N = {n}: " if several else "")
+        _loss_space(sel, out / name, f"{task}, N = {_size(n)}: " if several else "")
         written.append(name)
     return written
 
@@ -608,11 +630,12 @@ def _loss_space(pts: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def tsne_figure(chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Path) -> list[str]:
+def tsne_figure(
+    chosen: pd.DataFrame, keys: list[str], sweep_dir: Path, out: Path, several: bool
+) -> list[str]:
     """t-SNE of the test embeddings of the chosen CE+LS, CE+EPO and CE+SCL models (their first
     seed), one figure per (task, N); returns the files written (none without embeddings)."""
     labels = short_labels(keys)
-    several = chosen.groupby(["task", "N"]).ngroups > 1
     figures: dict[str, list] = {}
     ranked = chosen.assign(rank=chosen["loss"].map(_loss_rank))
     for _, g in ranked.sort_values(["task", "N", "rank", "loss", *keys], kind="stable").iterrows():
@@ -777,8 +800,9 @@ def main(argv: list[str] | None = None):
             + ", ".join(sorted(set(runs["loss"])))
         )
     chosen = write_tables(runs, info, args.out, left_out, args.baseline or "CE", reference)
-    figures = loss_space_figure(runs, args.out)
-    tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out)
+    several = several_cells(runs)
+    figures = loss_space_figure(runs, args.out, several)
+    tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out, several)
     print((args.out / "table.md").read_text())
     print(
         f"{len(runs)} runs; wrote "

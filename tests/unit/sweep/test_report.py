@@ -421,6 +421,8 @@ def test_a_bad_reference_file_stops_in_one_line_naming_its_line(tmp_path):
         "# c\ntask,N,loss,mean,std,source\nsst2,20,CE,0.6x,,p\n": "line 3: mean '0.6x'",
         "task,N,loss,mean,std,source\nsst2,20,CE,60,,p\nsst2,20,CE,61,,p\n": "a second row",
         "task,N,loss,mean,std,source\nsst2,20,CE,60,,p\nsst2,20,CE+LS,61,,q\n": "several sources",
+        "task,N,loss,mean,std,source\nsst2,20,CE,6e1,,p\n": "line 2: mean '6e1'; expected a",
+        'task,N,loss,mean,std,source\nsst2,20,CE,60,,"p\nq"\n': "line 3: a quoted field runs",
     }
     report = load_script("sweep/report.py")
     for text, message in cases.items():
@@ -455,3 +457,27 @@ def test_short_labels_keep_the_parent_of_a_numbered_entry():
         "optimizer.lr": "lr",
         "encoder.name": "encoder.name",
     }
+
+
+def test_a_reference_written_by_a_spreadsheet_reads(tmp_path):
+    """A byte-order mark, spaces after the commas, N as 50.0, a quoted source with a comma."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text('\ufefftask, N, loss, mean, std, source\nsst2, 50.0, CE, 59.72, 5.9, "a, b|c"\n')
+    read = load_script("sweep/report.py").read_reference(ref)
+    assert read.source == "a, b|c" and read.cells == {("sst2", 50, "CE"): ("59.72", "5.9")}
+    assert read.cell("sst2", 50.0, "CE") == ("59.72", "5.9") and read.cell("qnli", 50, "CE") == (
+        "",
+        "",
+    )
+
+
+def test_runs_on_the_whole_training_set_get_their_own_figures(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for n in (20, None):
+        for seed in range(2):
+            for loss in ("CE", "CE+LS"):
+                table_run(sweep, "sst2", n, loss, seed, 0.6 + 0.01 * seed)
+    _report(sweep, out)
+    assert (out / "loss_space_sst2_N20.png").is_file()
+    assert (out / "loss_space_sst2_Nall.png").is_file()  # N = None: not dropped
+    assert not (out / "loss_space.png").exists()
