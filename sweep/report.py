@@ -35,7 +35,8 @@ table.md ends with the summed job time (``wall_time_s`` of every run read).
 
 Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
 embeddings, module.save_test_embeddings=true) tsne.png; a sweep of several (task, N) cells gets
-one of each figure per cell, loss_space_<task>_N<N>.png and tsne_<task>_N<N>.png. Grouping,
+one of each figure per cell, loss_space_<task>_N<N>.png and tsne_<task>_N<N>.png. Runs on the
+whole training set (data.num_train=null) are N = all. Grouping,
 selection and averages come from pandas, the paired t-test from scipy. --wandb also logs
 Table 1 (a wandb.Table "table1"), the figures (images) and the report's files (an artifact of
 type "report") to a W&B run of job type "report" (WANDB_MODE=offline: a local run in
@@ -465,7 +466,7 @@ def write_tables(
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = []
     for row in rows:
-        cells = [row[0], str(row[1]), *(_md(k, v) for k, v in zip(keys, row[2:]))]
+        cells = [row[0], _size(row[1]), *(_md(k, v) for k, v in zip(keys, row[2:]))]
         for task in tasks:
             g = at.get((task, *row))
             cells.append("—" if g is None else cell(chosen.loc[g]))
@@ -508,7 +509,7 @@ def write_tables(
     if len(incomplete):
         lines += ["", "Incomplete groups (left out of the table):", ""]
         text = [
-            f"- {g['task']} N={g['N']} {g['loss']} τ={g['temperature']} λ={g['lam']} "
+            f"- {g['task']} N={_size(g['N'])} {g['loss']} τ={g['temperature']} λ={g['lam']} "
             f"r1={g['r1']}"
             + "".join(f" {labels[k]}={_md(k, g[k])}" for k in keys)
             + f": seeds {list(g['seeds'])} of {list(g['expected'])}"

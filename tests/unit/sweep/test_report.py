@@ -481,3 +481,5 @@ def test_runs_on_the_whole_training_set_get_their_own_figures(tmp_path):
     assert (out / "loss_space_sst2_N20.png").is_file()
     assert (out / "loss_space_sst2_Nall.png").is_file()  # N = None: not dropped
     assert not (out / "loss_space.png").exists()
+    table = (out / "table.md").read_text()
+    assert "| CE | all | 60.5 ± 0.7 (n=2) |" in table and "| CE | 20 |" in table
