@@ -272,12 +272,18 @@ def baselines(chosen: pd.DataFrame, keys: list[str], baseline: str = "CE") -> pd
     return pd.Series(out, index=chosen.index, dtype=float)
 
 
-# rows in the seed paper's order (CE, CE+SCL, then the two-objective losses), others after them
+# rows and columns in the seed paper's order (CE, CE+SCL, then the two-objective losses; SST-2,
+# QNLI, MNLI), others after them in alphabetical order
 LOSS_ORDER = ("CE", "CE+SCL", "CE+LS", "CE+EPO", "CE+PNG", "CE+MGDA")
+TASK_ORDER = ("sst2", "qnli", "mnli")
+
+
+def _rank(order: tuple[str, ...], name: str) -> int:
+    return order.index(name) if name in order else len(order)
 
 
 def _loss_rank(loss: str) -> int:
-    return LOSS_ORDER.index(loss) if loss in LOSS_ORDER else len(LOSS_ORDER)
+    return _rank(LOSS_ORDER, loss)
 
 
 def _order(value) -> tuple:
@@ -440,7 +446,7 @@ def write_tables(
         spread = f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
         return f"{100 * r['test_acc_mean']:.1f}{spread} (n={r['n']}{p})"
 
-    tasks = sorted(chosen["task"].unique())
+    tasks = sorted(chosen["task"].unique(), key=lambda t: (_rank(TASK_ORDER, t), t))
     rows = chosen.drop_duplicates(["loss", "N", *keys])[["loss", "N", *keys]]
     rows = sorted(
         rows.itertuples(index=False),

@@ -253,7 +253,7 @@ def test_settings_set_per_task_are_stated_once_and_not_columns(tmp_path):
     _report(sweep, out)
     table = (out / "table.md").read_text()
     assert _md_rows(table) == [
-        "| loss | N | qnli | sst2 |",
+        "| loss | N | sst2 | qnli |",
         "| CE | 20 | 60.5 ± 0.7 (n=2) | 60.5 ± 0.7 (n=2) |",
     ]
     assert "Per task: path: /data/qnli (qnli), /data/sst2 (sst2)." in table
@@ -385,11 +385,11 @@ def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_pe
     _report(sweep, out, "--reference", str(ref))
     table = (out / "table.md").read_text()
     paper = "paper, RoBERTa-base"
-    head = f"| loss | N | qnli (here) | qnli ({paper}) | sst2 (here) | sst2 ({paper}) |"
+    head = f"| loss | N | sst2 (here) | sst2 ({paper}) | qnli (here) | qnli ({paper}) |"
     assert head in table
-    assert "| CE | 50 | 50.5 ± 0.7 (n=2) | — | 50.5 ± 0.7 (n=2) | 59.72 ± 5.9 |" in table
+    assert "| CE | 50 | 50.5 ± 0.7 (n=2) | 59.72 ± 5.9 | 50.5 ± 0.7 (n=2) | — |" in table
     assert (
-        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p=0.000) | 74.29 | 52.5 ± 0.7 (n=2, p=0.000) | — |"
+        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p=0.000) | — | 52.5 ± 0.7 (n=2, p=0.000) | 74.29 |"
         in table
     )
     assert "Beside each task: paper, RoBERTa-base" in table
