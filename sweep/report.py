@@ -27,8 +27,8 @@ or per task ("Per task: path: /a (qnli), /b (sst2)"). table.md names a setting b
 ending of its key that no other key shares (``lr``, ``encoder.name``), the CSV files by the whole
 key.
 
---reference CSV puts published numbers beside each task's column (``<task> (here)`` and
-``<task> (<source>)``; table.csv: reference_mean, reference_std, reference_source): one row per
+--reference CSV puts published numbers beside each task's column (``<task> (here, <encoder>)``
+and ``<task> (<source>)``; table.csv: reference_mean, reference_std, reference_source): one row per
 (task, N, loss) cell, columns task, N, loss, mean, std, source (percent, std may be empty; lines
 starting with # are comments). sweep/reference/moukafih2023_table1.csv holds the seed paper's.
 table.md ends with the summed job time (``wall_time_s`` of every run read).
@@ -465,10 +465,13 @@ def write_tables(
         mean, std = reference.cell(task, n, loss)
         return "—" if mean == "" else mean + (f" ± {std}" if std else "")
 
+    # ours beside the reference's: "here", with the encoder when every run used the same one
+    encoders = runs["encoder"].dropna().unique()
+    here = f"here, {encoders[0]}" if len(encoders) == 1 else "here"
     head = ["loss", "N", *(labels[k] for k in keys)]
     for task in tasks:
         cited_as = f"{task} ({_md('source', reference.source)})" if reference else None
-        head += [f"{task} (here)", cited_as] if reference else [task]
+        head += [f"{task} ({here})", cited_as] if reference else [task]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = []
     for row in rows:
