@@ -169,22 +169,27 @@ def normalise_argv(argv: list[str]) -> list[str]:
 def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
     """(the preference sweep, the combiners of this command that ignore the preference) when
     the command sweeps ``preference``; (None, []) otherwise. A combiner that ignores the
-    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value."""
+    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value. The sweep is
+    what Hydra's sweeper will run: the ``hydra.sweeper.params`` of the presets the command
+    selects (``sweep=paper_moo``), then the command line's overrides, a later value of a key
+    replacing an earlier one."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
+    parser = OverridesParser.create()
     try:
-        overrides = OverridesParser.create().parse_overrides(args)
+        given = parser.parse_overrides(args)
+        preset = [f"{k}={v}" for k, v in _sweeper_params(given).items()]
+        overrides = {o.key_or_group: o for o in parser.parse_overrides(preset)}
     except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, in its words
         return None, []
-    sweep = next(
-        (o for o in overrides if o.key_or_group == "preference" and o.is_sweep_override()), None
-    )
-    if sweep is None:
+    overrides.update({o.key_or_group: o for o in given})  # the command line wins, as in Hydra
+    sweep = overrides.get("preference")
+    if sweep is None or not sweep.is_sweep_override():
         return None, []
     names = ["ls"]  # the default combiner (train.yaml)
     combiner_args = []
-    for o in overrides:
+    for o in overrides.values():
         if o.key_or_group == "combiner":
             try:
                 names = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
@@ -194,6 +199,23 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
             combiner_args.append(o.input_line)
     ignoring = [n for n in names if not _uses_preference(str(n), tuple(combiner_args))]
     return sweep.input_line, ignoring
+
+
+def _sweeper_params(given) -> dict:
+    """The ``hydra.sweeper.params`` of the config the command's plain overrides compose (its
+    presets' grids); empty when there are none or the config does not compose (the run then
+    reports that itself)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    plain = [o.input_line for o in given if not o.is_sweep_override()]
+    try:
+        with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+            cfg = compose("train", overrides=plain, return_hydra_config=True)
+        params = OmegaConf.select(cfg, "hydra.sweeper.params")
+        return {} if params is None else dict(OmegaConf.to_container(params))
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 def _uses_preference(name: str, combiner_args: tuple[str, ...]) -> bool:

@@ -375,3 +375,26 @@ def test_an_encoder_or_objective_for_a_task_without_text_is_one_line(args):
     assert str(info.value).startswith(f"error: {args[1]}: the module of this run")
     assert "text module (task=sst2|qnli|mnli)" in str(info.value)
     refuse_text_settings_without_text_module(normalise_argv(["t", "task=qnli", "encoder=tiny"]))
+
+
+def test_a_presets_preference_grid_counts_in_the_duplicate_check():
+    """The sweeper runs a preset's hydra.sweeper.params and then the command line's overrides
+    (a later value of a key replacing an earlier one): the check reads the same, so a preset that
+    sweeps r with MGDA is caught, and a single r on the command line lets MGDA run once."""
+    from moo_lightning.cli.argv import preference_free_combiners
+
+    def ignoring(*args):
+        return preference_free_combiners(["train.py", "-m", *args])
+
+    # the paper's grid sweeps r only with the combiners that use it (LS, EPO, PNG)
+    assert ignoring("sweep=paper_moo", "task=sst2") == ("preference=0.1,0.3,0.5", [])
+    assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda") == (
+        "preference=0.1,0.3,0.5",
+        ["mgda"],
+    )
+    assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda", "preference=0.5") == (
+        None,
+        [],
+    )
+    assert ignoring("hparams_search=glue_optuna", "task=sst2", "combiner=mgda")[1] == ["mgda"]
+    assert ignoring("hparams_search=glue_optuna", "task=sst2", "combiner=epo")[1] == []
