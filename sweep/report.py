@@ -811,6 +811,10 @@ def main(argv: list[str] | None = None):
         )
     chosen = write_tables(runs, info, args.out, left_out, args.baseline or "CE", reference)
     several = several_cells(runs)
+    # figures an earlier report left here are replaced, as its tables are: a sweep that grew
+    # from one (task, N) to several must not keep its old loss_space.png beside the new ones
+    for stale in [*args.out.glob("loss_space*.png"), *args.out.glob("tsne*.png")]:
+        stale.unlink()
     figures = loss_space_figure(runs, args.out, several)
     tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out, several)
     print((args.out / "table.md").read_text())

@@ -382,6 +382,8 @@ def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_pe
                     table_run(sweep, task, n, loss, seed, 0.5 + 0.01 * (seed + k))
     ref = tmp_path / "paper.csv"
     ref.write_text(REFERENCE)
+    out.mkdir()
+    (out / "loss_space.png").write_bytes(b"an earlier report's figure")
     _report(sweep, out, "--reference", str(ref))
     table = (out / "table.md").read_text()
     paper = "paper, RoBERTa-base"
