@@ -58,7 +58,7 @@ def digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def probe_folders(tmp_path_factory):
-    """The probe's data folders (shared/design/PROBE.md): GOOD, and the rows D24, DN3 and C19."""
+    """The trust cases' data folders: GOOD, and the cases D24, DN3 and C19."""
     root = tmp_path_factory.mktemp("probe")
     good = write_glue(root / "sst2", "sst2")
     both = write_glue(root / "both", "sst2")  # D24: the glue-schema files and the GLUE TSVs

@@ -153,7 +153,7 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
 
 
 @pytest.mark.trust
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_no_option_of_any_group_trips_the_unknown_key_check():
     """The check behind C32-C34 knows every top-level key the package's own configs make."""
     from pathlib import Path

@@ -197,7 +197,7 @@ def test_a_sweep_resumed_with_ckpt_path_last_skips_its_finished_jobs(tmp_path):
     assert fresh["status"] == "ok" and "no checkpoint to resume from" in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_rerunning_a_sweep_skips_complete_jobs(sst2, tmp_path):
     args = quick_sweep(sst2, tmp_path)
     first = train_py(args)
@@ -294,7 +294,7 @@ def test_resuming_with_another_combiner_is_refused(sst2, tmp_path):
 
 
 @pytest.mark.trust
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_a_changed_checkpoint_is_refused_by_its_checksum(sst2, tmp_path):
     run = tmp_path / "run"
     assert run_cmd(sst2_cmd(sst2, run, "callbacks=resume")).returncode == 0

@@ -76,7 +76,7 @@ def test_sweep_folder_names_carry_every_override_that_changes_results(tmp_path):
     assert job_folder(["seed=1", *noise]) == "seed=1"
 
 
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_a_preference_sweep_with_a_combiner_that_ignores_it_is_refused(tmp_path):
     """combiner=mgda (the min-norm point ignores r) swept over preference would run the same
     job twice: refused in one line before any job runs; LS runs it."""
@@ -229,7 +229,7 @@ def test_optuna_search_maximises_the_returned_validation_metric(sst2, tmp_path):
     assert "setup plugin alembic" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_a_search_refuses_to_optimise_a_test_metric(sst2, tmp_path):
     """hparams_search with optimized_metric=test/acc stops in one line before any trial trains."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
@@ -300,7 +300,7 @@ def test_a_search_that_cannot_work_is_one_line_before_any_trial(
 
 
 @pytest.mark.trust
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_a_search_where_no_trial_returns_its_metric_ends_in_one_line(probe_folders, tmp_path):
     """O8/O9/O12: every trial without the optimised metric (here a metric no run records) ended
     in Optuna's "No trials are completed yet" traceback."""

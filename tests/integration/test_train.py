@@ -79,7 +79,7 @@ def _glue_run(tmp_path, *extra, multirun=False):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_early_stopping_is_recorded_and_said(tmp_path):
     """Before: a run stopped at step 8 of 60 said only '8 steps'."""
     proc = _glue_run(
@@ -94,7 +94,7 @@ def test_early_stopping_is_recorded_and_said(tmp_path):
     assert f"stopped early at step {early['step']}: val/acc_best" in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run (session 8)
+@pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_a_plain_sweep_keeps_no_model_and_a_single_run_says_how_large_its_is(tmp_path):
     """Before: every job of a plain -m sweep kept model.ckpt (91 MB per MiniLM job)."""
     proc = _glue_run(tmp_path, "trainer.max_steps=2", "logger=none", "seed=0,1", multirun=True)
@@ -591,9 +591,9 @@ def test_labels_as_people_write_them_train_like_integer_labels(run_train, tmp_pa
 # --- the probe's rows, and runs without a result (marker trust) -----------------------------------
 
 
-# The probe's traceback / silent-wrong rows (shared/design/PROBE.md, issue #24), each run the way
-# a user runs it: a wrong value, file or folder is one line naming it and what is allowed, before
-# anything trains or is written.
+# Real-world files and values that once ended in a traceback or a silently wrong result, each run
+# the way a user runs it: a wrong value, file or folder is one line naming it and what is allowed,
+# before anything trains or is written.
 
 
 PROBE_CASES = [
