@@ -187,6 +187,8 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
     sweep = overrides.get("preference")
     if sweep is None or not sweep.is_sweep_override():
         return None, []
+    typed = any(o is sweep for o in given)
+    where = sweep.input_line + ("" if typed else " (the sweep preset's grid)")
     names = ["ls"]  # the default combiner (train.yaml)
     combiner_args = []
     for o in overrides.values():
@@ -198,7 +200,7 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
         elif o.key_or_group.startswith(("combiner.", "combiner/")) and not o.is_sweep_override():
             combiner_args.append(o.input_line)
     ignoring = [n for n in names if not _uses_preference(str(n), tuple(combiner_args))]
-    return sweep.input_line, ignoring
+    return where, ignoring
 
 
 def _sweeper_params(given) -> dict:
@@ -242,8 +244,8 @@ def refuse_duplicate_sweeps(argv: list[str]) -> None:
         raise SystemExit(
             f"error: {sweep} sweeps the preference, but combiner {', '.join(ignoring)} "
             "ignores the preference: every value would run the same job again. Sweep the "
-            "preference only with combiners that use it (ls, epo, png, stch, upgrad, ...), or "
-            "run the others once without preference="
+            "preference only with combiners that use it (ls, epo, png, stch, upgrad, ...), and "
+            "run the others once, with one value (preference=0.5) or none"
         )
 
 

@@ -387,11 +387,11 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check():
         return preference_free_combiners(["train.py", "-m", *args])
 
     # the paper's grid sweeps r only with the combiners that use it (LS, EPO, PNG)
-    assert ignoring("sweep=paper_moo", "task=sst2") == ("preference=0.1,0.3,0.5", [])
-    assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda") == (
-        "preference=0.1,0.3,0.5",
-        ["mgda"],
-    )
+    grid = "preference=0.1,0.3,0.5 (the sweep preset's grid)"
+    assert ignoring("sweep=paper_moo", "task=sst2") == (grid, [])
+    assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda") == (grid, ["mgda"])
+    typed = ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda", "preference=0.2,0.8")
+    assert typed == ("preference=0.2,0.8", ["mgda"])  # the command line's own sweep
     assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda", "preference=0.5") == (
         None,
         [],
