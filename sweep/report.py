@@ -370,9 +370,9 @@ def read_reference(path: Path) -> Reference:
         where = f"--reference {path} line {reader.line_num}"
         if not values:
             continue
-        values = [v.strip() for v in values]
-        if any("\n" in v for v in values):
+        if any("\n" in v for v in values):  # before stripping: an open quote on the last line
             raise ValueError(f"{where}: a quoted field runs over several lines; keep each on one")
+        values = [v.strip() for v in values]
         if head is None:
             head = values
             if sorted(head) != sorted(REFERENCE_COLUMNS):
@@ -813,8 +813,9 @@ def main(argv: list[str] | None = None):
     several = several_cells(runs)
     # figures an earlier report left here are replaced, as its tables are: a sweep that grew
     # from one (task, N) to several must not keep its old loss_space.png beside the new ones
-    for stale in [*args.out.glob("loss_space*.png"), *args.out.glob("tsne*.png")]:
-        stale.unlink()
+    for stem in ("loss_space", "tsne"):  # only names figure_name gives
+        for stale in [*args.out.glob(f"{stem}.png"), *args.out.glob(f"{stem}_*_N*.png")]:
+            stale.unlink()
     figures = loss_space_figure(runs, args.out, several)
     tsne = tsne_figure(chosen, info.keys, args.sweep_dir, args.out, several)
     print((args.out / "table.md").read_text())

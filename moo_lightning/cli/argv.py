@@ -169,55 +169,75 @@ def normalise_argv(argv: list[str]) -> list[str]:
 def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
     """(the preference sweep, the combiners of this command that ignore the preference) when
     the command sweeps ``preference``; (None, []) otherwise. A combiner that ignores the
-    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value. The sweep is
-    what Hydra's sweeper will run: the ``hydra.sweeper.params`` of the presets the command
-    selects (``sweep=paper_moo``), then the command line's overrides, a later value of a key
-    replacing an earlier one."""
+    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value.
+
+    The sweep is read as Hydra's basic sweeper runs it: the ``hydra.sweeper.params`` of the
+    presets the command selects (``sweep=paper_moo``), then the command line's overrides, a
+    later value of a key (``+``/``++``/``~`` prefix included) replacing an earlier one. The
+    combiner is the one the composed config chose (a preset's, or train.yaml's default) unless
+    the sweep names others; ``glob(...)`` is matched against the combiner configs. (Optuna's
+    sweeper keeps a preset's fixed value over a swept one on the command line; no shipped preset
+    does that. A command with its own --config-name / --config-dir is read against ours.)"""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     args = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args)
-        preset = [f"{k}={v}" for k, v in _sweeper_params(given).items()]
-        overrides = {o.key_or_group: o for o in parser.parse_overrides(preset)}
+        params, chosen = _composed(given)
+        preset = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
     except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, in its words
         return None, []
-    overrides.update({o.key_or_group: o for o in given})  # the command line wins, as in Hydra
-    sweep = overrides.get("preference")
-    if sweep is None or not sweep.is_sweep_override():
+    overrides = {o.get_key_element(): o for o in preset}
+    overrides.update({o.get_key_element(): o for o in given})  # the command line wins, as in Hydra
+    sweep = next(
+        (o for o in overrides.values() if o.key_or_group == "preference" and o.is_sweep_override()),
+        None,
+    )
+    if sweep is None:
         return None, []
     typed = any(o is sweep for o in given)
-    where = sweep.input_line + ("" if typed else " (the sweep preset's grid)")
-    names = ["ls"]  # the default combiner (train.yaml)
+    where = sweep.input_line + ("" if typed else " (from a preset's hydra.sweeper.params)")
+    names = [chosen]
     combiner_args = []
     for o in overrides.values():
-        if o.key_or_group == "combiner":
-            try:
-                names = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
-            except Exception:  # noqa: BLE001 - glob(...) needs Hydra's config loader: jobs check
-                return None, []
+        if o.key_or_group == "combiner" and o.is_sweep_override():
+            value = o.value()
+            if isinstance(value, Glob):
+                names = value.filter(_combiner_configs())
+            else:
+                try:
+                    names = list(o.sweep_string_iterator())
+                except Exception:  # noqa: BLE001 - an unusual sweep: the jobs check themselves
+                    return None, []
         elif o.key_or_group.startswith(("combiner.", "combiner/")) and not o.is_sweep_override():
             combiner_args.append(o.input_line)
     ignoring = [n for n in names if not _uses_preference(str(n), tuple(combiner_args))]
     return where, ignoring
 
 
-def _sweeper_params(given) -> dict:
+def _combiner_configs() -> list[str]:
+    """The names of conf/combiner/*.yaml (what combiner=glob(...) chooses from)."""
+    from importlib.resources import files
+
+    folder = files("moo_lightning.conf").joinpath("combiner")
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def _composed(given) -> tuple[dict, str]:
     """The ``hydra.sweeper.params`` of the config the command's plain overrides compose (its
-    presets' grids); empty when there are none or the config does not compose (the run then
-    reports that itself)."""
+    presets' grids; empty when none) and the combiner it chose. A config that does not compose
+    raises: the run then reports that itself."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
     plain = [o.input_line for o in given if not o.is_sweep_override()]
-    try:
-        with initialize_config_module("moo_lightning.conf", version_base="1.3"):
-            cfg = compose("train", overrides=plain, return_hydra_config=True)
-        params = OmegaConf.select(cfg, "hydra.sweeper.params")
-        return {} if params is None else dict(OmegaConf.to_container(params))
-    except Exception:  # noqa: BLE001
-        return {}
+    with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+        cfg = compose("train", overrides=plain, return_hydra_config=True)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params")
+    chosen = OmegaConf.select(cfg, "hydra.runtime.choices.combiner")
+    return ({} if params is None else dict(OmegaConf.to_container(params))), str(chosen)
 
 
 def _uses_preference(name: str, combiner_args: tuple[str, ...]) -> bool:

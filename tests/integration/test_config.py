@@ -387,7 +387,7 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check():
         return preference_free_combiners(["train.py", "-m", *args])
 
     # the paper's grid sweeps r only with the combiners that use it (LS, EPO, PNG)
-    grid = "preference=0.1,0.3,0.5 (the sweep preset's grid)"
+    grid = "preference=0.1,0.3,0.5 (from a preset's hydra.sweeper.params)"
     assert ignoring("sweep=paper_moo", "task=sst2") == (grid, [])
     assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda") == (grid, ["mgda"])
     typed = ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda", "preference=0.2,0.8")
@@ -396,5 +396,13 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check():
         None,
         [],
     )
+    # a prefixed key is another key to Hydra's sweeper: the preset's grid still runs
+    assert ignoring("sweep=paper_moo", "task=sst2", "combiner=mgda", "++preference=0.5")[1] == [
+        "mgda"
+    ]
+    # the combiner a preset chose, and a glob over the combiner configs
+    assert ignoring("experiment=mm_mgda", "preference=0.1,0.9")[1] == ["mgda"]
+    swept = ignoring("sweep=combiners_mm", "preference=0.1,0.9")[1]
+    assert {"mgda", "cagrad", "pcgrad"} <= set(swept) and not {"ls", "epo", "upgrad"} & set(swept)
     assert ignoring("hparams_search=glue_optuna", "task=sst2", "combiner=mgda")[1] == ["mgda"]
     assert ignoring("hparams_search=glue_optuna", "task=sst2", "combiner=epo")[1] == []
