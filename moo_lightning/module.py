@@ -439,7 +439,7 @@ class MultiObjectiveModule(L.LightningModule):
             return "non-finite gradients"
         return results
 
-    # --- a criterion of the parameters (ALGORITHMS.md §5, general case) ------------------------
+    # --- a criterion of the parameters (PNG's general case) -------------------------------------
 
     def parameter_criterion(self) -> torch.Tensor | None:
         """F(θ) on the current batch when the criterion depends on the parameters directly

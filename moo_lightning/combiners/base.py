@@ -134,7 +134,7 @@ class Combiner(abc.ABC):
     #: with hidden state): resuming such a run is refused in one line.
     resumable: bool = True
 
-    # --- state (COMBINERS.md §2: explicit, small, identical on every DDP rank) -------------------
+    # --- state (explicit, small, identical on every DDP rank) ------------------------------------
     #
     # A stateful combiner keeps vectors or matrices of size m or m×m and counters, updated only
     # from its inputs (the all-reduced losses and Gram), so every rank holds the same state.

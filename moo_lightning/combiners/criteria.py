@@ -19,9 +19,9 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class ParameterCriterion:
     """A criterion F(θ) that depends on the parameters directly (features, an adversary's view,
     a fairness gap), not only through the losses: its gradient f = ∇F is not in the span of the
-    objectives' gradients, so a combiner sees it only through inner products (ALGORITHMS.md §5,
-    general case): ``cross`` (m,) = ∇ℓ_iᵀf and ``sq_norm`` = ‖f‖². The direction then combines
-    m + 1 gradients; the combiner returns the weights of the m objectives and
+    objectives' gradients, so a combiner sees it only through inner products (PNG's general
+    case, Ye & Liu 2022): ``cross`` (m,) = ∇ℓ_iᵀf and ``sq_norm`` = ‖f‖². The direction then
+    combines m + 1 gradients; the combiner returns the weights of the m objectives and
     ``Combined.criterion_weight`` for f. With f = Gᵀ(∂F/∂ℓ) this is the loss-space criterion:
     cross = K ∂F/∂ℓ, and the two give the same direction."""
 

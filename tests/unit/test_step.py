@@ -1,4 +1,4 @@
-"""The module's side of the combiner interface (COMBINERS.md §2): a combiner's state is saved in
+"""The module's side of the combiner interface: a combiner's state is saved in
 the checkpoint and a resumed run continues bit for bit; randomness comes from (run seed, global
 step); learnable combiner weights step with the model's; combiners that update after the step get
 the same batch's losses; stateful combiners get one copy per ensemble member; a combiner whose

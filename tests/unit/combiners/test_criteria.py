@@ -1,4 +1,4 @@
-"""A criterion of the parameters F(θ) (ALGORITHMS.md §5, general case): PNG steers by ∇F through
+"""A criterion of the parameters F(θ) (PNG's general case): PNG steers by ∇F through
 one more row of the Gram matrix. On the synthetic problem, F(θ) = f(ℓ(θ)) through this path takes
 the same steps as the loss-space criterion f; a criterion that depends on θ directly still gives
 every objective the descent rate φ the dual promises while g(θ) > e."""

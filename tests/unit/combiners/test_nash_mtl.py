@@ -54,8 +54,8 @@ def test_matches_torchjd_nash_mtl(m):
     """TorchJD's NashMTL (on the Jacobian G, max_norm 0, fresh state) runs the reference code's
     convex-concave iterations in cvxpy/ECOS and stops once ‖Kα − 1/α‖ < 1e-3, so directions Gᵀα
     are compared to 1e-3 relative (largest deviation measured 1.0e-7 where it converged). Where
-    ECOS fails, TorchJD silently returns its starting α = 1 (the fallback COMBINERS.md §3.5
-    warns about); those cases are recognised (α exactly 1, residual far from 0) and skipped:
+    ECOS fails, TorchJD silently returns its starting α = 1 (a fallback its users have
+    reported); those cases are recognised (α exactly 1, residual far from 0) and skipped:
     3 of the 60 here, while ours meets the equation to 1e-9 on all of them."""
     rng = np.random.default_rng(50 + m)
     compared = 0
