@@ -318,8 +318,8 @@ class JigsawData(L.LightningDataModule):
 
 MNIST_HINT = (
     "data.path must be a folder with the MNIST IDX files <split>-images-idx3-ubyte and "
-    "<split>-labels-idx1-ubyte (plain or .gz; also found under MNIST/raw/); offline, "
-    "../shared/data/mnist holds the t10k split"
+    "<split>-labels-idx1-ubyte (plain or .gz; also found under MNIST/raw/); the t10k split "
+    "alone is enough"
 )
 
 
@@ -370,7 +370,7 @@ class RotatedMNIST(JigsawData):
         if path is None:
             raise ValueError(
                 "data.path must be a folder with MNIST IDX files (<split>-images-idx3-ubyte, "
-                "<split>-labels-idx1-ubyte); offline: ../shared/data/mnist (or set MNIST_DIR)"
+                "<split>-labels-idx1-ubyte), or set MNIST_DIR to one"
             )
         super().__init__(target=target, **kwargs)
         self.path = str(path)

@@ -26,10 +26,9 @@ COMPOSITION_SEED = 20180
 PATH_HINT = (
     "data.path must be a folder holding the MNIST IDX files <split>-images-idx3-ubyte and "
     "<split>-labels-idx1-ubyte, <split> = t10k or train, plain or .gz (also found under "
-    "MNIST/raw/, as torchvision lays them out). Offline, the test split is at "
-    "../shared/data/mnist (train_split=t10k); "
-    "with a network, `torchvision.datasets.MNIST(root, download=True)` writes both splits "
-    "to root/MNIST/raw (then data.path=root and train_split=train)."
+    "MNIST/raw/, as torchvision lays them out). Offline, the test split alone is enough "
+    "(train_split=t10k); with a network, `torchvision.datasets.MNIST(root, download=True)` "
+    "writes both splits to root/MNIST/raw (then data.path=root and train_split=train)."
 )
 # The composites of the last (files, sizes, seed) built by this process: a sweep's later jobs
 # (other combiners, other run seeds) reuse them instead of reading and composing again.
