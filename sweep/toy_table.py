@@ -1,7 +1,11 @@
 """Summarise a toy multirun: final losses vs the exact targets, one row per run.
 
-python train.py -m task=toy combiner=ls,mgda,epo,png preference=0.2,0.4,0.6,0.8
-python sweep/toy_table.py multirun/toy/<date>
+python train.py -m task=toy combiner=ls,epo,png preference=0.2,0.4,0.6,0.8 hydra.sweep.dir=D
+python train.py -m task=toy combiner=mgda hydra.sweep.dir=D     # MGDA ignores the preference
+python sweep/toy_table.py D
+
+A run of a combiner that ignores the preference (none recorded) has no ray point: its row shows
+"—" for r1 and the distance to the ray point.
 
 Runs are read by ``moo_lightning.sweeps.load_runs`` (complete, status ok, no duplicates); those
 left out are listed under the table (runs of other tasks and ensembles are passed over).
@@ -26,8 +30,8 @@ def _single(m: RunRecord) -> np.ndarray:
     """The final losses of a single-model toy run (ensembles record a hypervolume)."""
     if "hv" in m:
         raise ValueError(f"{sweeps.OTHER_TASK}single-model toy run (an ensemble)")
-    if not m.preference or m.get("final_losses") is None:
-        raise ValueError("no preference or final losses recorded")
+    if m.get("final_losses") is None:
+        raise ValueError("no final losses recorded")
     return np.array(m.get("final_losses"))
 
 
@@ -45,8 +49,8 @@ def main():
     rows = []
     for run in kept:
         m, final = run.record, run.fields
-        r1 = m.preference[0]
-        ray = np.abs(final - ray_point(r1)).max()
+        r1 = m.preference[0] if m.preference else None  # None: the combiner ignores it
+        ray = None if r1 is None else np.abs(final - ray_point(r1)).max()
         end = min(np.abs(final - e).max() for e in ends)
         rows.append((m.combiner.upper(), r1, final, ray, end, m.get("final_g"), m.wall_time_s))
     header = [
@@ -60,12 +64,12 @@ def main():
     ]
     print("| " + " | ".join(header) + " |")
     print("|---|---|---|---|---|---|---|")
-    for c, r1, f, ray, end, g, t in sorted(rows, key=lambda r: (r[0], r[1])):
+    for c, r1, f, ray, end, g, t in sorted(rows, key=lambda r: (r[0], r[1] or 0.0)):
         cells = [
             c,
-            f"{r1:.1f}",
+            "—" if r1 is None else f"{r1:.1f}",
             f"({f[0]:.4f}, {f[1]:.4f})",
-            f"{ray:.4f}",
+            "—" if ray is None else f"{ray:.4f}",
             f"{end:.4f}",
             f"{g:.1e}",
             f"{t:.1f}",
