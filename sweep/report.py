@@ -31,7 +31,7 @@ key.
 and ``<task> (<source>)``; table.csv: reference_mean, reference_std, reference_source): one row per
 (task, N, loss) cell, columns task, N, loss, mean, std, source (percent, std may be empty; lines
 starting with # are comments). sweep/reference/moukafih2023_table1.csv holds the seed paper's.
-table.md ends with the summed job time (``wall_time_s`` of every run read).
+table.md states the summed job time (``wall_time_s`` of every run read).
 
 Writes OUT_DIR/table.md, table.csv, runs.csv, loss_space.png and (when runs saved test
 embeddings, module.save_test_embeddings=true) tsne.png; a sweep of several (task, N) cells gets
