@@ -202,7 +202,9 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
     names = [chosen]
     combiner_args = []
     for o in overrides.values():
-        if o.key_or_group == "combiner" and o.is_sweep_override():
+        if o.key_or_group == "combiner" and not o.is_sweep_override():
+            names = [str(o.value())]  # a preset's fixed combiner in its sweeper params, too
+        elif o.key_or_group == "combiner":
             value = o.value()
             if isinstance(value, Glob):
                 names = value.filter(_combiner_configs())

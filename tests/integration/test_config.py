@@ -377,7 +377,7 @@ def test_an_encoder_or_objective_for_a_task_without_text_is_one_line(args):
     refuse_text_settings_without_text_module(normalise_argv(["t", "task=qnli", "encoder=tiny"]))
 
 
-def test_a_presets_preference_grid_counts_in_the_duplicate_check():
+def test_a_presets_preference_grid_counts_in_the_duplicate_check(monkeypatch):
     """The sweeper runs a preset's hydra.sweeper.params and then the command line's overrides
     (a later value of a key replacing an earlier one): the check reads the same, so a preset that
     sweeps r with MGDA is caught, and a single r on the command line lets MGDA run once."""
@@ -406,3 +406,10 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check():
     assert {"mgda", "cagrad", "pcgrad"} <= set(swept) and not {"ls", "epo", "upgrad"} & set(swept)
     assert ignoring("hparams_search=glue_optuna", "task=sst2", "combiner=mgda")[1] == ["mgda"]
     assert ignoring("hparams_search=glue_optuna", "task=sst2", "combiner=epo")[1] == []
+    # a preset that fixes the combiner in its sweeper params (applied per job, after composing)
+    from moo_lightning.cli import argv
+
+    monkeypatch.setattr(
+        argv, "_composed", lambda _: ({"combiner": "mgda", "preference": "0.2,0.8"}, "epo")
+    )
+    assert ignoring("task=toy")[1] == ["mgda"]
