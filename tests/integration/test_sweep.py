@@ -599,14 +599,20 @@ def test_report_logs_table_1_and_the_loss_space_figure(offline, tmp_path, capsys
     assert list(files.glob("media/images/loss_space_*.png"))
 
 
-@pytest.mark.wandb
-def test_the_combiners_mm_section_bars_accuracy_and_wall_time_by_combiner(monkeypatch, capsys):
+def _study_section(name: str):
+    """sweep/dashboard.py, the section ``--study name`` adds to the view, and its bar panels."""
     pytest.importorskip("wandb_workspaces")
     dashboard = load_script("sweep/dashboard.py")
-    spec = dashboard.view_spec(dashboard.build_workspace("me", "proj", studies=["combiners_mm"]))
+    spec = dashboard.view_spec(dashboard.build_workspace("me", "proj", studies=[name]))
     sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
-    (study,) = [s for s in sections if "combiners_mm" in s["name"]]
+    (study,) = [s for s in sections if name in s["name"]]
     bars = [p["config"] for p in study["panels"] if p["viewType"] == "Bar Chart"]
+    return dashboard, study, bars
+
+
+@pytest.mark.wandb
+def test_the_combiners_mm_section_bars_accuracy_and_wall_time_by_combiner(monkeypatch, capsys):
+    dashboard, study, bars = _study_section("combiners_mm")
     assert [b["metrics"] for b in bars] == [
         ["test/acc_1"],
         ["test/acc_2"],
@@ -639,12 +645,7 @@ def test_the_combiners_mm_section_bars_accuracy_and_wall_time_by_combiner(monkey
 
 @pytest.mark.wandb
 def test_the_combiners_sst2_section_bars_accuracy_by_combiner():
-    pytest.importorskip("wandb_workspaces")
-    dashboard = load_script("sweep/dashboard.py")
-    spec = dashboard.view_spec(dashboard.build_workspace("me", "p", studies=["combiners_sst2"]))
-    sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
-    (study,) = [s for s in sections if "combiners_sst2" in s["name"]]
-    bars = [p["config"] for p in study["panels"] if p["viewType"] == "Bar Chart"]
+    _, study, bars = _study_section("combiners_sst2")
     assert [b["metrics"] for b in bars] == [["test/acc"], ["val/acc_best"], ["wall_time_s"]]
     assert all(b["groupBy"] == "labels.value.combiner" for b in bars)
     assert "table1" in json.dumps(study)  # the report's table, p against LS
