@@ -13,7 +13,6 @@ from moo_lightning.combiners.base import as_preference
 from moo_lightning.combiners.criteria import energy_distance, negative_hypervolume
 from moo_lightning.gradients import (
     member_gram_matrices,
-    objective_grads,
     write_member_directions,
 )
 from moo_lightning.module import ConfigError, MultiObjectiveModule
@@ -76,9 +75,11 @@ class EnsembleModule(MultiObjectiveModule):
                 f"combiner must be one that uses it (png). Found combiner {combiner.name!r}"
             )
         super().__init__(combiner, preference, num_objectives=num_objectives, **kwargs)
-        if not self.scope.exact:
+        if not self.scope.per_objective:
+            given = list(self.scope.prefixes) or self.scope.kind
             raise ValueError(
-                "gradient_scope other than 'all' supports single models, not ensembles"
+                f"module.gradient_scope={given} supports single models; ensembles take 'all' "
+                "or 'shared'"
             )
         self.members = int(members)
         m = self.preference.size
@@ -170,11 +171,11 @@ class EnsembleModule(MultiObjectiveModule):
 
     # members are independent: ∇ of Σ_n ℓ_ni gives each member's ∇ℓ_ni in its own slice
 
-    def _row_grads(self, rows, params):
-        return objective_grads(rows.sum(0), params)
+    def _grad_losses(self, rows):
+        return rows.sum(0)
 
-    def _row_grams(self, grads) -> torch.Tensor:
+    def _grams(self, grads) -> torch.Tensor:
         return member_gram_matrices(grads)
 
     def _write_rows(self, grads, weights, params) -> None:
-        write_member_directions(grads, weights, params)
+        write_member_directions(grads, weights, params, self._weighted())

@@ -9,7 +9,9 @@ import torch.distributed as dist
 
 
 def objective_grads(
-    losses: torch.Tensor, params: Sequence[torch.Tensor], keep_graph: bool = False
+    losses: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    keep_graph: bool = False,
 ) -> list[list[torch.Tensor]]:
     """Gradients of each entry of ``losses`` (m,) w.r.t. ``params``: m lists, one tensor per
     parameter (zeros where an objective does not reach a parameter). The graph is freed after
@@ -22,6 +24,26 @@ def objective_grads(
         )
         grads.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
     return grads
+
+
+def leaves_behind(tensor: torch.Tensor) -> set[int]:
+    """The ids of the leaf tensors (parameters) ``tensor`` was computed from: the AccumulateGrad
+    nodes its autograd graph reaches. A walk over the graph; nothing is differentiated."""
+    if tensor.grad_fn is None:
+        return {id(tensor)} if tensor.requires_grad else set()
+    found: set[int] = set()
+    seen = set()
+    todo = [tensor.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)
+        if leaf is not None:
+            found.add(id(leaf))
+        todo.extend(nxt for nxt, _ in node.next_functions)
+    return found
 
 
 def world_size() -> int:
@@ -87,12 +109,20 @@ def gram_matrix(grads: list[list[torch.Tensor]]) -> torch.Tensor:
 
 
 def write_direction(
-    grads: list[list[torch.Tensor]], weights: torch.Tensor, params: Sequence[torch.Tensor]
+    grads: list[list[torch.Tensor]],
+    weights: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    weighted: Sequence[bool] | None = None,
 ) -> None:
     """Set p.grad = Σ_i w_i ∇_p ℓ_i for every parameter (overwrites, does not accumulate).
-    The first objective's gradient buffers are reused for the result (no extra copy)."""
+    A parameter with ``weighted[k]`` false (a task's own head) takes Σ_i ∇_p ℓ_i, unweighted:
+    its own loss's gradient. The first objective's gradient buffers are reused for the result
+    (no extra copy)."""
     w = weights.detach().cpu().tolist()
     for k, p in enumerate(params):
+        if weighted is not None and not weighted[k]:
+            p.grad = sum(g[k] for g in grads).to(p.dtype)
+            continue
         d = grads[0][k].mul_(w[0])
         for i in range(1, len(grads)):
             d.add_(grads[i][k], alpha=w[i])
@@ -114,11 +144,18 @@ def member_gram_matrices(grads: list[list[torch.Tensor]]) -> torch.Tensor:
 
 
 def write_member_directions(
-    grads: list[list[torch.Tensor]], weights: torch.Tensor, params: Sequence[torch.Tensor]
+    grads: list[list[torch.Tensor]],
+    weights: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    weighted: Sequence[bool] | None = None,
 ) -> None:
     """Set p.grad[n] = Σ_i w_ni ∇_p ℓ_ni for every stacked parameter p (N, ...) and member n:
-    each member moves along its own combination of its own gradients."""
+    each member moves along its own combination of its own gradients. ``weighted`` as in
+    :func:`write_direction` (a task's own parameters take Σ_i ∇_p ℓ_ni, unweighted)."""
     for k, p in enumerate(params):
+        if weighted is not None and not weighted[k]:
+            p.grad = sum(g[k] for g in grads).to(p.dtype)
+            continue
         shape = (p.shape[0],) + (1,) * (p.dim() - 1)
         w = weights.to(device=p.device, dtype=grads[0][k].dtype)
         d = grads[0][k].mul_(w[:, 0].view(shape))

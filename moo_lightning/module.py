@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.criteria import ParameterCriterion
@@ -24,6 +24,7 @@ from moo_lightning.gradients import (
     all_reduce_gram,
     all_reduce_mean,
     gram_matrix,
+    leaves_behind,
     objective_grads,
     write_direction,
 )
@@ -59,22 +60,27 @@ class InformsData(Protocol):
 class GradientScope:
     """Which gradients the combiner's Gram matrix is built from.
 
-    ``all``: every trainable parameter (exact; the direction is Gᵀw). ``representation``: the
-    shared features of the batch (MGDA-UB, Sener & Koltun 2018), then one weighted backward.
-    A list of parameter-name prefixes: those parameters only, then one weighted backward.
-    Parsed when the module is built; the parameters are found once, at fit start."""
+    ``all``: every trainable parameter (exact; the direction is Gᵀw). ``shared``: the
+    parameters the module's shared features (:meth:`MultiObjectiveModule.representation`) are
+    computed from build the Gram matrix and move along Σ w_i ∇ℓ_i; the parameters after the
+    features (the tasks' heads) take Σ_i ∇ℓ_i, unweighted, so each head follows its own loss:
+    the multi-task formulation of Sener & Koltun (2018), as TorchJD's ``mtl_backward``.
+    ``representation``: the shared features of the batch (MGDA-UB, Sener & Koltun 2018), then
+    one weighted backward. A list of parameter-name prefixes: those parameters only, then one
+    weighted backward. Parsed when the module is built; prefix lists are resolved once, at fit
+    start."""
 
-    kind: str  # "all" | "representation" | "parameters"
+    kind: str  # "all" | "shared" | "representation" | "parameters"
     prefixes: tuple[str, ...] = ()
     parameters: tuple[torch.nn.Parameter, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def parse(cls, spec: str | Sequence[str]) -> GradientScope:
         if isinstance(spec, str):
-            if spec not in ("all", "representation"):
+            if spec not in ("all", "shared", "representation"):
                 raise ValueError(
-                    f"gradient_scope must be 'all', 'representation' or a list of parameter-name "
-                    f"prefixes. Found {spec!r}"
+                    f"gradient_scope must be 'all', 'shared', 'representation' or a list of "
+                    f"parameter-name prefixes. Found {spec!r}"
                 )
             return cls(spec)
         prefixes = tuple(str(p) for p in spec)
@@ -84,7 +90,13 @@ class GradientScope:
 
     @property
     def exact(self) -> bool:
+        """Every parameter moves along Gᵀw (the scope ensembles and parameter criteria need)."""
         return self.kind == "all"
+
+    @property
+    def per_objective(self) -> bool:
+        """The step takes per-objective gradients of every trainable parameter."""
+        return self.kind in ("all", "shared")
 
     def resolve(self, module: torch.nn.Module) -> GradientScope:
         """This scope with its parameters found in ``module`` (prefix lists only)."""
@@ -153,6 +165,8 @@ class MultiObjectiveModule(L.LightningModule):
             )
         self.max_bad_steps = max_bad_steps
         self.scope = GradientScope.parse(gradient_scope)
+        self._shared: list[bool] = []  # shared scope: the parameters the features depend on
+        self._shared_reported = False
         self._base_seed: int | None = None
         self.schedule = CombinerSchedule()  # no warm-up: the main combiner from the first step
         self._row_combiners: RowCombiners | None = None
@@ -169,12 +183,14 @@ class MultiObjectiveModule(L.LightningModule):
 
     def representation(self) -> torch.Tensor:
         """The shared representation of the current batch (B, d), for gradient_scope
-        'representation'. Subclasses set ``self._representation`` in ``objectives``."""
+        'representation' and 'shared'. Subclasses set ``self._representation`` in
+        ``objectives``."""
         feats = getattr(self, "_representation", None)
         if feats is None:
             raise ConfigError(
-                f"gradient_scope='representation' needs a module that exposes its features; "
-                f"{type(self).__name__} does not"
+                f"gradient_scope={self.scope.kind!r} needs a module that exposes its shared "
+                f"features (self._representation, set in objectives); {type(self).__name__} "
+                "does not"
             )
         return feats
 
@@ -414,7 +430,8 @@ class MultiObjectiveModule(L.LightningModule):
                 return "a non-finite criterion gradient"
         prefs = self.row_preferences
         needs_gram = any(c.needs_gram for c in combiners)
-        if needs_gram and self.scope.exact:
+        # the shared scope treats task-specific parameters apart for every combiner, LS too
+        if (needs_gram or self.scope.kind == "shared") and self.scope.per_objective:
             grads = self._row_grads(rows, params)
             all_reduce_grads(grads)  # the combiners see the global batch's gradients
             K = self._row_grams(grads)
@@ -501,17 +518,53 @@ class MultiObjectiveModule(L.LightningModule):
         write_direction(grads, weights, params)
         return results
 
+    def _grad_losses(self, rows: torch.Tensor) -> torch.Tensor:
+        """The m losses whose gradients hold every row's per-objective gradients."""
+        return rows[0]
+
     def _row_grads(self, rows: torch.Tensor, params) -> list[list[torch.Tensor]]:
-        """Per-objective gradients of the trainable parameters: grads[i][k] = ∇_{p_k} ℓ_i."""
-        return objective_grads(rows[0], params)
+        """Per-objective gradients of the trainable parameters: grads[i][k] = ∇_{p_k} ℓ_i.
+        With the shared scope, also which parameters the features are computed from."""
+        if self.scope.kind == "shared":
+            self._shared = self._shared_mask(params)  # before the backward frees the graph
+        return objective_grads(self._grad_losses(rows), params)
+
+    def _shared_mask(self, params) -> list[bool]:
+        """For each trainable parameter: whether the shared features depend on it (the trunk);
+        the others belong to the tasks' heads."""
+        behind = leaves_behind(self.representation())
+        mask = [id(p) in behind for p in params]
+        if not any(mask):
+            raise ConfigError(
+                "gradient_scope='shared': the features depend on no trainable parameter (a "
+                "frozen encoder?), so nothing is shared; use gradient_scope='all'"
+            )
+        if not self._shared_reported:
+            rank_zero_info(
+                f"gradient_scope=shared: {sum(mask)} parameter tensors are shared (the Gram "
+                f"matrix, the combined direction), {len(mask) - sum(mask)} belong to the tasks' "
+                "heads and take their own losses' gradients"
+            )
+            self._shared_reported = True
+        return mask
 
     def _row_grams(self, grads) -> torch.Tensor:
-        """The Gram matrix of each row (N, m, m)."""
+        """The Gram matrix of each row (N, m, m); the shared parameters' only with that scope."""
+        if self.scope.kind == "shared":
+            grads = [[gk for gk, s in zip(g, self._shared) if s] for g in grads]
+        return self._grams(grads)
+
+    def _grams(self, grads) -> torch.Tensor:
         return gram_matrix(grads)[None]
 
     def _write_rows(self, grads, weights: torch.Tensor, params) -> None:
-        """``.grad`` = each row's direction Σ_i w_ni ∇ℓ_ni."""
-        write_direction(grads, weights[0], params)
+        """``.grad`` = each row's direction Σ_i w_ni ∇ℓ_ni (with the shared scope, the heads
+        take their own losses' gradients)."""
+        write_direction(grads, weights[0], params, self._weighted())
+
+    def _weighted(self) -> list[bool] | None:
+        """Which parameters move along the combined direction (None: all)."""
+        return self._shared if self.scope.kind == "shared" else None
 
     def _scoped_gram(self, losses: torch.Tensor) -> torch.Tensor:
         """K from the gradients w.r.t. the scope only (cheap: the backward stops there); the

@@ -55,9 +55,13 @@ class MultiLeNet(nn.Module):
         h = F.max_pool2d(F.relu(self.conv2(h)), 2)
         return F.relu(self.fc(h.flatten(-3)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, 2, 10); with ``with_features``, (features (B, 50), logits)."""
         z = self.features(x)
-        return torch.stack([head(z) for head in self.heads], dim=-2)
+        logits = torch.stack([head(z) for head in self.heads], dim=-2)
+        return (z, logits) if with_features else logits
 
 
 def _meta_net() -> MultiLeNet:
@@ -106,12 +110,17 @@ class StackedMultiLeNet(nn.Module):
         """{MultiLeNet parameter name: stacked parameter (N, ...)}."""
         return {n: self.stacked[n.replace(".", "__")] for n in self._names}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, 1, 36, 36), shared by every member, or (N, B, 1, 36, 36), one batch per
-        member → logits (N, B, 2, 10)."""
+        member → logits (N, B, 2, 10); with ``with_features``, (the trunks' features
+        (N, B, 50), logits)."""
 
         def one(params, inputs):
-            return functional_call(self._template, params, (inputs,))
+            return functional_call(
+                self._template, params, (inputs,), {"with_features": with_features}
+            )
 
         in_x = 0 if x.dim() == 5 else None
         return torch.vmap(one, in_dims=(0, in_x))(self.stacked_parameters(), x)

@@ -119,7 +119,8 @@ class MultiMNISTSet(EnsembleModule):
         self.schedule = CombinerSchedule(LinearScalarization(), self.ls_warmup_steps)
 
     def objectives(self, batch) -> torch.Tensor:
-        logits = self.net(batch["images"])  # (N, B, 2, 10)
+        # features (N, B, 50) for gradient_scope='shared', logits (N, B, 2, 10)
+        self._representation, logits = self.net(batch["images"], with_features=True)
         return member_cross_entropy(logits, batch["labels"]).mean(1)  # (N, 2)
 
     def validation_record(self) -> dict:

@@ -51,3 +51,12 @@ def test_stacked_lenet_matches_its_members_and_keeps_them_independent():
     # stacking given networks keeps their values
     again = StackedMultiLeNet(members)
     assert torch.allclose(again(x), out.detach(), atol=1e-5)
+
+
+def test_features_come_with_the_same_logits_bit_for_bit():
+    stack = StackedMultiLeNet(2, seed=3)
+    x = torch.rand(4, 1, 36, 36)
+    z, logits = stack(x, with_features=True)
+    assert z.shape == (2, 4, 50)
+    assert torch.equal(logits, stack(x))  # runs recorded before the features keep their values
+    assert torch.allclose(z[1], stack.member(1).features(x), atol=1e-5)  # vmapped: round-off
