@@ -55,7 +55,7 @@ def test_ddp_matches_single_process(combiner, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scope", ["representation", ["heads"]])
+@pytest.mark.parametrize("scope", ["shared", "representation", ["heads"]])
 def test_ddp_scoped_matches_single_process(scope, tmp_path):
     _compare("mgda", tmp_path, scope)
 
