@@ -1,9 +1,11 @@
-"""Properties every combiner shares: shapes, finiteness, simplex, equivariance, scale, bad input."""
+"""Properties every combiner shares (the package's own checks, moo_lightning.testing, on every
+combiner config): shapes, finiteness, simplex, equivariance, scale; and bad input."""
 
 import numpy as np
 import pytest
 import torch
 
+from moo_lightning import testing
 from moo_lightning.combiners import (
     EPO,
     MGDA,
@@ -12,23 +14,11 @@ from moo_lightning.combiners import (
     SmoothTchebycheff,
     SolverError,
 )
-from tests.helpers import (
-    build_combiner,
-    combiner_cases,
-    combiner_names,
-    degenerate_grams,
-    random_gram,
-    random_problem,
-)
+from tests.helpers import build_combiner, combiner_cases, combiner_names, degenerate_grams
 
 CASES = (
     combiner_cases()
 )  # every moo_lightning/conf/combiner/*.yaml (+ variants): a new combiner joins here
-
-
-def call(comb, losses, K, pref):
-    # one step: a combiner with random weights draws the same numbers for every call here
-    return comb(torch.as_tensor(losses), torch.as_tensor(K), pref, step=0)
 
 
 def test_every_combiner_config_is_covered():
@@ -36,86 +26,60 @@ def test_every_combiner_config_is_covered():
     assert {"ls", "mgda", "epo", "png", "stch"} <= set(combiner_names())
 
 
+def _checked(outcome):
+    if outcome is not None:  # the combiner's flags exempt it, or it is for other m
+        pytest.skip(outcome)
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("m", [2, 3, 5])
 def test_shape_finite_simplex(case, m):
-    comb = build_combiner(case)
-    if not comb.supports(m):
-        pytest.skip(f"{case} is for other numbers of objectives")
-    rng = np.random.default_rng(m)
-    for _ in range(20):
-        losses, pref, K = random_problem(rng, m)
-        w = call(comb, losses, K, pref).weights
-        assert w.shape == (m,) and torch.isfinite(w).all()
-        assert w.dtype == torch.float64
-        if comb.weights_on_simplex:
-            assert (w >= -1e-9).all() and abs(float(w.sum()) - 1) < 1e-6
+    _checked(testing.check_weights(build_combiner(case), m))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_returns_input_dtype(case):
-    comb = build_combiner(case)
-    res = comb(torch.tensor([0.5, 0.7], dtype=torch.float32), torch.eye(2), [0.3, 0.7])
-    assert res.weights.dtype == torch.float32
-
-
-def effect(comb, w, K):
-    """What must be unique: the weights, or (combiners whose weights are unique only up to the
-    null space of K, such as PNG's dual) the direction's effect on the objectives, Kw."""
-    return w if comb.unique_weights else K @ w
+    _checked(testing.check_input_dtype(build_combiner(case)))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_permutation_equivariance(case):
-    comb = build_combiner(case)
-    if not comb.supports(3):
-        pytest.skip(f"{case} is for other numbers of objectives")
-    if comb.random_weights:
-        pytest.skip(f"{case} draws random weights: a permutation draws other numbers")
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        losses, pref, _ = random_problem(rng, 3)
-        K = random_gram(rng, 3)  # full rank: a unique optimum to compare
-        perm = rng.permutation(3)
-        w = effect(comb, call(comb, losses, K, pref).weights.numpy(), K)
-        Kp = K[np.ix_(perm, perm)]
-        wp = effect(comb, call(comb, losses[perm], Kp, pref[perm]).weights.numpy(), Kp)
-        np.testing.assert_allclose(wp, w[perm], atol=2e-5 * max(1, np.abs(w).max()))
+    _checked(testing.check_permutation(build_combiner(case)))
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("scale", [1e-6, 1e6])
 def test_gram_scale_invariance(case, scale):
     """Scaling every gradient by the same factor changes no weight, where promised."""
-    comb = build_combiner(case)
-    if not comb.gram_scale_invariant:
-        pytest.skip(f"{case} does not promise it (an absolute threshold on the gradients)")
-    rng = np.random.default_rng(2)
-    for _ in range(20):
-        losses, pref, K = random_problem(rng, 2)
-        w = effect(comb, call(comb, losses, K, pref).weights.numpy(), K)
-        ws = effect(comb, call(comb, losses, scale * K, pref).weights.numpy(), K)
-        np.testing.assert_allclose(ws, w, atol=2e-5 * max(1, np.abs(w).max()))
+    _checked(testing.check_gram_scale(build_combiner(case), scale))
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", list(degenerate_grams(2)))
 def test_degenerate_grams(case, kind):
-    K = degenerate_grams(2)[kind]
-    comb = build_combiner(case)
-    res = call(comb, np.array([0.4, 0.6]), K, [0.3, 0.7])
-    assert torch.isfinite(res.weights).all()
-    if comb.weights_on_simplex:
-        assert abs(float(res.weights.sum()) - 1) < 1e-6
+    _checked(testing.check_degenerate(build_combiner(case), kind))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_single_objective(case):
-    comb = build_combiner(case)
-    if not comb.supports(1):
-        pytest.skip(f"{case} is for other numbers of objectives")
-    res = comb(torch.tensor([0.5]), torch.tensor([[2.0]]), [1.0])
-    assert res.weights.shape == (1,) and torch.isfinite(res.weights).all()
+    _checked(testing.check_single_objective(build_combiner(case)))
+
+
+class _Broken(LinearScalarization):
+    """Promises the simplex, returns weights that sum to 2."""
+
+    def _combine(self, losses, gram, preference):
+        w, diag = super()._combine(losses, gram, preference)
+        return 2 * w, diag
+
+
+def test_check_combiner_reports_each_check_and_catches_a_broken_promise():
+    report = testing.check_combiner(MGDA())
+    assert report["weights, m = 3"] == "ok"
+    assert set(report) >= {"permutation", "Gram × 1e-06", "zero Gram", "one objective"}
+    assert "does not promise" in testing.check_combiner(PNG())["Gram × 1e-06"]
+    with pytest.raises(AssertionError, match="promises weights on the simplex"):
+        testing.check_combiner(_Broken())
 
 
 @pytest.mark.parametrize(
