@@ -94,6 +94,7 @@ class EPO(Combiner):
     """
 
     name = "epo"
+    reads_losses = True
 
     def __init__(
         self,

@@ -82,6 +82,7 @@ class PNG(Combiner):
     solved exactly for m ≤ 2 and with cvxpy (``cvxpy_solver``, compiled once) beyond."""
 
     name = "png"
+    reads_losses = True
     uses_criterion_grad = True
     weights_on_simplex = False  # λ ≥ 0 scales a direction, it is no convex combination
     unique_weights = False
