@@ -62,6 +62,7 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
     import torch
 
     from moo_lightning.module import ConfigError, InformsData, InformsModule
+    from moo_lightning.step import warn_scale_dependence
 
     check_checkpoint(cfg.get("ckpt_path"))
     saves_model(cfg)  # a wrong value fails before training, not after
@@ -124,6 +125,9 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **module_kwargs,
     )
+    # a scale-dependent combiner (Nash-MTL, FairGrad, PNG with e > 0) under a scope other
+    # than 'all' computes its weights from a Gram of another scale: said before training
+    warn_scale_dependence(module.combiner, module.scope)
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     callbacks += progress_bar(cfg, callbacks)
