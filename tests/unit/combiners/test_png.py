@@ -107,6 +107,20 @@ def test_criteria_values_and_gradients():
     assert F == pytest.approx(expected)
 
 
+def test_how_each_criterion_reads_the_preference():
+    """As documented (README, docs/combiners/png.md): non_uniformity puts the smaller loss on the
+    objective with the larger r_i (EPO's ray), weighted_distance takes r as target losses, so the
+    larger r_i gets the larger loss. Minimisers over the toy front for r = (0.2, 0.8)."""
+    from moo_lightning.tasks.toy import minimise_on_front, ray_point
+
+    ray = minimise_on_front(NonUniformity(), 0.2)
+    np.testing.assert_allclose(ray, ray_point(0.2), atol=1e-4)
+    assert ray[0] > ray[1]  # r1 < r2: ℓ1 > ℓ2
+    near = minimise_on_front(WeightedDistance(), 0.2)
+    assert near[0] < near[1] and abs(near[0] - 0.2) < 0.02  # ℓ ≈ t = r
+    assert np.allclose(minimise_on_front(WeightedDistance(), 0.8), near[::-1])
+
+
 def test_user_criterion_is_any_callable():
     png = PNG(criterion=lambda losses, pref: (losses**2).sum(), e=1.0)
     res = png(torch.tensor([0.5, 1.0]), torch.eye(2), [0.5, 0.5])
