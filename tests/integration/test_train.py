@@ -835,6 +835,7 @@ def test_csv_logger_records_combiner_diagnostics(run_train):
         "train/combiner/mu",
         "train/combiner/balance_mode",
         "train/combiner/solve_ms",
+        "train/combiner/clamped_losses",
         "train/combiner/fallbacks",
     } <= set(rows[0])
 

@@ -121,6 +121,22 @@ def test_how_each_criterion_reads_the_preference():
     assert np.allclose(minimise_on_front(WeightedDistance(), 0.8), near[::-1])
 
 
+def test_png_counts_the_losses_non_uniformity_clamps():
+    """non_uniformity assumes ℓ > 0 and raises smaller losses to 1e-12: PNG counts them at every
+    step in ``clamped_losses``; a criterion without a floor records no such count."""
+    K = torch.tensor([[1.0, -0.2], [-0.2, 1.0]])
+
+    def clamped(losses, criterion=None):
+        res = PNG(criterion=criterion)(torch.tensor(losses), K, [0.5, 0.5])
+        assert torch.isfinite(res.weights).all()
+        return res.diagnostics.get("clamped_losses")
+
+    assert clamped([0.4, 0.6]) == 0.0
+    assert clamped([-2.0, 0.6]) == 1.0
+    assert clamped([0.0, 1e-13]) == 2.0
+    assert clamped([-2.0, 0.6], WeightedDistance()) is None
+
+
 def test_user_criterion_is_any_callable():
     png = PNG(criterion=lambda losses, pref: (losses**2).sum(), e=1.0)
     res = png(torch.tensor([0.5, 1.0]), torch.eye(2), [0.5, 0.5])
