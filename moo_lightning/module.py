@@ -28,7 +28,12 @@ from moo_lightning.gradients import (
     objective_grads,
     write_direction,
 )
-from moo_lightning.step import CombinerSchedule, RowCombiners, combine_rows
+from moo_lightning.step import (
+    CombinerSchedule,
+    RowCombiners,
+    combine_rows,
+    warn_scale_dependence,
+)
 
 # Neither says anything about a run, and a user cannot act on either: Lightning's advertisement
 # for its cloud logger at every fit, and a deprecation warning Lightning raises inside itself.
@@ -215,6 +220,9 @@ class MultiObjectiveModule(L.LightningModule):
     def on_fit_start(self):
         self._base_seed = torch.initial_seed()  # the run's seed (seed_everything), before reseeding
         self.scope = self.scope.resolve(self)  # a wrong scope fails before the first step
+        # a scale-dependent combiner (Nash-MTL, FairGrad, PNG with e > 0) on the features or a
+        # few parameters computes its weights from a Gram of another scale: said before training
+        warn_scale_dependence(self.combiner, self.scope)
         # combiners' randomness: from (run seed, global step), the same on every rank and resume
         self.row_combiners.set_seed(self._base_seed)
         if self.schedule.warmup is not None:

@@ -18,6 +18,7 @@ import copy
 from collections.abc import Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from moo_lightning.combiners.base import Combined, Combiner
 
@@ -134,3 +135,38 @@ def combine_rows(
         )
         for n, c in enumerate(combiners)
     ]
+
+
+def scale_dependence(combiner: Combiner, scope) -> str | None:
+    """Why ``combiner`` under the gradient ``scope`` (the module's GradientScope) takes another
+    step than the published method, or None when it does not: a combiner whose weights depend on
+    the Gram matrix's scale (``gram_scale_invariant`` False: Nash-MTL's α ~ 1/√scale and its
+    max_norm, FairGrad's w ~ scale^{−α/(1+α)}, PNG's threshold e > 0, UPGrad's and DualProj's
+    norm_eps > 0), with a scope other than ``all``: its weights are then computed from a Gram of
+    other gradients (the shared features', or a subset of the parameters'), whose scale differs
+    from that of the parameter gradients the weighted backward combines with them."""
+    if scope.per_objective or not combiner.needs_gram or combiner.gram_scale_invariant:
+        return None  # all, shared: the Gram of the very gradients the weights combine
+    if scope.kind == "representation":
+        where = "module.gradient_scope=representation (the Gram of the shared features' gradients"
+    else:
+        where = (
+            f"module.gradient_scope=[{','.join(scope.prefixes)}] (the Gram of those parameters' "
+            "gradients"
+        )
+    return (
+        f"combiner {combiner.name!r} with {where}): its weights depend on the Gram matrix's "
+        "scale, not only on its shape, and this Gram's scale differs from that of the "
+        "parameter gradients the weighted backward combines, so the step's length (Nash-MTL's "
+        "max_norm, FairGrad's weights) and any absolute threshold (PNG's e, norm_eps) are "
+        "measured in that Gram's units, not the published method's; "
+        "module.gradient_scope=all is exact"
+    )
+
+
+def warn_scale_dependence(combiner: Combiner, scope) -> None:
+    """Warn on rank 0 when :func:`scale_dependence` finds a mismatch (the module, at fit
+    start)."""
+    why = scale_dependence(combiner, scope)
+    if why is not None:
+        rank_zero_warn(why)

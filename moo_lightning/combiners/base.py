@@ -122,6 +122,11 @@ class Combiner(abc.ABC):
     #: their runs record no preference, carry no W&B ``r`` label, and a sweep over
     #: ``preference`` with them is refused instead of running duplicates.
     uses_preference: bool = True
+    #: True for combiners whose weights depend on the loss values themselves, not only on their
+    #: number (SI-LS, GLS, FAMO, EPO, DWA, STCH, UW, PNG): they assume losses on the scale the
+    #: task defines them (most need ℓ > 0), so a wrapper that hands its inner combiner other
+    #: values (log_gram's log ℓ) refuses them.
+    reads_losses: bool = False
     #: True for combiners that update their state from the losses recomputed on the same batch
     #: after the optimizer step (FAMO): the module recomputes them (no grad), averages them over
     #: DDP ranks and calls :meth:`after_step`.

@@ -31,10 +31,18 @@ class ParameterCriterion:
 
 class NonUniformity:
     """EPO's non-uniformity μ(ℓ; r) = Σ p_i log(m p_i), p = r⊙ℓ/Σ r⊙ℓ. PNG with it targets the
-    ray r_1ℓ_1 = … = r_mℓ_m, like EPO."""
+    ray r_1ℓ_1 = … = r_mℓ_m, like EPO. It assumes losses > 0: losses below ``floor`` are raised
+    to it (their gradient is then 0), and PNG counts them (:meth:`clamped`, the diagnostic
+    ``clamped_losses``)."""
+
+    floor = 1e-12
+
+    def clamped(self, losses: np.ndarray) -> int:
+        """How many of ``losses`` the criterion raises to its floor."""
+        return int(np.sum(np.asarray(losses) < self.floor))
 
     def __call__(self, losses: torch.Tensor, preference: torch.Tensor) -> torch.Tensor:
-        rl = preference * losses.clamp_min(1e-12)
+        rl = preference * losses.clamp_min(self.floor)
         p = rl / rl.sum()
         return (p * torch.log(losses.numel() * p)).sum()
 

@@ -26,6 +26,7 @@ class DynamicWeightAverage(Combiner):
 
     needs_gram = False
     name = "dwa"
+    reads_losses = True
     uses_preference = False
     weights_on_simplex = False  # Σw = m
 

@@ -11,6 +11,10 @@ import numpy as np
 from moo_lightning.combiners.base import Combiner, SolverError, normalised_gram
 from moo_lightning.combiners.programs import ACCEPTED, Program, Programs, solve_program
 
+# EPO assumes losses > 0 (the non-uniformity takes log(r⊙ℓ)): losses below this floor are raised
+# to it and counted in the diagnostic ``clamped_losses``
+LOSS_FLOOR = 1e-12
+
 
 def non_uniformity(losses: np.ndarray, preference: np.ndarray) -> tuple[float, np.ndarray]:
     """μ = Σ p_i log(m p_i), p = r⊙ℓ / Σ r⊙ℓ; also returns the adjustment a = r ⊙ (log(m p) − μ)."""
@@ -94,6 +98,7 @@ class EPO(Combiner):
     """
 
     name = "epo"
+    reads_losses = True
 
     def __init__(
         self,
@@ -139,8 +144,8 @@ class EPO(Combiner):
 
     def _combine(self, losses, gram, preference):
         m = losses.size
-        clamped = float(np.sum(losses <= 0))
-        losses = np.maximum(losses, 1e-12)  # EPO's log needs ℓ > 0; counted in diagnostics
+        clamped = float(np.sum(losses < LOSS_FLOOR))
+        losses = np.maximum(losses, LOSS_FLOOR)  # EPO's log needs ℓ > 0; counted in diagnostics
         mu, a = non_uniformity(losses, preference)
         gram, _ = normalised_gram(gram)
         c = gram @ a
@@ -201,7 +206,6 @@ class EPO(Combiner):
             "exact_solver": float(exact),
             "inaccurate": float(status == cp.OPTIMAL_INACCURATE),
             "recovered": float(retried),  # counted by the module (combiner_recoveries)
+            "clamped_losses": clamped,  # losses raised to LOSS_FLOOR at this step
         }
-        if clamped:
-            diag["nonpositive_losses"] = clamped
         return w, diag

@@ -37,6 +37,7 @@ class FAMO(Combiner):
 
     needs_gram = False
     name = "famo"
+    reads_losses = True
     uses_preference = False
     needs_losses_after_step = True
 

@@ -20,6 +20,7 @@ class GeometricLoss(Combiner):
 
     needs_gram = False
     name = "gls"
+    reads_losses = True
     uses_preference = False
     weights_on_simplex = False  # Σw = g·mean(1/ℓ)
 

@@ -82,6 +82,7 @@ class PNG(Combiner):
     solved exactly for m ≤ 2 and with cvxpy (``cvxpy_solver``, compiled once) beyond."""
 
     name = "png"
+    reads_losses = True
     uses_criterion_grad = True
     weights_on_simplex = False  # λ ≥ 0 scales a direction, it is no convex combination
     unique_weights = False
@@ -118,6 +119,8 @@ class PNG(Combiner):
         on_parameters = isinstance(criterion_grad, ParameterCriterion)
         if criterion_grad is None:
             diag["F"], f = criterion_gradient(self.criterion, losses, preference)
+            if hasattr(self.criterion, "clamped"):  # a criterion that assumes losses > 0
+                diag["clamped_losses"] = float(self.criterion.clamped(losses))
         elif not on_parameters:  # ∂F/∂ℓ, checked (shape, finite) by the base class
             f = criterion_grad
         start = time.perf_counter()

@@ -21,6 +21,7 @@ class ScaleInvariantLS(Combiner):
 
     needs_gram = False
     name = "si_ls"
+    reads_losses = True
     weights_on_simplex = False  # Σw = Σ r̂_i/ℓ_i
 
     def _combine(self, losses, gram, preference):

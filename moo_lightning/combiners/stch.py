@@ -38,6 +38,7 @@ class SmoothTchebycheff(Combiner):
 
     needs_gram = False
     name = "stch"
+    reads_losses = True
     weights_on_simplex = False  # Σw = Σ r̂·softmax(…), between min r̂ and max r̂
 
     def __init__(self, mu: float = DEFAULT_MU, ideal=None, on_failure: str = "raise"):

@@ -30,6 +30,7 @@ class UncertaintyWeighting(Combiner):
 
     needs_gram = False
     name = "uw"
+    reads_losses = True
     uses_preference = False
     weights_on_simplex = False
 

@@ -72,6 +72,10 @@ class _Wrapper(Combiner):
     def gram_scale_invariant(self) -> bool:
         return self.inner.gram_scale_invariant
 
+    @property
+    def reads_losses(self) -> bool:
+        return self.inner.reads_losses
+
     def supports(self, m: int) -> bool:
         return self.inner.supports(m)
 
@@ -182,17 +186,26 @@ class LogGram(_Wrapper):
     the simplex too. Losses must be > 0 (else SolverError, handled by ``on_failure``); with
     ``normalize``, so must Σ_i w'_i/ℓ_i.
 
-    Stateless itself; the inner combiner's state is its state. Flags follow the inner combiner;
-    combiners steered by a criterion of the losses (PNG) cannot be wrapped."""
+    Stateless itself; the inner combiner's state is its state. Flags follow the inner combiner.
+    Only inner combiners that read the Gram matrix and the preference, not the loss values
+    (``reads_losses`` False), are accepted: log ℓ < 0 wherever ℓ < 1, and each loss-reading
+    combiner assumes losses on the task's own positive scale (SI-LS, GLS and FAMO take their
+    log; EPO's and PNG's non-uniformity normalise r⊙ℓ to a distribution; DWA divides period
+    means, whose sign would change as ℓ crosses 1; UW's ℓ·e^{−s}/2 + s/2 has no minimum in s for
+    ℓ < 0; STCH's default ideal point z = 0 lies above log ℓ for ℓ < 1, where a larger r_i then
+    means less weight). Such a combiner is refused when the wrapper is built."""
 
     name = "log_gram"
 
     def __init__(self, inner: Combiner, normalize: bool = False, on_failure: str = "raise"):
         super().__init__(inner, on_failure)
-        if inner.uses_criterion_grad:
+        if inner.reads_losses or inner.uses_criterion_grad:
             raise ValueError(
-                f"combiner.inner: log_gram cannot wrap {inner.name!r}, which is steered by a "
-                "criterion of the losses themselves"
+                f"combiner/inner={inner.name}: log_gram cannot wrap {inner.name!r}, which reads "
+                "the loss values and would get log ℓ (negative for ℓ < 1). Allowed: inner "
+                "combiners that read only the Gram matrix and the preference (mgda, cagrad, "
+                "imtl_g, upgrad, dualproj, nash_mtl, fairgrad, pcgrad, gradvac, aligned_mtl, "
+                "config, torchjd, ls, rlw)"
             )
         if not isinstance(normalize, bool):
             raise ValueError(f"combiner.normalize must be true or false. Found {normalize!r}")
@@ -202,6 +215,10 @@ class LogGram(_Wrapper):
     @property
     def weights_on_simplex(self) -> bool:
         return self.normalize and self.inner.weights_on_simplex
+
+    @property
+    def reads_losses(self) -> bool:
+        return True  # its weights are w'/ℓ
 
     def state_dict(self) -> dict:
         return self.inner.state_dict()

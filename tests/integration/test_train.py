@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,21 @@ def test_fast_dev_run_moo_with_every_combiner(run_train, glue_dir, combiner):
     m = run_train(*fast("sst2", glue_dir, "objective=moo", f"combiner={combiner}"))
     assert m["objective"] == "moo" and m["combiner"].startswith(combiner)  # torchjd[UPGrad]
     assert 0.0 <= m["test/acc"] <= 1.0
+
+
+@pytest.mark.text
+def test_a_scale_dependent_combiner_under_the_representation_scope_is_warned_about(
+    run_train, glue_dir
+):
+    """Nash-MTL's weights from the Gram of the features' gradients meet the parameter gradients
+    in the weighted backward: said before training, naming the combiner and the scope."""
+    scope = "module.gradient_scope=representation"
+    with pytest.warns(UserWarning, match=r"'nash_mtl' with module.gradient_scope=representation"):
+        run_train(*fast("sst2", glue_dir, "objective=moo", "combiner=nash_mtl", scope))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run_train(*fast("sst2", glue_dir, "objective=moo", "combiner=upgrad", scope))
+    assert not [w for w in seen if "depend on the Gram matrix's scale" in str(w.message)]
 
 
 @pytest.mark.text
@@ -819,6 +835,7 @@ def test_csv_logger_records_combiner_diagnostics(run_train):
         "train/combiner/mu",
         "train/combiner/balance_mode",
         "train/combiner/solve_ms",
+        "train/combiner/clamped_losses",
         "train/combiner/fallbacks",
     } <= set(rows[0])
 

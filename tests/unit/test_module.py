@@ -100,7 +100,7 @@ def test_gradient_scope_is_parsed_once_and_resolved_against_the_parameters():
     net = _net()
     resolved = scope.resolve(net)
     assert [p.shape for p in resolved.parameters] == [torch.Size([3, 8]), torch.Size([3])]
-    with pytest.raises(ValueError, match="gradient_scope must be 'all', 'shared', 'representation'"):
+    with pytest.raises(ValueError, match="must be 'all', 'shared', 'representation'"):
         GradientScope.parse("everything")
     with pytest.raises(ValueError, match="an empty list"):
         GradientScope.parse([])

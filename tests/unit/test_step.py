@@ -12,11 +12,26 @@ import numpy as np
 import pytest
 import torch
 
+from moo_lightning.combiners import (
+    CRMOGM,
+    MGDA,
+    PNG,
+    FairGrad,
+    LinearScalarization,
+    NashMTL,
+    UPGrad,
+)
 from moo_lightning.combiners.base import Combiner
 from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.errors import ConfigError
-from moo_lightning.module import MultiObjectiveModule
-from moo_lightning.step import CombinerSchedule, RowCombiners, keeps_state
+from moo_lightning.module import GradientScope, MultiObjectiveModule
+from moo_lightning.step import (
+    CombinerSchedule,
+    RowCombiners,
+    keeps_state,
+    scale_dependence,
+    warn_scale_dependence,
+)
 from tests.helpers import CONF, quiet_trainer
 
 
@@ -378,3 +393,42 @@ def test_the_random_combiners_draw_from_the_step_not_the_call_count():
         wa = a(torch.ones(3, dtype=torch.float64), K, [1, 1, 1], step=5).weights
         wb = b(torch.ones(3, dtype=torch.float64), K, [1, 1, 1], step=5).weights
         assert torch.equal(wa, wb), name
+
+
+# --- scale-dependent combiners under an inexact gradient scope --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("combiner", "scope", "fragment"),
+    [
+        (NashMTL(), "representation", "'nash_mtl' with module.gradient_scope=representation"),
+        (FairGrad(), ["head"], "'fairgrad' with module.gradient_scope=[head]"),
+        (PNG(e=1e-3), "representation", "'png' with module.gradient_scope=representation"),
+        (UPGrad(norm_eps=1e-4), ["a", "b"], "'upgrad' with module.gradient_scope=[a,b]"),
+        (CRMOGM(NashMTL()), "representation", "'cr_mogm[nash_mtl]' with"),
+    ],
+)
+def test_a_scale_dependent_combiner_under_an_inexact_scope_is_said(combiner, scope, fragment):
+    """Weights that depend on the Gram's scale, computed from a Gram of other gradients than the
+    ones the weighted backward combines: one warning naming the combiner and the scope."""
+    why = scale_dependence(combiner, GradientScope.parse(scope))
+    assert why is not None and fragment in why and "\n" not in why
+    assert "gradient_scope=all is exact" in why
+    with pytest.warns(UserWarning, match="depend on the Gram matrix's scale"):
+        warn_scale_dependence(combiner, GradientScope.parse(scope))
+
+
+@pytest.mark.parametrize(
+    ("combiner", "scope"),
+    [
+        (NashMTL(), "all"),  # exact: the weights meet the gradients they were computed from
+        (NashMTL(), "shared"),  # the trunk's Gram, the trunk's gradients
+        (PNG(e=1e-3), "all"),
+        (PNG(e=0.0), "representation"),  # scale-invariant
+        (UPGrad(), "representation"),
+        (MGDA(), ["head"]),
+        (LinearScalarization(), "representation"),  # no Gram
+    ],
+)
+def test_exact_scopes_and_scale_invariant_combiners_are_not_warned_about(combiner, scope):
+    assert scale_dependence(combiner, GradientScope.parse(scope)) is None

@@ -55,6 +55,23 @@ def test_gram_scale_invariance(case, scale):
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_combiners_that_do_not_read_the_losses_ignore_them(case):
+    """``reads_losses`` False is a promise: the weights depend on the Gram matrix, the preference
+    and the number of objectives only, so other losses (even negative ones, as log ℓ for ℓ < 1)
+    give the same weights (fresh combiners, the same step)."""
+    if build_combiner(case).reads_losses:
+        pytest.skip(f"{case} reads the losses")
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        losses, pref, K = testing.random_problem(rng, 3)
+        other = rng.uniform(-3.0, 3.0, 3)
+        w = build_combiner(case)(torch.as_tensor(losses), torch.as_tensor(K), pref, step=0)
+        wo = build_combiner(case)(torch.as_tensor(other), torch.as_tensor(K), pref, step=0)
+        w, wo = w.weights.numpy(), wo.weights.numpy()
+        np.testing.assert_array_equal(wo, w)
+
+
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("kind", list(degenerate_grams(2)))
 def test_degenerate_grams(case, kind):
     _checked(testing.check_degenerate(build_combiner(case), kind))

@@ -114,10 +114,17 @@ def test_programs_are_dpp_and_compiled_once():
     assert prog.balance._cache.param_prog is cached  # same compiled program, re-used
 
 
-def test_nonpositive_losses_are_counted_not_hidden():
+def test_clamped_losses_are_counted_not_hidden():
+    """EPO assumes ℓ > 0: losses below its floor (1e-12) are raised to it and counted at every
+    step in ``clamped_losses`` (0 when none were)."""
     res = run(EPO(), np.array([0.0, 0.5]), np.eye(2), [0.5, 0.5])
-    assert res.diagnostics["nonpositive_losses"] == 1.0
+    assert res.diagnostics["clamped_losses"] == 1.0
     assert torch.isfinite(res.weights).all()
+    res = run(EPO(), np.array([-3.0, 1e-13, 0.5]), np.eye(3), [0.2, 0.3, 0.5])
+    assert res.diagnostics["clamped_losses"] == 2.0
+    assert (
+        run(EPO(), np.array([0.4, 0.5]), np.eye(2), [0.5, 0.5]).diagnostics["clamped_losses"] == 0.0
+    )
 
 
 def _break_solver(monkeypatch, epo, m=3):

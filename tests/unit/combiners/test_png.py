@@ -107,6 +107,36 @@ def test_criteria_values_and_gradients():
     assert F == pytest.approx(expected)
 
 
+def test_how_each_criterion_reads_the_preference():
+    """As documented (README, docs/combiners/png.md): non_uniformity puts the smaller loss on the
+    objective with the larger r_i (EPO's ray), weighted_distance takes r as target losses, so the
+    larger r_i gets the larger loss. Minimisers over the toy front for r = (0.2, 0.8)."""
+    from moo_lightning.tasks.toy import minimise_on_front, ray_point
+
+    ray = minimise_on_front(NonUniformity(), 0.2)
+    np.testing.assert_allclose(ray, ray_point(0.2), atol=1e-4)
+    assert ray[0] > ray[1]  # r1 < r2: ℓ1 > ℓ2
+    near = minimise_on_front(WeightedDistance(), 0.2)
+    assert near[0] < near[1] and abs(near[0] - 0.2) < 0.02  # ℓ ≈ t = r
+    assert np.allclose(minimise_on_front(WeightedDistance(), 0.8), near[::-1])
+
+
+def test_png_counts_the_losses_non_uniformity_clamps():
+    """non_uniformity assumes ℓ > 0 and raises smaller losses to 1e-12: PNG counts them at every
+    step in ``clamped_losses``; a criterion without a floor records no such count."""
+    K = torch.tensor([[1.0, -0.2], [-0.2, 1.0]])
+
+    def clamped(losses, criterion=None):
+        res = PNG(criterion=criterion)(torch.tensor(losses), K, [0.5, 0.5])
+        assert torch.isfinite(res.weights).all()
+        return res.diagnostics.get("clamped_losses")
+
+    assert clamped([0.4, 0.6]) == 0.0
+    assert clamped([-2.0, 0.6]) == 1.0
+    assert clamped([0.0, 1e-13]) == 2.0
+    assert clamped([-2.0, 0.6], WeightedDistance()) is None
+
+
 def test_user_criterion_is_any_callable():
     png = PNG(criterion=lambda losses, pref: (losses**2).sum(), e=1.0)
     res = png(torch.tensor([0.5, 1.0]), torch.eye(2), [0.5, 0.5])

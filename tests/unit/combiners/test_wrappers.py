@@ -33,7 +33,7 @@ from moo_lightning.combiners import (
     UncertaintyWeighting,
     UPGrad,
 )
-from tests.helpers import CONF, ROOT, combiner_names, random_gram
+from tests.helpers import CONF, ROOT, build_combiner, combiner_names, random_gram
 
 WRAPPERS = {"cr_mogm", "log_gram"}
 
@@ -290,6 +290,43 @@ def test_flags_and_state_follow_the_inner_combiner():
     assert comb.state_dict() == comb.inner.state_dict() and comb.state_dict()["step"] == 0
     with pytest.raises(ValueError, match="cannot wrap 'png'"):
         LogGram(PNG())
+
+
+LOSS_READERS = {"dwa", "epo", "famo", "gls", "png", "si_ls", "stch", "uw"}
+
+
+def inner_names() -> list[str]:
+    folder = ROOT / "moo_lightning" / "conf" / "combiner" / "inner"
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", inner_names())
+def test_refuses_inner_combiners_that_read_the_losses(name):
+    """log ℓ < 0 for ℓ < 1: an inner combiner that reads the loss values (SI-LS, GLS and FAMO
+    fail on it at every step, EPO clamps it, DWA's ratios change sign, UW diverges, STCH's ideal
+    point no longer lies below the losses) is refused when the wrapper is built, in one line
+    naming it; every other inner combiner is accepted and named among the allowed ones."""
+    inner = build_combiner(name)
+    assert inner.reads_losses == (name in LOSS_READERS)
+    if name in LOSS_READERS:
+        with pytest.raises(ValueError, match=rf"^combiner/inner={name}: log_gram cannot wrap") as e:
+            LogGram(inner)
+        assert "\n" not in str(e.value)
+        allowed = str(e.value).split("Allowed: ")[1]
+        assert (
+            set(allowed[allowed.index("(") + 1 : allowed.rindex(")")].split(", "))
+            == set(inner_names()) - LOSS_READERS
+        )
+    else:
+        comb = LogGram(inner)
+        assert not comb.inner.reads_losses and comb.reads_losses
+
+
+def test_refuses_a_loss_reading_inner_from_the_config():
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["combiner=log_gram", "combiner/inner=si_ls"])
+    with pytest.raises(Exception, match="combiner/inner=si_ls: log_gram cannot wrap"):
+        instantiate(cfg.combiner)
 
 
 def test_config_group():
