@@ -93,7 +93,9 @@ class EnsembleModule(MultiObjectiveModule):
                 )
             rows = spread_preferences(self.members, m)
         else:
-            rows = np.asarray([as_preference(r, m) for r in preferences])
+            rows = np.asarray(
+                [as_preference(r, m, f"module.preferences[{n}]") for n, r in enumerate(preferences)]
+            )
             if rows.shape != (self.members, m):
                 raise ValueError(
                     f"module.preferences must have one row of {m} entries per member "

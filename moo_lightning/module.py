@@ -118,6 +118,19 @@ class GradientScope:
         return GradientScope(self.kind, self.prefixes, params)
 
 
+def run_preference(preference, m: int | None, combiner: Combiner) -> np.ndarray:
+    """The preference the module's rows follow, checked for ``m`` objectives (None: as many as
+    it has). A combiner that ignores the preference (MGDA, CAGrad, UW, ...) does not demand one
+    that fits m: a value with another number of entries (train.yaml's two-entry default on a
+    task of three objectives) gives way to the uniform preference 1/m."""
+    if combiner.uses_preference or m is None:
+        return as_preference(preference, m)
+    try:
+        return as_preference(preference, m)
+    except ValueError:
+        return np.full(m, 1.0 / m)
+
+
 class MultiObjectiveModule(L.LightningModule):
     """One model trained on a loss vector with manual optimisation. Subclasses implement
     ``objectives(batch) -> losses (m,)``; ``training_step`` takes one step from them.
@@ -148,7 +161,7 @@ class MultiObjectiveModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.combiner = combiner
-        self.preference = as_preference(preference, num_objectives)
+        self.preference = run_preference(preference, num_objectives, combiner)
         combiner.prepare(self.preference.size)  # combiners sized by m (UW) before the optimizer
         self.optimizer_factory = optimizer or (lambda ps: torch.optim.AdamW(ps, lr=1e-5))
         self.scheduler_factory = scheduler

@@ -1,10 +1,12 @@
-"""The command line as users type it, made ready for Hydra, and sweeps refused before any job
-runs when every job but one would repeat another."""
+"""The command line as users type it, made ready for Hydra, and refused before any job runs
+when it sets a preference nothing would use: swept with combiners that ignore it (every job but
+one would repeat another), or set for an ensemble whose members have preferences of their own."""
 
 from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 
 from moo_lightning.record import SHORT_FORMS, short_name
 
@@ -166,18 +168,27 @@ def normalise_argv(argv: list[str]) -> list[str]:
     return argv[:1] + multirun[:1] + rest
 
 
-def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
-    """(the preference sweep, the combiners of this command that ignore the preference) when
-    the command sweeps ``preference``; (None, []) otherwise. A combiner that ignores the
-    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value.
+@dataclass(frozen=True)
+class _Reading:
+    """A command's overrides as its jobs see them, read once for the preference checks."""
 
-    The sweep is read as Hydra's basic sweeper runs it: the ``hydra.sweeper.params`` of the
-    presets the command selects (``sweep=paper_moo``), then the command line's overrides, a
-    later value of a key (``+``/``++``/``~`` prefix included) replacing an earlier one. The
-    combiner is the one the composed config chose (a preset's, or train.yaml's default) unless
-    the sweep names others; ``glob(...)`` is matched against the combiner configs. (Optuna's
-    sweeper keeps a preset's fixed value over a swept one on the command line; no shipped preset
-    does that. A command with its own --config-name / --config-dir is read against ours.)"""
+    given: tuple  # the command line's overrides, parsed
+    overrides: dict  # by key (prefix included): the presets' grids (multirun), then `given`
+    combiners: tuple[str, ...]  # the combiners its jobs run
+    combiner_args: tuple[str, ...]  # the combiner settings every job gets
+    module_preferences: object  # the composed config's module.preferences (None: null or none)
+
+
+def _read(argv: list[str]) -> _Reading | None:
+    """The command read as Hydra's basic sweeper runs it: the ``hydra.sweeper.params`` of the
+    presets the command selects (``sweep=paper_moo``; a multirun only, as Hydra), then the
+    command line's overrides, a later value of a key (``+``/``++``/``~`` prefix included)
+    replacing an earlier one. The combiner is the one the composed config chose (a preset's, or
+    train.yaml's default) unless the overrides name others; ``glob(...)`` is matched against the
+    combiner configs. (Optuna's sweeper keeps a preset's fixed value over a swept one on the
+    command line; no shipped preset does that. A command with its own --config-name /
+    --config-dir is read against ours.) None when the command cannot be read: the run reports
+    a malformed override or an unusual sweep itself."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
 
@@ -185,20 +196,14 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args)
-        params, chosen = _composed(given)
+        params, chosen, preferences = _composed(given)
+        if not any(a in _MULTIRUN for a in argv):
+            params = {}  # a single run reads no sweeper params
         preset = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
     except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself, in its words
-        return None, []
+        return None
     overrides = {o.get_key_element(): o for o in preset}
     overrides.update({o.get_key_element(): o for o in given})  # the command line wins, as in Hydra
-    sweep = next(
-        (o for o in overrides.values() if o.key_or_group == "preference" and o.is_sweep_override()),
-        None,
-    )
-    if sweep is None:
-        return None, []
-    typed = any(o is sweep for o in given)
-    where = sweep.input_line + ("" if typed else " (from a preset's hydra.sweeper.params)")
     names = [chosen]
     combiner_args = []
     for o in overrides.values():
@@ -212,11 +217,77 @@ def preference_free_combiners(argv: list[str]) -> tuple[str | None, list[str]]:
                 try:
                     names = list(o.sweep_string_iterator())
                 except Exception:  # noqa: BLE001 - an unusual sweep: the jobs check themselves
-                    return None, []
+                    return None
         elif o.key_or_group.startswith(("combiner.", "combiner/")) and not o.is_sweep_override():
             combiner_args.append(o.input_line)
-    ignoring = [n for n in names if not _uses_preference(str(n), tuple(combiner_args))]
-    return where, ignoring
+    return _Reading(
+        tuple(given), overrides, tuple(map(str, names)), tuple(combiner_args), preferences
+    )
+
+
+def _preference_override(reading: _Reading, sweep: bool | None = None):
+    """The last override that sets ``preference`` (a sweep when ``sweep``, a single value when
+    not, either when None), and where it comes from, for messages."""
+    found = [
+        o
+        for o in reading.overrides.values()
+        if o.key_or_group == "preference"
+        and not o.is_delete()
+        and (sweep is None or o.is_sweep_override() == sweep)
+    ]
+    if not found:
+        return None, None
+    o = found[-1]
+    typed = any(o is g for g in reading.given)
+    return o, o.input_line + ("" if typed else " (from a preset's hydra.sweeper.params)")
+
+
+def preference_free_combiners(
+    argv: list[str], reading: _Reading | None = None
+) -> tuple[str | None, list[str]]:
+    """(the preference sweep, the combiners of this command that ignore the preference) when
+    the command sweeps ``preference``; (None, []) otherwise. A combiner that ignores the
+    preference (MGDA, CAGrad, PCGrad, ...) would run the same job once per value. The command
+    is read as :func:`_read` says."""
+    reading = _read(argv) if reading is None else reading
+    if reading is None:
+        return None, []
+    sweep, where = _preference_override(reading, sweep=True)
+    if sweep is None:
+        return None, []
+    args = reading.combiner_args
+    return where, [n for n in reading.combiners if not _uses_preference(n, args)]
+
+
+def preference_members_ignore(
+    argv: list[str], reading: _Reading | None = None
+) -> tuple[str, str, list[str]] | None:
+    """(the preference override, the ensemble's ``module.preferences``, the combiners that
+    would use the preference) when the command sets ``preference`` (one value or a sweep, typed
+    or from a preset's sweeper params) for an ensemble whose members have preferences of their
+    own (Multi-MNIST's default ``module.preferences=spread``, or rows), with a combiner that
+    uses the preference: its members never see it, and a sweep over it repeats one job. None
+    otherwise (``module.preferences=null``, or only combiners that ignore the preference)."""
+    reading = _read(argv) if reading is None else reading
+    if reading is None:
+        return None
+    pref, where = _preference_override(reading)
+    if pref is None:
+        return None
+    values, shown = [reading.module_preferences], _compact(reading.module_preferences)
+    for o in reading.overrides.values():
+        if o.key_or_group == "module.preferences" and not o.is_delete():
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+            shown = o.input_line.partition("=")[2]
+    if all(v is None for v in values):
+        return None
+    using = [n for n in reading.combiners if _uses_preference(n, reading.combiner_args)]
+    return (where, shown, using) if using else None
+
+
+def _compact(value) -> str:
+    """A config value as an override would type it: spread, [[0.2,0.8],[0.8,0.2]]."""
+    return str(value).replace(" ", "").replace("'", "")
 
 
 def _combiner_configs() -> list[str]:
@@ -227,10 +298,11 @@ def _combiner_configs() -> list[str]:
     return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
 
 
-def _composed(given) -> tuple[dict, str]:
+def _composed(given) -> tuple[dict, str, object]:
     """The ``hydra.sweeper.params`` of the config the command's plain overrides compose (its
-    presets' grids; empty when none) and the combiner it chose. A config that does not compose
-    raises: the run then reports that itself."""
+    presets' grids; empty when none), the combiner it chose and its ``module.preferences``
+    (plain; None when null or absent). A config that does not compose raises: the run then
+    reports that itself."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
@@ -239,7 +311,11 @@ def _composed(given) -> tuple[dict, str]:
         cfg = compose("train", overrides=plain, return_hydra_config=True)
     params = OmegaConf.select(cfg, "hydra.sweeper.params")
     chosen = OmegaConf.select(cfg, "hydra.runtime.choices.combiner")
-    return ({} if params is None else dict(OmegaConf.to_container(params))), str(chosen)
+    preferences = OmegaConf.select(cfg, "module.preferences", default=None)
+    if OmegaConf.is_config(preferences):
+        preferences = OmegaConf.to_container(preferences)
+    params = {} if params is None else dict(OmegaConf.to_container(params))
+    return params, str(chosen), preferences
 
 
 def _uses_preference(name: str, combiner_args: tuple[str, ...]) -> bool:
@@ -256,12 +332,12 @@ def _uses_preference(name: str, combiner_args: tuple[str, ...]) -> bool:
         return True
 
 
-def refuse_duplicate_sweeps(argv: list[str]) -> None:
+def refuse_duplicate_sweeps(argv: list[str], reading: _Reading | None = None) -> None:
     """Stop in one line, before any job runs, when ``preference`` is swept with a combiner that
     ignores it."""
     if not any(a in _MULTIRUN for a in argv):
         return
-    sweep, ignoring = preference_free_combiners(argv)
+    sweep, ignoring = preference_free_combiners(argv, reading)
     if ignoring:
         raise SystemExit(
             f"error: {sweep} sweeps the preference, but combiner {', '.join(ignoring)} "
@@ -269,6 +345,33 @@ def refuse_duplicate_sweeps(argv: list[str]) -> None:
             "preference only with combiners that use it (ls, epo, png, stch, upgrad, ...), and "
             "run the others once, with one value (preference=0.5) or none"
         )
+
+
+def refuse_preference_members_ignore(argv: list[str], reading: _Reading | None = None) -> None:
+    """Stop in one line, before anything is built, when the command sets ``preference`` for an
+    ensemble whose members follow preferences of their own (:func:`preference_members_ignore`)."""
+    found = preference_members_ignore(argv, reading)
+    if found:
+        where, shown, using = found
+        raise SystemExit(
+            f"error: {where} sets the preference, but module.preferences={shown} gives each "
+            f"member a preference of its own, so combiner {', '.join(using)} would never use "
+            "it. Add module.preferences=null (every member at the preference) or drop "
+            "preference="
+        )
+
+
+def refuse_ignored_preference(argv: list[str]) -> None:
+    """The two checks above from one reading of the command; a single run that does not type
+    ``preference`` is not read (nothing of it could be ignored)."""
+    multirun = any(a in _MULTIRUN for a in argv)
+    if not multirun and not any(_key(a) == "preference" for a in argv[1:]):
+        return
+    reading = _read(argv)
+    if reading is None:
+        return
+    refuse_duplicate_sweeps(argv, reading)
+    refuse_preference_members_ignore(argv, reading)
 
 
 # a folder name is at most 255 bytes on common filesystems; Optuna's sampled floats (17 digits)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from moo_lightning.cli.argv import (  # noqa: E402
     normalise_argv,
-    refuse_duplicate_sweeps,
+    refuse_ignored_preference,
     refuse_text_settings_without_text_module,
     rename_composition_seed,
 )
@@ -126,7 +126,7 @@ def cli() -> None:
     anywhere; the exit code says whether every job has a result."""
     register_resolvers()
     sys.argv = rename_composition_seed(normalise_argv(sys.argv))
-    refuse_duplicate_sweeps(sys.argv)
+    refuse_ignored_preference(sys.argv)
     refuse_text_settings_without_text_module(sys.argv)
     jobs = Jobs()
     hydra.main(version_base="1.3", config_path="pkg://moo_lightning.conf", config_name="train")(

@@ -61,8 +61,9 @@ def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in np.ravel(values)) + "]"
 
 
-def as_preference(preference, m: int | None = None) -> np.ndarray:
-    """A preference as a positive float64 vector; a scalar r1 means (r1, 1 - r1) for m = 2."""
+def as_preference(preference, m: int | None = None, key: str = "preference") -> np.ndarray:
+    """A preference as a positive float64 vector; a scalar r1 means (r1, 1 - r1) for m = 2.
+    ``key``: the setting errors name (the run's ``preference``, or a row of an ensemble's)."""
     if (
         isinstance(preference, np.ndarray)
         and preference.dtype == np.float64
@@ -76,22 +77,21 @@ def as_preference(preference, m: int | None = None) -> np.ndarray:
     scalar = np.ndim(preference) == 0
     arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
     if arr.ndim != 1:
-        raise ValueError(f"preference must be a list of numbers. Found shape {arr.shape}")
+        raise ValueError(f"{key} must be a list of numbers. Found shape {arr.shape}")
     if scalar and m in (None, 2):
         r1 = float(arr[0])
         if not 0.0 < r1 < 1.0:
             raise ValueError(
-                f"preference: a single number r1 means (r1, 1 - r1) and must lie in (0, 1). "
-                f"Found {r1:g}"
+                f"{key}: a single number r1 means (r1, 1 - r1) and must lie in (0, 1). Found {r1:g}"
             )
         arr = np.array([r1, 1.0 - r1])
     if m is not None and arr.size != m:
         raise ValueError(
-            f"preference must have one entry per objective ({m}). "
-            f"Found {arr.size} entries: {_fmt(arr)}"
+            f"{key} must have one entry per objective ({m}). "
+            f"Found {arr.size} entries: {_fmt(arr)}; set {key}=[...] with {m} positive entries"
         )
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"preference entries must be finite and > 0. Found {_fmt(arr)}")
+        raise ValueError(f"{key} entries must be finite and > 0. Found {_fmt(arr)}")
     return arr
 
 
@@ -99,7 +99,9 @@ class Combiner(abc.ABC):
     """Base class. Subclasses implement ``_combine`` on float64 numpy arrays.
 
     Validation happens once, here: losses (m,) finite; Gram (m, m) finite and symmetric
-    (when the combiner needs one); preference (m,) positive. Solves run in float64 on the
+    (when the combiner needs one); preference (m,) positive (when the combiner uses one: the
+    others are handed the uniform preference 1/m, whatever they were given, so a preference
+    meant for another number of objectives never stops them). Solves run in float64 on the
     CPU; weights come back with the device and dtype of ``losses``.
     """
 
@@ -244,7 +246,8 @@ class Combiner(abc.ABC):
         self._calls = self._step + 1
         l_np = self._check_losses(losses)
         m = l_np.size
-        r = as_preference(preference, m)
+        # a combiner that ignores the preference neither reads nor checks the one it is given
+        r = as_preference(preference, m) if self.uses_preference else np.full(m, 1.0 / m)
         K = self._check_gram(gram, m) if self.needs_gram else None
         extra = {}
         if criterion_grad is not None:
@@ -274,7 +277,7 @@ class Combiner(abc.ABC):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            w = r / r.sum() if self.uses_preference else np.full(m, 1.0 / m)
+            w = r / r.sum()  # the uniform preference for a combiner that ignores it
             diag, fallback, recovered = {"solver_failed": 1.0}, True, False
             criterion_weight = 0.0
         weights = torch.as_tensor(np.asarray(w, dtype=np.float64))

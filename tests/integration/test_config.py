@@ -410,6 +410,77 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check(monkeypatch):
     from moo_lightning.cli import argv
 
     monkeypatch.setattr(
-        argv, "_composed", lambda _: ({"combiner": "mgda", "preference": "0.2,0.8"}, "epo")
+        argv, "_composed", lambda _: ({"combiner": "mgda", "preference": "0.2,0.8"}, "epo", None)
     )
     assert ignoring("task=toy")[1] == ["mgda"]
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (
+            ["task=multi_mnist", "combiner=epo", "module.members=1", "preference=0.2"],
+            "preference=0.2",
+        ),
+        (["-m", "task=multi_mnist", "combiner=epo", "preference=0.2,0.4"], "preference=0.2,0.4"),
+        (["-m", "experiment=mm_ls", "++preference=[0.3,0.7]"], "++preference=[0.3,0.7]"),
+        (  # a preset's grid over the preference, on a task whose members spread theirs
+            ["-m", "sweep=paper_moo", "task=multi_mnist", "module.members=1"],
+            "preference=0.1,0.3,0.5 (from a preset's hydra.sweeper.params)",
+        ),
+        (  # members with rows of their own
+            [
+                "task=multi_mnist",
+                "module.members=1",
+                "module.preferences=[[0.5,0.5]]",
+                "preference=0.2",
+            ],
+            "preference=0.2",
+        ),
+    ],
+)
+def test_a_preference_the_ensembles_members_would_ignore_is_one_line(args, where):
+    """Multi-MNIST's members follow module.preferences (spread by default): a preference set on
+    the command line (or by a preset's grid) with a combiner that uses it would be silently
+    ignored, and a sweep over it would run one job again and again."""
+    from moo_lightning.cli.argv import refuse_ignored_preference
+
+    with pytest.raises(SystemExit) as info:
+        refuse_ignored_preference(normalise_argv(["train.py", *args]))
+    line = str(info.value)
+    assert line.startswith(f"error: {where} sets the preference, but module.preferences=")
+    assert (
+        "Add module.preferences=null (every member at the preference) or drop preference=" in line
+    )
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # every member at the preference
+        [
+            "task=multi_mnist",
+            "combiner=epo",
+            "module.members=1",
+            "module.preferences=null",
+            "preference=0.2",
+        ],
+        ["-m", "task=multi_mnist", "module.preferences=null", "preference=0.2,0.4"],
+        ["-m", "experiment=mm_png", "preference=0.2"],  # mm_png: module.preferences null
+        # a combiner that ignores the preference: nothing to refuse here (a sweep is refused
+        # by the duplicate check)
+        ["task=multi_mnist", "combiner=mgda", "preference=0.2"],
+        # no preference typed, or a task without member preferences
+        ["task=multi_mnist", "combiner=epo"],
+        ["-m", "sweep=combiners_mm", "seed=0"],
+        ["task=toy", "combiner=epo", "preference=0.2"],
+        ["-m", "experiment=toy_energy", "preference=0.2,0.4"],
+    ],
+)
+def test_a_preference_every_member_follows_is_not_refused(args):
+    from moo_lightning.cli.argv import preference_members_ignore, refuse_ignored_preference
+
+    argv = normalise_argv(["train.py", *args])
+    assert preference_members_ignore(argv) is None
+    refuse_ignored_preference(argv)

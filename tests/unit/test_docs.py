@@ -39,15 +39,19 @@ def test_page_has_the_standard_sections_and_a_usage_line(name):
 
 
 @pytest.mark.parametrize("name", combiner_names())
-def test_usage_lines_compose(name):
-    """The usage commands are valid Hydra overrides of train.yaml (composed, not run)."""
+def test_usage_lines_compose(name, monkeypatch):
+    """The usage commands are valid Hydra overrides of train.yaml (composed, not run), pass the
+    command line's checks, and name the data folder of a task that needs one (no MNIST_DIR)."""
     import shlex
 
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    from moo_lightning.cli.argv import expand_short_form
+    from moo_lightning.cli.argv import expand_short_form, refuse_ignored_preference
     from tests.helpers import CONF
 
+    for key in ("MNIST_DIR", "PACS_DIR"):
+        monkeypatch.delenv(key, raising=False)
     usage = (DOCS / f"{name}.md").read_text().split("\n## Usage\n", 1)[1]
     for line in usage.splitlines():
         if line.startswith("    python train.py "):
@@ -55,6 +59,10 @@ def test_usage_lines_compose(name):
             with initialize_config_dir(CONF, version_base="1.3"):
                 cfg = compose("train", overrides=overrides)
             assert cfg.combiner._target_.startswith("moo_lightning.combiners.")
+            path = OmegaConf.to_container(cfg.data, resolve=False).get("path")
+            if isinstance(path, str) and "${oc.env:" in path:  # a folder or its variable
+                assert cfg.data.path is not None, f"{name}.md: {line.strip()} needs data.path"
+            refuse_ignored_preference(["train.py", *overrides])
 
 
 # --- docs/parameter_criterion.md ------------------------------------------------------------------

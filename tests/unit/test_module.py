@@ -108,6 +108,40 @@ def test_gradient_scope_is_parsed_once_and_resolved_against_the_parameters():
         GradientScope.parse(["head"]).resolve(net)
 
 
+class ThreeObjectives(MultiObjectiveModule):
+    """Tiny's three objectives at train.yaml's default preference, which has two entries."""
+
+    def __init__(self, combiner, num_objectives=None):
+        super().__init__(
+            combiner,
+            [0.1, 0.9],
+            optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1),
+            num_objectives=num_objectives,
+        )
+        self.net = _net()
+
+    def objectives(self, batch):
+        return _losses(self.net, batch[0])
+
+
+@pytest.mark.parametrize("num_objectives", [None, 3])
+def test_a_combiner_that_ignores_the_preference_trains_three_objectives_at_a_two_entry_one(
+    num_objectives,
+):
+    from moo_lightning.combiners import EPO, MGDA
+
+    module = ThreeObjectives(MGDA(), num_objectives)
+    before = [p.detach().clone() for p in module.parameters()]
+    data = torch.utils.data.TensorDataset(torch.randn(32, 5))
+    quiet_trainer(max_steps=2).fit(module, torch.utils.data.DataLoader(data, batch_size=16))
+    assert module.skipped_steps == 0 and module.recorded_preference is None
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    # a combiner that uses the preference still needs one entry per objective, and says where
+    match = r"one entry per objective \(3\). Found 2 entries: \[0.1, 0.9\]; set preference=\["
+    with pytest.raises(ValueError, match=match):
+        ThreeObjectives(EPO(), 3)
+
+
 def test_a_loss_matrix_is_refused_by_the_single_model_step():
     module = Tiny(LinearScalarization())
     with pytest.raises(ValueError, match="EnsembleModule"):

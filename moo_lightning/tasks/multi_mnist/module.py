@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from moo_lightning.combiners import LinearScalarization
+from moo_lightning.combiners.base import as_preference
 from moo_lightning.combiners.epo import non_uniformity
 from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.step import CombinerSchedule
@@ -95,6 +96,9 @@ class MultiMNISTSet(EnsembleModule):
             raise ValueError(
                 f"module.ls_warmup must be a fraction of the budget in [0, 1). Found {ls_warmup!r}"
             )
+        if ls_warmup and preferences is None:
+            # the LS warm-up follows the preference even when the combiner after it ignores it
+            as_preference(preference, 2)
         self.net = StackedMultiLeNet(self.members, seed=seed)
         self.ls_warmup = float(ls_warmup)
         self.ls_warmup_steps = 0  # from the budget, at fit start

@@ -113,7 +113,19 @@ def test_check_combiner_reports_each_check_and_catches_a_broken_promise():
 )
 def test_bad_input_messages(losses, K, pref, match):
     with pytest.raises(ValueError, match=match):
-        MGDA()(torch.tensor(losses), torch.tensor(K), pref)
+        EPO()(torch.tensor(losses), torch.tensor(K), pref)
+
+
+@pytest.mark.parametrize("pref", [[0.1, 0.9], [0.5, -0.5, 1.0], 0.3])
+def test_a_combiner_that_ignores_the_preference_neither_checks_nor_reads_it(pref):
+    """MGDA on three objectives given train.yaml's two-entry default (or any other value): the
+    weights are those at the uniform preference; EPO, which uses it, names the key to set."""
+    losses = torch.tensor([1.0, 2.0, 3.0])
+    K = torch.tensor(random_gram(np.random.default_rng(0), 3))
+    expected = MGDA()(losses, K, [1 / 3] * 3).weights
+    torch.testing.assert_close(MGDA()(losses, K, pref).weights, expected)
+    with pytest.raises(ValueError, match=r"set preference=\[\.\.\.\] with 3 positive entries"):
+        EPO()(losses, K, [0.1, 0.9])
 
 
 def test_scalar_preference_means_pair():
