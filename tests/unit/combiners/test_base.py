@@ -121,7 +121,7 @@ def test_a_combiner_that_ignores_the_preference_neither_checks_nor_reads_it(pref
     """MGDA on three objectives given train.yaml's two-entry default (or any other value): the
     weights are those at the uniform preference; EPO, which uses it, names the key to set."""
     losses = torch.tensor([1.0, 2.0, 3.0])
-    K = torch.tensor(random_gram(np.random.default_rng(0), 3))
+    K = torch.tensor(testing.random_gram(np.random.default_rng(0), 3))
     expected = MGDA()(losses, K, [1 / 3] * 3).weights
     torch.testing.assert_close(MGDA()(losses, K, pref).weights, expected)
     with pytest.raises(ValueError, match=r"set preference=\[\.\.\.\] with 3 positive entries"):
