@@ -100,3 +100,47 @@ def test_lightning_snippet_trains_both_objectives_down():
         before = untrained.objectives((x, y))
         after = scope["model"].objectives((x, y))
     assert torch.all(after < 0.5 * before), (before, after)
+
+
+# --- docs/extending: a combiner, model and data of one's own, run by train.py ------------------
+
+EXTENDING = ROOT / "docs" / "extending"
+
+
+def _train_extending(run_dir, *overrides):
+    env = {**os.environ, "PYTHONPATH": str(EXTENDING), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "task=two_targets",
+         f"hydra.searchpath=[file://{EXTENDING / 'conf'}]", f"hydra.run.dir={run_dir}",
+         "logger=none", *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((run_dir / "metrics.json").read_text()), proc.stderr
+
+
+def test_the_extending_example_trains_with_its_own_and_a_built_in_combiner(tmp_path):
+    m, _ = _train_extending(tmp_path / "own", "combiner=loss_prop")
+    assert m["status"] == "ok" and m["combiner"] == "loss_prop" and m["preference"] is None
+    assert m["test/mse_0"] < 0.5 and m["test/mse_1"] < 0.5  # y has unit-scale targets
+    m, log = _train_extending(tmp_path / "shared", "combiner=mgda", "module.gradient_scope=shared")
+    assert m["status"] == "ok" and m["combiner"] == "mgda"
+    assert "2 parameter tensors are shared" in log and "4 belong to the tasks' heads" in log
+
+
+def test_the_extending_examples_combiner_keeps_its_promises():
+    sys.path.insert(0, str(EXTENDING))
+    try:
+        from my_moo import LossProportional
+    finally:
+        sys.path.remove(str(EXTENDING))
+    from moo_lightning.testing import check_combiner
+
+    assert set(check_combiner(LossProportional()).values()) == {"ok"}
+
+
+def test_the_extending_readme_names_the_files_that_are_there():
+    text = (EXTENDING / "README.md").read_text()
+    for name in re.findall(r"conf/\w+/\w+\.yaml", text):
+        assert (EXTENDING / name).is_file(), name
+    assert "my_moo.py" in text and (EXTENDING / "my_moo.py").is_file()
