@@ -278,3 +278,16 @@ def paired_p(x, y) -> float | None:
         # a constant or near-constant difference: scipy's division or precision notice
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(stats.ttest_rel(a, b).pvalue)
+
+
+def adjusted_p(ps) -> list[float | None]:
+    """Benjamini–Hochberg adjusted p-values (q; ``scipy.stats.false_discovery_control``) over
+    the family of the given p-values that are not None or NaN, in the given order; those stay
+    None. Among the comparisons with q < α, the expected share of false discoveries is at most
+    α (for independent or positively dependent tests)."""
+    values = [None if p is None or not np.isfinite(p) else float(p) for p in ps]
+    family = [p for p in values if p is not None]
+    if not family:
+        return values
+    q = iter(stats.false_discovery_control(family, method="bh").tolist())
+    return [None if p is None else next(q) for p in values]

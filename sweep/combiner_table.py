@@ -10,7 +10,8 @@ Writes to OUT_DIR:
 
 - ``table.md`` / ``table.csv``: one row per combiner (and settings group, below): test accuracy
   of task 1 and task 2 (1 − test error; mean ± std, ddof 1, over seeds), Δm%, the paired p-value
-  against the baseline, the wall time per run (``wall_time_s``, mean ± std), n (seeds), and the
+  against the baseline and its Benjamini–Hochberg adjustment over the table's comparisons (q),
+  the wall time per run (``wall_time_s``, mean ± std), n (seeds), and the
   final validation accuracy (1 − ``val/error_mean``, mean over seeds);
 - ``runs.csv``: one line per run.
 
@@ -50,7 +51,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's moo_lightning
 from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
-from moo_lightning.sweeps import is_number, paired_p, settings_differences  # noqa: E402
+from moo_lightning.sweeps import (  # noqa: E402
+    adjusted_p,
+    is_number,
+    paired_p,
+    settings_differences,
+)
 
 TASK = "multi_mnist"
 TASKS = (1, 2)
@@ -143,6 +149,7 @@ def summarise(runs: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, str | No
             None if base is None or row == base else paired_p(wide[row], wide[base])
             for row in table.index
         ]
+    table["q"] = adjusted_p(table["p"])  # the family: every row compared with the baseline
     order = sorted(table.index, key=lambda r: (r != base, r))
     return table.loc[order], base
 
@@ -159,7 +166,8 @@ def _p(p) -> str:
 
 
 def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) -> str:
-    cols = ["combiner", "acc task 1 (%)", "acc task 2 (%)", "Δm% vs LS", "p vs LS", "wall s", "n"]
+    cols = ["combiner", "acc task 1 (%)", "acc task 2 (%)", "Δm% vs LS", "p vs LS", "q (BH)"]
+    cols += ["wall s", "n"]
     lines = ["# Multi-MNIST: combiners compared (one shared Multi-LeNet per run)", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row, r in table.iterrows():
@@ -170,6 +178,7 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
             _pm(r["acc_2_mean"], r["acc_2_std"]),
             dm,
             _p(r["p"]),
+            _p(r["q"]),
             _pm(r["wall_time_s_mean"], r["wall_time_s_std"], scale=1.0, digits=1),
             str(r["n"]),
         ]
@@ -182,7 +191,12 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
         + (
             f"p: two-sided paired t-test (scipy.stats.ttest_rel) of the per-seed mean accuracy "
             f"of both tasks against {base} on the seeds both rows have; — for {base} itself and "
-            "with fewer than 2 pairs; 1 when every difference is zero."
+            "with fewer than 2 pairs; 1 when every difference is zero. q: p adjusted for the "
+            f"{int(table['p'].notna().sum())} comparisons of this table (Benjamini–Hochberg, "
+            "scipy.stats.false_discovery_control): among rows with q < α the expected share of "
+            "false discoveries is at most α. Rows that run one method through two "
+            "implementations (a native combiner and torchjd[...]) are cross-checks, not "
+            "independent evidence."
             if base
             else f"Δm and p: — (no single {baseline} row to compare with)."
         ),
@@ -217,7 +231,7 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
     text = "\n".join(lines) + "\n"
     (out / "table.md").write_text(text)
     csv_cols = ["combiner", "n", "seeds", "acc_1_mean", "acc_1_std", "acc_2_mean", "acc_2_std"]
-    csv_cols += ["delta_m", "p", "p_task1", "p_task2", "wall_time_s_mean", "wall_time_s_std"]
+    csv_cols += ["delta_m", "p", "q", "p_task1", "p_task2", "wall_time_s_mean", "wall_time_s_std"]
     csv_cols += ["val_acc_mean"]
     table[csv_cols].rename_axis("row").to_csv(out / "table.csv")
     return text

@@ -474,6 +474,8 @@ def test_delta_m_p_values_and_left_out_runs(tmp_path):
     assert base == "ls" and list(table.index) == ["ls", "a"]
     assert table.loc["a", "delta_m"] == pytest.approx(100 * (0.95 / 0.90 - 1) / 2)
     assert table.loc["a", "p"] < 1e-3 and table.loc["a", "p_task2"] == 1.0
+    assert table.loc["a", "q"] == pytest.approx(table.loc["a", "p"])  # a family of one
+    assert table.loc["ls", "q"] is None or table.loc["ls", "q"] != table.loc["ls", "q"]  # none
     assert table.loc["a", "wall_time_s_mean"] == pytest.approx(21.0)
 
 
