@@ -95,7 +95,7 @@ class GradientScope:
 
     @property
     def exact(self) -> bool:
-        """Every parameter moves along Gᵀw (the scope ensembles and parameter criteria need)."""
+        """Every parameter moves along Gᵀw (the scope parameter criteria need)."""
         return self.kind == "all"
 
     @property
@@ -138,8 +138,10 @@ class MultiObjectiveModule(L.LightningModule):
     One step (scope ``all``, exact): per-objective gradients by autograd over the trainable
     parameters, averaged over DDP ranks, Gram matrix K = GGᵀ, combiner weights w, ``.grad`` =
     Gᵀw, optional gradient-norm clipping, one optimizer and one scheduler step. A combiner that
-    needs no Gram (LS) takes one ordinary backward of Σ w_i ℓ_i instead; other scopes
-    (:class:`GradientScope`) build K from fewer gradients, then take that weighted backward.
+    needs no Gram (LS) takes one ordinary backward of Σ w_i ℓ_i instead. Scope ``shared``
+    builds K from the shared trunk's gradients and gives each head its own loss's gradient
+    (every combiner, LS too); ``representation`` and prefix lists (:class:`GradientScope`)
+    build K from fewer gradients, then take that weighted backward.
     Steps with non-finite losses, gradients or weights are skipped and counted;
     ``max_bad_steps`` consecutive ones stop the run. Ensembles: :mod:`moo_lightning.ensemble`.
     """
@@ -458,6 +460,8 @@ class MultiObjectiveModule(L.LightningModule):
             K = self._row_grams(grads)
             if not torch.isfinite(K).all():
                 return "non-finite gradients (Gram matrix)"
+            if not self._heads_finite(grads):
+                return "non-finite gradients (the heads')"
             results = combine_rows(combiners, global_rows, K, prefs, coupling, step)
             W = torch.stack([r.weights for r in results])
             if not torch.isfinite(W).all():
@@ -574,6 +578,15 @@ class MultiObjectiveModule(L.LightningModule):
         if self.scope.kind == "shared":
             grads = [[gk for gk, s in zip(g, self._shared) if s] for g in grads]
         return self._grams(grads)
+
+    def _heads_finite(self, grads) -> bool:
+        """With the shared scope, whether the heads' gradients (outside the Gram matrix, which
+        checks the trunk's) are finite; True otherwise."""
+        weighted = self._weighted()
+        if weighted is None:
+            return True
+        heads = [k for k, w in enumerate(weighted) if not w]
+        return all(bool(torch.isfinite(g[k]).all()) for g in grads for k in heads)
 
     def _grams(self, grads) -> torch.Tensor:
         return gram_matrix(grads)[None]

@@ -13,6 +13,8 @@ reproduced by running the check again.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -128,6 +130,26 @@ def check_degenerate(comb: Combiner, kind: str) -> str | None:
     return None
 
 
+def check_reads_losses(comb: Combiner, problems: int = 10) -> str | None:
+    """``reads_losses`` False is a promise: the weights depend on the Gram matrix, the preference
+    and the number of objectives only, so other losses (negative ones too, as log ℓ for ℓ < 1)
+    give the same weights (fresh copies of the combiner, the same step)."""
+    if comb.reads_losses:
+        return f"{comb.name} reads the losses"
+    if not comb.supports(3):
+        return f"{comb.name} does not handle 3 objectives"
+    rng = np.random.default_rng(4)
+    for _ in range(problems):
+        losses, pref, K = random_problem(rng, 3)
+        other = rng.uniform(-3.0, 3.0, 3)
+        w = _call(copy.deepcopy(comb), losses, K, pref).numpy()
+        wo = _call(copy.deepcopy(comb), other, K, pref).numpy()
+        np.testing.assert_array_equal(
+            wo, w, err_msg=f"{comb.name} declares reads_losses=False, but other losses move it"
+        )
+    return None
+
+
 def check_single_objective(comb: Combiner) -> str | None:
     """One objective gives one finite weight."""
     if not comb.supports(1):
@@ -139,13 +161,15 @@ def check_single_objective(comb: Combiner) -> str | None:
 
 def check_combiner(comb: Combiner) -> dict[str, str]:
     """Every check above on ``comb``: {check: "ok" or why it does not apply}. Raises
-    AssertionError at the first broken promise."""
-    checks = {f"weights, m = {m}": lambda m=m: check_weights(comb, m) for m in (2, 3, 5)}
-    checks["input dtype"] = lambda: check_input_dtype(comb)
-    checks["permutation"] = lambda: check_permutation(comb)
+    AssertionError at the first broken promise. Each check takes a fresh copy of ``comb`` (a
+    combiner that sizes its state by m, as UW or GradVac, starts each one anew)."""
+    checks = {f"weights, m = {m}": lambda c, m=m: check_weights(c, m) for m in (2, 3, 5)}
+    checks["input dtype"] = check_input_dtype
+    checks["permutation"] = check_permutation
     for scale in (1e-6, 1e6):
-        checks[f"Gram × {scale:g}"] = lambda s=scale: check_gram_scale(comb, s)
+        checks[f"Gram × {scale:g}"] = lambda c, s=scale: check_gram_scale(c, s)
     for kind in degenerate_grams(2):
-        checks[f"{kind} Gram"] = lambda k=kind: check_degenerate(comb, k)
-    checks["one objective"] = lambda: check_single_objective(comb)
-    return {name: run() or "ok" for name, run in checks.items()}
+        checks[f"{kind} Gram"] = lambda c, k=kind: check_degenerate(c, k)
+    checks["losses not read"] = check_reads_losses
+    checks["one objective"] = check_single_objective
+    return {name: run(copy.deepcopy(comb)) or "ok" for name, run in checks.items()}

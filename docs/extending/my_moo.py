@@ -28,7 +28,7 @@ class TwoTargets(MultiObjectiveModule):
     headline_metrics = ("test/mse_0", "test/mse_1")  # shown in the end-of-run summary
 
     def __init__(self, combiner, preference, hidden: int = 32, **kwargs):
-        super().__init__(combiner, preference, **kwargs)
+        super().__init__(combiner, preference, num_objectives=2, **kwargs)
         self.trunk = torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.Tanh())
         self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, 1) for _ in range(2))
 

@@ -175,7 +175,7 @@ class _Reading:
     given: tuple  # the command line's overrides, parsed
     overrides: dict  # by key (prefix included): the presets' grids (multirun), then `given`
     combiners: tuple[str, ...]  # the combiners its jobs run
-    combiner_args: tuple[str, ...]  # the combiner settings every job gets
+    combiner_args: tuple[str, ...]  # the combiner settings every job gets, and the search path
     module_preferences: object  # the composed config's module.preferences (None: null or none)
 
 
@@ -205,14 +205,17 @@ def _read(argv: list[str]) -> _Reading | None:
     overrides = {o.get_key_element(): o for o in preset}
     overrides.update({o.get_key_element(): o for o in given})  # the command line wins, as in Hydra
     names = [chosen]
-    combiner_args = []
+    # a search path of the user's own configs (hydra.searchpath=[file://my_conf]) is where
+    # their combiners are found, for glob(...) and when each combiner is built to be asked
+    search = [o.input_line for o in given if o.key_or_group == "hydra.searchpath"]
+    combiner_args = list(search)
     for o in overrides.values():
         if o.key_or_group == "combiner" and not o.is_sweep_override():
             names = [str(o.value())]  # a preset's fixed combiner in its sweeper params, too
         elif o.key_or_group == "combiner":
             value = o.value()
             if isinstance(value, Glob):
-                names = value.filter(_combiner_configs())
+                names = value.filter(_combiner_configs(given))
             else:
                 try:
                     names = list(o.sweep_string_iterator())
@@ -279,8 +282,8 @@ def preference_members_ignore(
         if o.key_or_group == "module.preferences" and not o.is_delete():
             values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
             shown = o.input_line.partition("=")[2]
-    if all(v is None for v in values):
-        return None
+    if any(v is None for v in values):
+        return None  # the jobs with module.preferences=null use the preference
     using = [n for n in reading.combiners if _uses_preference(n, reading.combiner_args)]
     return (where, shown, using) if using else None
 
@@ -290,12 +293,26 @@ def _compact(value) -> str:
     return str(value).replace(" ", "").replace("'", "")
 
 
-def _combiner_configs() -> list[str]:
-    """The names of conf/combiner/*.yaml (what combiner=glob(...) chooses from)."""
+def _combiner_configs(given=()) -> list[str]:
+    """The names of conf/combiner/*.yaml and of the combiner/*.yaml in the command's
+    ``hydra.searchpath`` folders (``file://`` ones): what combiner=glob(...) chooses from."""
     from importlib.resources import files
+    from pathlib import Path
 
-    folder = files("moo_lightning.conf").joinpath("combiner")
-    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+    folders = [files("moo_lightning.conf").joinpath("combiner")]
+    for o in given:
+        if o.key_or_group == "hydra.searchpath":
+            paths = o.value() if isinstance(o.value(), list) else [o.value()]
+            folders += [
+                Path(str(p).removeprefix("file://")) / "combiner"
+                for p in paths
+                if str(p).startswith("file://")
+            ]
+    names = set()
+    for folder in folders:
+        if folder.is_dir():
+            names |= {f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return sorted(names)
 
 
 def _composed(given) -> tuple[dict, str, object]:

@@ -107,16 +107,28 @@ def test_lightning_snippet_trains_both_objectives_down():
 EXTENDING = ROOT / "docs" / "extending"
 
 
-def _train_extending(run_dir, *overrides):
+def _extending(*args):
     env = {**os.environ, "PYTHONPATH": str(EXTENDING), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "task=two_targets",
-         f"hydra.searchpath=[file://{EXTENDING / 'conf'}]", f"hydra.run.dir={run_dir}",
-         "logger=none", *overrides],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, "task=two_targets",
+         f"hydra.searchpath=[file://{EXTENDING / 'conf'}]", "logger=none"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def _train_extending(run_dir, *overrides):
+    proc = _extending(f"hydra.run.dir={run_dir}", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text()), proc.stderr
+
+
+def test_a_preference_sweep_over_the_examples_preference_free_combiner_is_refused(tmp_path):
+    proc = _extending(
+        "-m", "combiner=loss_prop", "preference=0.2,0.5", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert proc.returncode != 0
+    assert "combiner loss_prop ignores the preference" in proc.stderr
+    assert not list(tmp_path.glob("*/metrics.json"))  # refused before any job ran
 
 
 def test_the_extending_example_trains_with_its_own_and_a_built_in_combiner(tmp_path):

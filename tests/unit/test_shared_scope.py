@@ -174,3 +174,13 @@ def test_stacked_members_with_shared_scope_equal_each_members_own_step():
 def test_ensembles_refuse_the_inexact_scopes_in_one_line():
     with pytest.raises(ValueError, match="gradient_scope=representation supports single models"):
         StackedHeads(UPGrad(), "representation")
+
+
+def test_a_non_finite_head_gradient_skips_the_step_as_under_all():
+    batch = _batch()
+    for scope in ("all", "shared"):
+        module = TwoHeads(MGDA(), scope)
+        module.head0.register_hook(lambda g: g * float("inf"))
+        losses = module.objectives(batch)
+        why = module.write_gradients(losses[None], losses.detach()[None])
+        assert isinstance(why, str) and "non-finite gradients" in why, (scope, why)

@@ -124,6 +124,11 @@ class JigsawModule(MultiObjectiveModule):
         if tasks == "object" and np.ndim(preference) == 1 and len(preference) != 1:
             preference = [1.0]
         super().__init__(combiner, preference, num_objectives=m, **kwargs)
+        if criterion is not None and not self.scope.exact:
+            raise ValueError(
+                f"module.criterion={criterion} is a criterion of the parameters (JiGen + adv, "
+                f"JiGen + PNG): it needs module.gradient_scope=all. Found {self.scope.kind!r}"
+            )
         self.tasks = tasks
         self.backbone = build_backbone(backbone, in_channels, weights, width)
         d = self.backbone.out_features

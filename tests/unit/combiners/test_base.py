@@ -56,19 +56,7 @@ def test_gram_scale_invariance(case, scale):
 
 @pytest.mark.parametrize("case", CASES)
 def test_combiners_that_do_not_read_the_losses_ignore_them(case):
-    """``reads_losses`` False is a promise: the weights depend on the Gram matrix, the preference
-    and the number of objectives only, so other losses (even negative ones, as log ℓ for ℓ < 1)
-    give the same weights (fresh combiners, the same step)."""
-    if build_combiner(case).reads_losses:
-        pytest.skip(f"{case} reads the losses")
-    rng = np.random.default_rng(4)
-    for _ in range(10):
-        losses, pref, K = testing.random_problem(rng, 3)
-        other = rng.uniform(-3.0, 3.0, 3)
-        w = build_combiner(case)(torch.as_tensor(losses), torch.as_tensor(K), pref, step=0)
-        wo = build_combiner(case)(torch.as_tensor(other), torch.as_tensor(K), pref, step=0)
-        w, wo = w.weights.numpy(), wo.weights.numpy()
-        np.testing.assert_array_equal(wo, w)
+    _checked(testing.check_reads_losses(build_combiner(case)))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -91,6 +79,8 @@ class _Broken(LinearScalarization):
 
 
 def test_check_combiner_reports_each_check_and_catches_a_broken_promise():
+    for stateful in ("uw", "gradvac", "nash_mtl"):  # state sized by m: a fresh copy per check
+        assert "ok" in testing.check_combiner(build_combiner(stateful)).values()
     report = testing.check_combiner(MGDA())
     assert report["weights, m = 3"] == "ok"
     assert set(report) >= {"permutation", "Gram × 1e-06", "zero Gram", "one objective"}

@@ -117,3 +117,17 @@ def test_resnet18_has_torchvision_names_and_loads_a_state_dict(tmp_path):
         ResNet18(3, weights=str(tmp_path / "bad.pth"))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         ResNet18(3, weights=str(tmp_path / "none.pth"))
+
+
+def test_a_criterion_of_the_parameters_with_another_scope_than_all_is_one_line():
+    with pytest.raises(ValueError, match="criterion=adversarial .* needs module.gradient_scope"):
+        _module(LinearScalarization(), criterion="adversarial", gradient_scope="shared")
+    shared = _module(PNG(), gradient_scope="shared")  # JiGen without a criterion: fine
+    batch = {
+        "images": torch.randn(8, 1, 30, 30),
+        "labels": torch.randint(0, 10, (8,)),
+        "jigsaw": torch.tensor([0] * 6 + [3, 7]),
+    }
+    losses = shared.objectives(batch)
+    assert not isinstance(shared.write_gradients(losses[None], losses.detach()[None]), str)
+    assert shared._shared and not all(shared._shared)  # the heads are apart from the backbone
