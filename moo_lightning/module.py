@@ -125,10 +125,8 @@ def run_preference(preference, m: int | None, combiner: Combiner) -> np.ndarray:
     task of three objectives) gives way to the uniform preference 1/m."""
     if combiner.uses_preference or m is None:
         return as_preference(preference, m)
-    try:
-        return as_preference(preference, m)
-    except ValueError:
-        return np.full(m, 1.0 / m)
+    given = as_preference(preference)  # a malformed value is refused whatever the combiner
+    return given if given.size == m else np.full(m, 1.0 / m)
 
 
 class MultiObjectiveModule(L.LightningModule):

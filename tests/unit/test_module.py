@@ -140,6 +140,10 @@ def test_a_combiner_that_ignores_the_preference_trains_three_objectives_at_a_two
     match = r"one entry per objective \(3\). Found 2 entries: \[0.1, 0.9\]; set preference=\["
     with pytest.raises(ValueError, match=match):
         ThreeObjectives(EPO(), 3)
+    # a malformed value is refused even by a combiner that does not read it
+    for bad in (-1, [0.5, -0.5], [0.2, float("nan")]):
+        with pytest.raises(ValueError, match="preference"):
+            MultiObjectiveModule(MGDA(), bad, num_objectives=3)
 
 
 def test_a_loss_matrix_is_refused_by_the_single_model_step():
