@@ -156,6 +156,10 @@ def _upgrade_data_keys(out: dict) -> None:
     out["data"] = data
 
 
+# modules whose configs name gradient_scope since the shared scope (it was 'all' before)
+_SCOPE_NAMED_LATER = ("MultiMNISTSet", "JigsawModule")
+
+
 def upgrade_settings(tree: dict) -> dict:
     """A run's settings or saved config (nested) of any earlier layout in today's (a new dict):
 
@@ -168,7 +172,10 @@ def upgrade_settings(tree: dict) -> dict:
       ``data.seed`` and the jigsaw permutations' ``data.permutation_seed`` (now both
       ``data.split_seed``), the toys' budget ``data.steps`` (now ``trainer.max_steps``), and
       the table label ``module.method`` (now the top-level ``method``, a label, not a
-      setting: dropped here).
+      setting: dropped here);
+    - the Multi-MNIST and JiGen modules' configs named no ``gradient_scope`` before the
+      ``shared`` scope came: it was ``all``, which is filled in (so old and new runs of one
+      setting are averaged together).
     """
     out = dict(tree)
     _upgrade_data_keys(out)
@@ -186,6 +193,12 @@ def upgrade_settings(tree: dict) -> dict:
             module = {name: value, **{k: v for k, v in module.items() if k != name}}
     if isinstance(module, dict) and "method" in module:
         module = {k: v for k, v in module.items() if k != "method"}
+    if (
+        isinstance(module, dict)
+        and "gradient_scope" not in module
+        and str(module.get("_target_", "")).rpartition(".")[2] in _SCOPE_NAMED_LATER
+    ):
+        module = {**module, "gradient_scope": "all"}
     if module is not None:
         out["module"] = module
     return out

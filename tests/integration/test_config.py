@@ -218,25 +218,17 @@ def _settings(args: list[str]) -> dict:
     return settings(cfg)
 
 
-# settings added since, each with the value that keeps an old job's behaviour (a key on one side
-# only is not a difference to the finished-job check, so old jobs are still skipped)
-ADDED = {"module.gradient_scope": "all"}
-
-
 @pytest.mark.parametrize("command", sorted(OLD))
 def test_every_setting_of_the_old_layout_is_the_same_today(command, monkeypatch):
     """A finished job of the 0.2 layout is the same job today (skipped, not re-run; resumable):
-    every setting, moved into the module, has the same value, none is missing, and the only
-    new ones are those of ADDED, at the value that behaves as before."""
+    every setting, moved into the module, has the same value, and none is missing or new."""
     monkeypatch.delenv("MNIST_DIR", raising=False)
     monkeypatch.delenv("PACS_DIR", raising=False)
     from moo_lightning.records import _leaves
 
     now = _settings(command.split())
     assert settings_differences(OLD[command], now) == []
-    old = dict(_leaves(upgrade_settings(OLD[command])))
-    new = {k: v for k, v in _leaves(now) if k not in old and ADDED.get(k) != v}
-    assert {k: v for k, v in _leaves(now) if k in old} == old and new == {}
+    assert dict(_leaves(upgrade_settings(OLD[command]))) == dict(_leaves(now))
 
 
 def test_short_forms_are_what_users_type():

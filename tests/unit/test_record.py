@@ -159,3 +159,18 @@ def test_old_and_new_layouts_make_the_same_table(tmp_path):
         outputs[layout] = [(out / f).read_text() for f in ("table.md", "table.csv", "runs.csv")]
     assert outputs["old"] == outputs["new"]
     assert "| CE+EPO | 20 |" in outputs["old"][0] and "minilm" in outputs["old"][2]
+
+
+def test_the_scope_the_set_and_jigen_modules_always_had_is_filled_in_for_old_runs():
+    from moo_lightning.record import upgrade_settings
+    from moo_lightning.sweeps import trial_key
+
+    mm = "moo_lightning.tasks.multi_mnist.module.MultiMNISTSet"
+    old = {"seed": 3, "module": {"_target_": mm, "members": 1}}
+    new = {"seed": 4, "module": {"_target_": mm, "members": 1, "gradient_scope": "all"}}
+    assert upgrade_settings(old)["module"]["gradient_scope"] == "all"
+    assert trial_key(upgrade_settings(old), 3) == trial_key(upgrade_settings(new), 4)
+    shared = {"seed": 4, "module": {"_target_": mm, "members": 1, "gradient_scope": "shared"}}
+    assert upgrade_settings(shared)["module"]["gradient_scope"] == "shared"  # kept
+    toy = {"module": {"_target_": "moo_lightning.tasks.toy.ToyModule", "n": 10}}
+    assert "gradient_scope" not in upgrade_settings(toy)["module"]  # its config names none
