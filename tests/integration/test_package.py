@@ -148,7 +148,9 @@ def test_the_extending_examples_combiner_keeps_its_promises():
         sys.path.remove(str(EXTENDING))
     from moo_lightning.testing import check_combiner
 
-    assert set(check_combiner(LossProportional()).values()) == {"ok"}
+    report = check_combiner(LossProportional())
+    assert report.pop("losses not read") == "loss_prop reads the losses"  # as it declares
+    assert set(report.values()) == {"ok"}
 
 
 def test_the_extending_readme_names_the_files_that_are_there():
