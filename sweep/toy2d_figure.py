@@ -30,8 +30,10 @@ sys.path.insert(0, str(ROOT))  # `python sweep/toy2d_figure.py` finds moo_lightn
 from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord  # noqa: E402
 
-# the combiners that take logs of the losses: run on ℓ + OFFSET (the toy's losses reach -20)
-LOG_LOSS = ("famo", "gls", "log_gram", "si_ls")
+# the combiners that assume losses > 0 (logs of the losses; EPO's and PNG's ratios, clamped at
+# 1e-12 below): run on ℓ + OFFSET (the toy's losses reach -20). STCH's softmax over the losses
+# with ideal point 0 does not change with the shift at equal preference, so it runs as it is.
+POSITIVE = ("epo", "famo", "gls", "log_gram", "png", "si_ls")
 # Newton solvers whose default stopping rule can miss on this problem (a residual of ~1e-7
 # raises with on_failure=raise): run again with on_failure=ls, every fallback counted
 NEWTON = ("fairgrad", "nash_mtl")
@@ -46,7 +48,7 @@ def launch(sweep_dir: Path, extra: list[str], torchjd: list[str]) -> None:
     base += [f"hydra.sweep.dir={sweep_dir}", *extra]
     calls = [
         [],
-        [f"combiner={','.join(LOG_LOSS)}", f"module.offset={OFFSET:g}"],
+        [f"combiner={','.join(POSITIVE)}", f"module.offset={OFFSET:g}"],
         [f"combiner={','.join(NEWTON)}", "combiner.on_failure=ls"],
     ]
     if torchjd:
