@@ -125,6 +125,8 @@ def run_preference(preference, m: int | None, combiner: Combiner) -> np.ndarray:
     task of three objectives) gives way to the uniform preference 1/m."""
     if combiner.uses_preference or m is None:
         return as_preference(preference, m)
+    if np.ndim(preference) == 0 and m != 2:  # one number is a pair only for two objectives
+        preference = np.atleast_1d(np.asarray(preference, dtype=np.float64))
     given = as_preference(preference)  # a malformed value is refused whatever the combiner
     return given if given.size == m else np.full(m, 1.0 / m)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from moo_lightning.record import SHORT_FORMS, short_name
 
@@ -282,8 +283,10 @@ def preference_members_ignore(
         if o.key_or_group == "module.preferences" and not o.is_delete():
             values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
             shown = o.input_line.partition("=")[2]
-    if any(v is None for v in values):
-        return None  # the jobs with module.preferences=null use the preference
+    if all(v is None for v in values) or (
+        any(v is None for v in values) and not pref.is_sweep_override()
+    ):
+        return None  # the jobs with module.preferences=null use it; the others run once
     using = [n for n in reading.combiners if _uses_preference(n, reading.combiner_args)]
     return (where, shown, using) if using else None
 
@@ -295,19 +298,23 @@ def _compact(value) -> str:
 
 def _combiner_configs(given=()) -> list[str]:
     """The names of conf/combiner/*.yaml and of the combiner/*.yaml in the command's
-    ``hydra.searchpath`` folders (``file://`` ones): what combiner=glob(...) chooses from."""
+    ``hydra.searchpath`` entries (``file://`` or plain paths, ``pkg://`` packages): what
+    combiner=glob(...) chooses from."""
     from importlib.resources import files
-    from pathlib import Path
 
     folders = [files("moo_lightning.conf").joinpath("combiner")]
     for o in given:
-        if o.key_or_group == "hydra.searchpath":
-            paths = o.value() if isinstance(o.value(), list) else [o.value()]
-            folders += [
-                Path(str(p).removeprefix("file://")) / "combiner"
-                for p in paths
-                if str(p).startswith("file://")
-            ]
+        if o.key_or_group != "hydra.searchpath":
+            continue
+        for entry in o.value() if isinstance(o.value(), list) else [o.value()]:
+            scheme, sep, where = str(entry).partition("://")
+            if not sep:  # no scheme: a file path, as Hydra reads it
+                scheme, where = "file", str(entry)
+            try:
+                root = files(where.replace("/", ".")) if scheme == "pkg" else Path(where)
+                folders.append(root.joinpath("combiner"))
+            except (ModuleNotFoundError, TypeError, ValueError):
+                continue  # a package that does not import: Hydra reports it itself
     names = set()
     for folder in folders:
         if folder.is_dir():

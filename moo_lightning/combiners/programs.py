@@ -10,6 +10,7 @@ so a fresh (e.g. resumed) process takes the same steps as a long-running one.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
@@ -62,6 +63,11 @@ class Programs(Generic[P]):
                     )
             self._by_m[m] = program
         return self._by_m[m]
+
+    def __deepcopy__(self, memo) -> Programs[P]:
+        """A copy without the compiled programs (cvxpy's solver caches cannot be copied): it
+        compiles and primes its own on first use, and primed programs solve bit for bit alike."""
+        return Programs(copy.deepcopy(self._build, memo), self.solver)
 
     def built(self) -> list[int]:
         """The numbers of objectives with a compiled program (for tests and benchmarks)."""

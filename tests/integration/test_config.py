@@ -437,6 +437,10 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check(monkeypatch):
             ],
             "preference=0.2",
         ),
+        (  # a sweep over both: the spread jobs would repeat for every preference
+            ["-m", "task=multi_mnist", "module.preferences=null,spread", "preference=0.2,0.4"],
+            "preference=0.2,0.4",
+        ),
     ],
 )
 def test_a_preference_the_ensembles_members_would_ignore_is_one_line(args, where):
@@ -467,6 +471,8 @@ def test_a_preference_the_ensembles_members_would_ignore_is_one_line(args, where
             "preference=0.2",
         ],
         ["-m", "task=multi_mnist", "module.preferences=null", "preference=0.2,0.4"],
+        # one preference, asked for by the null jobs; the spread jobs run once each
+        ["-m", "task=multi_mnist", "module.preferences=null,spread", "preference=0.2"],
         ["-m", "experiment=mm_png", "preference=0.2"],  # mm_png: module.preferences null
         # a combiner that ignores the preference: nothing to refuse here (a sweep is refused
         # by the duplicate check)
@@ -484,3 +490,20 @@ def test_a_preference_every_member_follows_is_not_refused(args):
     argv = normalise_argv(["train.py", *args])
     assert preference_members_ignore(argv) is None
     refuse_ignored_preference(argv)
+
+
+@pytest.mark.parametrize("entry", ["file://{conf}", "{conf}"])
+def test_glob_sees_the_combiners_of_the_users_search_path(entry):
+    """combiner=glob(...) chooses among the user's combiner configs too (a search path entry
+    with file:// or without a scheme, as Hydra reads it), so the duplicate check sees them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from moo_lightning.cli.argv import _combiner_configs
+
+    conf = ROOT / "docs" / "extending" / "conf"
+    given = OverridesParser.create().parse_overrides(
+        [f"hydra.searchpath=[{entry.format(conf=conf)}]"]
+    )
+    names = _combiner_configs(given)
+    assert "loss_prop" in names and "mgda" in names
+    assert "loss_prop" not in _combiner_configs()

@@ -144,6 +144,9 @@ def test_a_combiner_that_ignores_the_preference_trains_three_objectives_at_a_two
     for bad in (-1, [0.5, -0.5], [0.2, float("nan")]):
         with pytest.raises(ValueError, match="preference"):
             MultiObjectiveModule(MGDA(), bad, num_objectives=3)
+    # one number is a pair only for two objectives: for one objective, a weight as with LS
+    for comb in (MGDA(), LinearScalarization()):
+        assert MultiObjectiveModule(comb, 1.0, num_objectives=1).preference.tolist() == [1.0]
 
 
 def test_a_loss_matrix_is_refused_by_the_single_model_step():

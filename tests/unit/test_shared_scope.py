@@ -7,7 +7,7 @@ import torch
 import torchjd.aggregation as agg
 from torchjd.autojac import jac_to_grad, mtl_backward
 
-from moo_lightning.combiners import MGDA, LinearScalarization, UPGrad
+from moo_lightning.combiners import MGDA, LinearScalarization, TorchJD, UPGrad
 from moo_lightning.ensemble import EnsembleModule
 from moo_lightning.module import ConfigError, MultiObjectiveModule
 
@@ -60,9 +60,10 @@ def _step(module, batch):
     return results
 
 
-def test_shared_scope_equals_torchjd_mtl_backward_with_upgrad():
+@pytest.mark.parametrize("make", [UPGrad, lambda: TorchJD("UPGrad")], ids=["upgrad", "torchjd"])
+def test_shared_scope_equals_torchjd_mtl_backward_with_upgrad(make):
     batch = _batch()
-    ours = TwoHeads(UPGrad(), preference=(0.5, 0.5))
+    ours = TwoHeads(make(), preference=(0.5, 0.5))
     _step(ours, batch)
 
     w = {k: torch.nn.Parameter(v.clone()) for k, v in _weights().items()}

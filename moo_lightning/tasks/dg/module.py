@@ -127,7 +127,8 @@ class JigsawModule(MultiObjectiveModule):
         if criterion is not None and not self.scope.exact:
             raise ValueError(
                 f"module.criterion={criterion} is a criterion of the parameters (JiGen + adv, "
-                f"JiGen + PNG): it needs module.gradient_scope=all. Found {self.scope.kind!r}"
+                "JiGen + PNG): it needs module.gradient_scope=all. Found "
+                f"{list(self.scope.prefixes) or self.scope.kind!r}"
             )
         self.tasks = tasks
         self.backbone = build_backbone(backbone, in_channels, weights, width)

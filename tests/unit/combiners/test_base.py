@@ -80,7 +80,10 @@ class _Broken(LinearScalarization):
 
 def test_check_combiner_reports_each_check_and_catches_a_broken_promise():
     for stateful in ("uw", "gradvac", "nash_mtl"):  # state sized by m: a fresh copy per check
-        assert "ok" in testing.check_combiner(build_combiner(stateful)).values()
+        assert testing.check_combiner(build_combiner(stateful))["weights, m = 5"] == "ok"
+    used = EPO()  # its compiled programs are not copied: each copy compiles its own
+    used(torch.tensor([0.5, 0.7]), torch.eye(2), [0.3, 0.7])
+    assert testing.check_combiner(used)["weights, m = 3"] == "ok"
     report = testing.check_combiner(MGDA())
     assert report["weights, m = 3"] == "ok"
     assert set(report) >= {"permutation", "Gram × 1e-06", "zero Gram", "one objective"}
