@@ -6,7 +6,8 @@
 Rows: for every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean
 validation accuracy over seeds are chosen among the groups that have every seed of the sweep; their
 test accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen
-baseline (CE; ``--baseline CE+LS`` to compare combiners) on the seeds both have. Groups
+baseline (CE; ``--baseline CE+LS`` to compare combiners) on the seeds both have, and its
+Benjamini–Hochberg adjustment over every comparison of the table (q). Groups
 missing seeds are listed as incomplete and never averaged; runs left out (unreadable,
 unfinished, without a result, malformed, duplicates: the rules of
 ``moo_lightning.sweeps.load_runs``) are listed with the reason.
@@ -60,7 +61,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from moo_lightning import sweeps  # noqa: E402
 from moo_lightning.record import RunRecord, short_name  # noqa: E402
-from moo_lightning.sweeps import is_number, loss_name, paired_p, trial_free  # noqa: E402
+from moo_lightning.sweeps import (  # noqa: E402
+    adjusted_p,
+    is_number,
+    loss_name,
+    paired_p,
+    trial_free,
+)
 
 # the trial, never a column (also where .hydra/config.yaml keeps ``${seed}`` as text)
 SEED_KEYS = ("seed", "data.seed")
@@ -418,6 +425,11 @@ def p_column(baseline: str) -> str:
     return f"p_vs_{baseline.lower().replace('+', '_')}_paired_t"
 
 
+def q_column(baseline: str) -> str:
+    """table.csv's adjusted p-value column: q_vs_ce_bh, ..."""
+    return f"q_vs_{baseline.lower().replace('+', '_')}_bh"
+
+
 def write_tables(
     runs: pd.DataFrame,
     info: Settings,
@@ -438,11 +450,15 @@ def write_tables(
     acc = runs.pivot(index="seed", columns="gid", values="test_acc")
     base = baselines(chosen, keys, baseline)
     chosen[p_col] = [None if pd.isna(b) else paired_p(acc[g], acc[int(b)]) for g, b in base.items()]
+    # the family: every comparison in this table (all tasks, sizes and losses)
+    q_col = q_column(baseline)
+    chosen[q_col] = adjusted_p(chosen[p_col].tolist())
+    family = int(chosen[p_col].notna().sum())
     chosen["n"] = chosen["seeds"].map(len)
     labels = short_labels([*keys, *info.constants, *info.per_loss, *info.per_task])
 
     def cell(r) -> str:
-        p = "" if pd.isna(r[p_col]) else f", p={r[p_col]:.3f}"
+        p = "" if pd.isna(r[p_col]) else f", p={r[p_col]:.3f}, q={r[q_col]:.3f}"
         spread = f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
         return f"{100 * r['test_acc_mean']:.1f}{spread} (n={r['n']}{p})"
 
@@ -487,7 +503,9 @@ def write_tables(
     lines += [
         "",
         "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
-        f"mean ± std over seeds; p: paired t-test against {baseline}{by} on the same seeds.",
+        f"mean ± std over seeds; p: paired t-test against {baseline}{by} on the same seeds; "
+        f"q: p adjusted for the table's {family} comparisons (Benjamini–Hochberg, "
+        "scipy.stats.false_discovery_control).",
     ]
     if reference:
         lines.append(
@@ -530,7 +548,7 @@ def write_tables(
         lines += [f"- {where}: {why}" for where, why in left_out]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     columns = ["task", "N", "loss", *keys, *HYPER, "seeds", "test_acc_mean", "test_acc_std"]
-    columns += ["val_acc_mean", p_col]
+    columns += ["val_acc_mean", p_col, q_col]
     table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
     if reference:
         both = [reference.cell(t, n, loss) for t, n, loss in

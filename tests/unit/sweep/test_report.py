@@ -77,7 +77,9 @@ def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
     _report(sweep, out)
     table = (out / "table.md").read_text()
     assert "| CE | 20 | 60.0 ± 2.0 (n=3) |" in table
-    assert "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p=0.000) |" in table  # τ=0.3 chosen, not 0.99 test
+    assert (
+        "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p=0.000, q=0.000) |" in table
+    )  # τ=0.3 chosen, not 0.99 test
     assert "CE+LS τ=0.3 λ=0.3 r1=0.1: seeds [0] of [0, 1, 2]" in table
     assert "| CE+LS |" not in table  # never averaged
     rows = list(csv.DictReader(open(out / "runs.csv")))
@@ -176,8 +178,9 @@ def test_rows_that_differ_in_encoder_get_it_as_a_column_and_their_own_ce_baselin
         "| loss | N | encoder.name | sst2 |",
         "| CE | 20 | minilm | 60.0 ± 2.0 (n=3) |",
         "| CE | 20 | tiny | 75.0 ± 5.0 (n=3) |",
-        "| CE+EPO | 20 | minilm | 65.1 ± 2.0 (n=3, p=0.000) |",
-        "| CE+EPO | 20 | tiny | 75.0 ± 5.0 (n=3, p=1.000) |",  # against CE tiny, not minilm
+        "| CE+EPO | 20 | minilm | 65.1 ± 2.0 (n=3, p=0.000, q=0.000) |",
+        # against CE tiny, not minilm
+        "| CE+EPO | 20 | tiny | 75.0 ± 5.0 (n=3, p=1.000, q=1.000) |",
     ]
     assert "CE+EPO τ=0.3 λ=0.3 r1=0.1 encoder.name=roberta: seeds [0] of [0, 1, 2]" in table
     rows = list(csv.DictReader(open(out / "table.csv")))
@@ -272,11 +275,13 @@ def test_a_combiner_setting_varied_within_one_loss_is_a_column_and_ce_still_pair
     assert _md_rows(table) == [
         "| loss | N | eps | sst2 |",
         "| CE | 20 | — | 60.5 ± 0.7 (n=2) |",
-        "| CE+EPO | 20 | 0.0001 | 71.0 ± 1.4 (n=2, p=0.030) |",
-        "| CE+EPO | 20 | 0.001 | 60.5 ± 0.7 (n=2, p=1.000) |",
+        "| CE+EPO | 20 | 0.0001 | 71.0 ± 1.4 (n=2, p=0.030, q=0.061) |",  # BH: 2 × 0.0303
+        "| CE+EPO | 20 | 0.001 | 60.5 ± 0.7 (n=2, p=1.000, q=1.000) |",
     ]
+    assert "q: p adjusted for the table's 2 comparisons (Benjamini–Hochberg" in table
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert [r["combiner.eps"] for r in rows] == ["", "0.0001", "0.001"]
+    assert [r["q_vs_ce_bh"][:5] for r in rows] == ["", "0.060", "1.0"]
 
 
 def test_a_ddp_run_is_another_setting_not_a_duplicate(tmp_path):
@@ -392,8 +397,8 @@ def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_pe
     assert head in table
     assert "| CE | 50 | 50.5 ± 0.7 (n=2) | 59.72 ± 5.9 | 50.5 ± 0.7 (n=2) | — |" in table
     assert (
-        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p=0.000) | — | 52.5 ± 0.7 (n=2, p=0.000) | 74.29 |"
-        in table
+        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p=0.000, q=0.000) | — "
+        "| 52.5 ± 0.7 (n=2, p=0.000, q=0.000) | 74.29 |" in table
     )
     assert "Beside each task: paper, RoBERTa-base" in table
     # the paper's row order: CE, then the two-objective losses LS before EPO
