@@ -9,9 +9,7 @@ import torch.distributed as dist
 
 
 def objective_grads(
-    losses: torch.Tensor,
-    params: Sequence[torch.Tensor],
-    keep_graph: bool = False,
+    losses: torch.Tensor, params: Sequence[torch.Tensor], keep_graph: bool = False
 ) -> list[list[torch.Tensor]]:
     """Gradients of each entry of ``losses`` (m,) w.r.t. ``params``: m lists, one tensor per
     parameter (zeros where an objective does not reach a parameter). The graph is freed after
