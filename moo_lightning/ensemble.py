@@ -76,10 +76,9 @@ class EnsembleModule(MultiObjectiveModule):
             )
         super().__init__(combiner, preference, num_objectives=num_objectives, **kwargs)
         if not self.scope.per_objective:
-            given = list(self.scope.prefixes) or self.scope.kind
             raise ValueError(
-                f"module.gradient_scope={given} supports single models; ensembles take 'all' "
-                "or 'shared'"
+                f"module.gradient_scope={self.scope.label} supports single models; ensembles "
+                "take 'all' or 'shared'"
             )
         self.members = int(members)
         m = self.preference.size

@@ -94,6 +94,11 @@ class GradientScope:
         return cls("parameters", prefixes)
 
     @property
+    def label(self) -> str:
+        """The scope as it is written on the command line: ``shared``, ``[encoder,pooler]``."""
+        return f"[{','.join(self.prefixes)}]" if self.kind == "parameters" else self.kind
+
+    @property
     def exact(self) -> bool:
         """Every parameter moves along Gᵀw (the scope parameter criteria need)."""
         return self.kind == "all"

@@ -150,10 +150,7 @@ def scale_dependence(combiner: Combiner, scope) -> str | None:
     if scope.kind == "representation":
         where = "module.gradient_scope=representation (the Gram of the shared features' gradients"
     else:
-        where = (
-            f"module.gradient_scope=[{','.join(scope.prefixes)}] (the Gram of those parameters' "
-            "gradients"
-        )
+        where = f"module.gradient_scope={scope.label} (the Gram of those parameters' gradients"
     return (
         f"combiner {combiner.name!r} with {where}): its weights depend on the Gram matrix's "
         "scale, not only on its shape, and this Gram's scale differs from that of the "

@@ -128,7 +128,7 @@ class JigsawModule(MultiObjectiveModule):
             raise ValueError(
                 f"module.criterion={criterion} is a criterion of the parameters (JiGen + adv, "
                 "JiGen + PNG): it needs module.gradient_scope=all. Found "
-                f"{list(self.scope.prefixes) or self.scope.kind!r}"
+                f"{self.scope.label}"
             )
         self.tasks = tasks
         self.backbone = build_backbone(backbone, in_channels, weights, width)
