@@ -237,6 +237,9 @@ class RunRecord:
     timing_s: dict = field(default_factory=dict)
     cache_hits: dict = field(default_factory=dict)
     wall_time_s: float | None = None
+    # the code that ran: package version, and the git commit (dirty: uncommitted changes to
+    # tracked files) when it ran from a checkout; not a setting (a skip does not compare it)
+    code: dict | None = None
     settings: dict | None = None  # what produced the result, compared before a skip
     complete: bool = False  # the job finished; status says whether it has a result
 
@@ -341,5 +344,12 @@ class RunRecord:
 _ABSENT = object()
 _SECTIONS = ("val", "test", "task_metrics")  # written flat, key by key
 # left out of metrics.json when None (they exist for some runs only)
-_OPTIONAL = ("ddp_equals_one_process", "status_reason", "model", "model_bytes", "model_sha256")
+_OPTIONAL = (
+    "ddp_equals_one_process",
+    "status_reason",
+    "model",
+    "model_bytes",
+    "model_sha256",
+    "code",
+)
 _FIELDS = frozenset(f.name for f in fields(RunRecord))

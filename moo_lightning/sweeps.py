@@ -15,6 +15,10 @@ set of rules for what is left out, each named in a (folder, why) list:
    loss and preference of a text run, the method of an ensemble), the same settings but the
    trial, and the same seed as a run earlier in path order, which is kept.
 
+A job folder (one holding Hydra's ``.hydra/config.yaml``) without a metrics.json is listed too:
+the job is still running, or it stopped (killed, crashed) before writing its record; the last
+line of its log that names an error is given with it.
+
 A run's settings are those recorded in metrics.json, or for runs written before they were
 recorded there the run's ``.hydra/config.yaml``, or none (``{}``); runs on other numbers of
 processes or at another precision take other steps, so a ``run`` section
@@ -24,7 +28,9 @@ defaults: such runs are other settings, never duplicates. "Settings but the tria
 ${seed}``); a nested seed fixed to another value is a real setting.
 
 Statistics: means and standard deviations use ddof = 1 (``mean_std``); ``paired_p`` is the one
-paired test between two methods over the seeds (or other trial labels) both have.
+paired test between two methods over the seeds (or other trial labels) both have,
+``paired_difference`` the mean paired difference with its t confidence interval, ``adjusted_p``
+the Benjamini–Hochberg adjustment over a family of tests.
 
 Nothing here imports Hydra, torch or a task: numpy, scipy and PyYAML only.
 """
@@ -159,6 +165,10 @@ def load_runs(
     elif tasks is not None:
         tasks = tuple(tasks)
     runs, left_out, seen = [], [], {}
+    for folder in sorted(no_record(sweep_dir)):
+        why = f"{NO_RECORD} (still running, or stopped before writing its record)"
+        error = last_error(folder)
+        left_out.append((str(folder.relative_to(sweep_dir)), why + (f"; {error}" if error else "")))
     for path in sorted(sweep_dir.rglob(RECORD_FILE)):
         where = str(path.parent.relative_to(sweep_dir))
         try:
@@ -184,6 +194,61 @@ def load_runs(
         seen[key] = where
         runs.append(Run(where, path.parent, record, settings, fields))
     return runs, left_out
+
+
+NO_RECORD = "no metrics.json"  # the start of the reason a job folder without a record is listed
+
+
+def no_record(sweep_dir: Path) -> list[Path]:
+    """The job folders under ``sweep_dir`` (itself included) that hold Hydra's
+    ``.hydra/config.yaml`` but no metrics.json."""
+    return [
+        hydra.parent.parent
+        for hydra in Path(sweep_dir).rglob(".hydra/config.yaml")
+        if not (hydra.parent.parent / RECORD_FILE).exists()
+    ]
+
+
+def last_error(folder: Path) -> str | None:
+    """The last line naming an error in the folder's logs (``*.log``; its last 160 characters),
+    or None: why a job that wrote no record stopped."""
+    for log in sorted(Path(folder).glob("*.log")):
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errors = [ln.strip() for ln in lines if "error" in ln.lower()]
+        if errors:
+            return errors[-1][-160:]
+    return None
+
+
+def code_label(record: RunRecord) -> str:
+    """The code a run was made with (``RunRecord.code``), as text: the commit's first ten
+    characters, with ``+changes`` when the checkout had uncommitted changes to tracked files;
+    else the package version; "not recorded" for runs written before records named their code."""
+    code = record.code or {}
+    if code.get("commit"):
+        return str(code["commit"])[:10] + (" +changes" if code.get("dirty") else "")
+    if code.get("version"):
+        return f"version {code['version']} (no git checkout)"
+    return "not recorded"
+
+
+def code_versions(labels: Iterable[str]) -> str:
+    """One line: each code version (``code_label``) the runs were made with and its number of
+    runs, and a warning when runs of several recorded versions are averaged together."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return "Code: no runs."
+    shown = ", ".join(
+        f"{label} ({n} run{'s' if n > 1 else ''})" for label, n in sorted(counts.items())
+    )
+    several = [k for k in counts if k != "not recorded"]
+    warn = " Runs of several code versions are averaged together." if len(several) > 1 else ""
+    return f"Code: {shown}.{warn}"
 
 
 def flatten(settings: dict) -> dict:
@@ -278,6 +343,21 @@ def paired_p(x, y) -> float | None:
         # a constant or near-constant difference: scipy's division or precision notice
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(stats.ttest_rel(a, b).pvalue)
+
+
+def paired_difference(x, y, confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """The mean of ``x − y`` over the labels both have, with its two-sided t confidence interval
+    (``scipy.stats.ttest_rel(...).confidence_interval``): (mean, low, high); None with fewer than
+    2 pairs. Every difference equal: the interval is that one value."""
+    pairs = _pairs(x, y)
+    if len(pairs) < 2:
+        return None
+    a, b = (np.array(side) for side in zip(*pairs))
+    d = a - b
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0]), float(d[0])
+    ci = stats.ttest_rel(a, b).confidence_interval(confidence)
+    return float(d.mean()), float(ci.low), float(ci.high)
 
 
 def adjusted_p(ps) -> list[float | None]:

@@ -1,16 +1,19 @@
 """Aggregate a sweep into the seed paper's Table 1, a per-run CSV and figures.
 
-    python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--reference CSV]
-                           [--wandb [--project P] [--entity E]]
+    python sweep/report.py MULTIRUN_DIR --out OUT_DIR [--reference CSV] [--seeds 0-9]
+                           [--baseline LOSS] [--wandb [--project P] [--entity E]]
 
 Rows: for every (task, N, loss) the hyperparameters (τ, λ, preference) with the best mean
-validation accuracy over seeds are chosen among the groups that have every seed of the sweep; their
-test accuracy (mean ± std over seeds) goes in the table, with a paired t-test against the chosen
-baseline (CE; ``--baseline CE+LS`` to compare combiners) on the seeds both have, and its
-Benjamini–Hochberg adjustment over every comparison of the table (q). Groups
-missing seeds are listed as incomplete and never averaged; runs left out (unreadable,
-unfinished, without a result, malformed, duplicates: the rules of
-``moo_lightning.sweeps.load_runs``) are listed with the reason.
+validation accuracy over seeds are chosen among the groups that have every seed (``--seeds``;
+by default every seed any run of that task and N has); their test accuracy (mean ± sample std
+over seeds) goes in the table, with a two-sided paired t-test against the chosen baseline (CE;
+``--baseline CE+LS`` to compare combiners) on the same seeds, and its Benjamini–Hochberg
+adjustment over every comparison of the table (q); a second table gives the mean paired
+difference from the baseline with its 95% t interval. Groups missing seeds are listed as
+incomplete and never averaged; runs left out (unreadable, unfinished, without a result,
+malformed, duplicates, job folders without a metrics.json, seeds outside ``--seeds``: the rules
+of ``moo_lightning.sweeps.load_runs``) are listed with the reason, and the code versions the runs
+were made with are stated.
 
 Settings: each run's ``settings`` in metrics.json (or, for runs written before they were recorded
 there, its .hydra/config.yaml), nested sections flattened to dotted keys (``optimizer.lr``,
@@ -65,6 +68,7 @@ from moo_lightning.sweeps import (  # noqa: E402
     adjusted_p,
     is_number,
     loss_name,
+    paired_difference,
     paired_p,
     trial_free,
 )
@@ -78,7 +82,7 @@ HYPER_KEY = re.compile(r"preference|objective\.(temperature|lam)")
 # the per-run columns of runs.csv
 RUN_COLUMNS = (
     "dir", "task", "N", "loss", "seed", "temperature", "lam", "r1", "val_acc_best", "test_acc",
-    "l1", "l2", "skipped_steps", "wall_time_s", "setup_s", "fallbacks", "encoder",
+    "l1", "l2", "skipped_steps", "wall_time_s", "setup_s", "fallbacks", "encoder", "code",
 )  # fmt: skip
 # a setting named like a column of the runs' table is called settings.<name> there
 RESERVED = (*RUN_COLUMNS, "group", "settings", "gid")
@@ -159,6 +163,7 @@ def load_runs(sweep_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
                 "setup_s": (m.timing_s or {}).get("setup"),
                 "fallbacks": m.combiner_fallbacks,
                 "encoder": m.get("encoder"),
+                "code": sweeps.code_label(m),
                 "group": run.group,
                 "settings": flat_settings(trial_free(cfg, m.seed)),
             }
@@ -231,12 +236,14 @@ def describe_settings(runs: pd.DataFrame) -> Settings:
     return out
 
 
-def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+def choose(
+    runs: pd.DataFrame, keys: list[str], seeds: tuple[int, ...] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """Runs grouped by everything but the seed (``gid``): the chosen groups, one per (task, N,
     loss, row keys), the complete group with the best mean validation accuracy (the first such
     group in folder order on a tie), with their test accuracy mean, std and seed count; the
-    incomplete groups (seeds and expected seeds: every seed of that task and N); and each run's
-    gid."""
+    incomplete groups (seeds and expected seeds: ``seeds`` when given, else every seed any run
+    of that task and N has); and each run's gid."""
     cell = ["task", "N", "loss", *keys]
     gid = runs.groupby([*cell, *HYPER, "group"], dropna=False, sort=False).ngroup()
     runs = runs.assign(gid=gid)
@@ -249,17 +256,18 @@ def choose(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFr
     )
     groups = first.join(agg)
     expected = runs.groupby(["task", "N"], dropna=False)["seed"].agg(
-        lambda s: tuple(sorted({int(x) for x in s}))
+        lambda s: tuple(sorted(seeds if seeds is not None else {int(x) for x in s}))
     )
     groups = groups.join(expected.rename("expected"), on=["task", "N"])
     complete = groups["seeds"] == groups["expected"]
+    full = groups[complete]
+    # how many complete groups each row chose among (1: nothing was chosen)
+    full = full.assign(candidates=full.groupby(cell, dropna=False)["seeds"].transform("size"))
     chosen = (
-        groups[complete]
-        .sort_values("val_acc_mean", ascending=False, kind="stable")
+        full.sort_values("val_acc_mean", ascending=False, kind="stable")
         .drop_duplicates(cell)
         .sort_index()
     )
-    chosen["test_acc_std"] = chosen["test_acc_std"].fillna(0.0)  # one seed: no spread
     return chosen, groups[~complete], gid
 
 
@@ -437,19 +445,30 @@ def write_tables(
     left_out=(),
     baseline: str = "CE",
     reference: Reference | None = None,
+    seeds: tuple[int, ...] | None = None,
 ) -> pd.DataFrame:
     """table.md and table.csv; returns the chosen groups (``choose``) in table order, with their
     p-values against ``baseline`` and first run's folder. With a ``reference``, each task's
-    column has the reference's cell of the same (task, N, loss) beside it."""
+    column has the reference's cell of the same (task, N, loss) beside it; ``seeds``: the seeds
+    every group must have (None: every seed any run of its task and N has)."""
     p_col = p_column(baseline)
     keys = info.keys
     flat = settings_table(runs)
     runs = runs.join(flat[keys])
-    chosen, incomplete, gid = choose(runs, keys)
+    chosen, incomplete, gid = choose(runs, keys, seeds)
     runs = runs.assign(gid=gid)
     acc = runs.pivot(index="seed", columns="gid", values="test_acc")
     base = baselines(chosen, keys, baseline)
     chosen[p_col] = [None if pd.isna(b) else paired_p(acc[g], acc[int(b)]) for g, b in base.items()]
+    # the paired difference from the baseline, in points, with its 95% t interval
+    diff = {
+        g: paired_difference(100 * acc[g], 100 * acc[int(b)])
+        for g, b in base.items()
+        if not pd.isna(b)
+    }
+    d_cols = diff_columns(baseline)
+    for k, col in enumerate(d_cols):
+        chosen[col] = [None if diff.get(g) is None else diff[g][k] for g in chosen.index]
     # the family: every comparison in this table (all tasks, sizes and losses)
     q_col = q_column(baseline)
     chosen[q_col] = adjusted_p(chosen[p_col].tolist())
@@ -458,7 +477,12 @@ def write_tables(
     labels = short_labels([*keys, *info.constants, *info.per_loss, *info.per_task])
 
     def cell(r) -> str:
-        p = "" if pd.isna(r[p_col]) else f", p={r[p_col]:.3f}, q={r[q_col]:.3f}"
+        if not pd.isna(r[p_col]):
+            p = f", p{_p(r[p_col])}, q{_p(r[q_col])}"
+        elif r["loss"] != baseline:  # no complete baseline group of its task and N to pair with
+            p = f", no {baseline} to compare"
+        else:
+            p = ""
         spread = f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
         return f"{100 * r['test_acc_mean']:.1f}{spread} (n={r['n']}{p})"
 
@@ -483,7 +507,7 @@ def write_tables(
 
     # ours beside the reference's: "here", with the encoder when every run used the same one
     encoders = runs["encoder"].dropna().unique()
-    here = f"here, {encoders[0]}" if len(encoders) == 1 else "here"
+    here = f"here, {ENCODERS.get(encoders[0], encoders[0])}" if len(encoders) == 1 else "here"
     head = ["loss", "N", *(labels[k] for k in keys)]
     for task in tasks:
         cited_as = f"{task} ({_md('source', reference.source)})" if reference else None
@@ -500,12 +524,26 @@ def write_tables(
                 cells.append(cited(task, row[0], row[1]))
         lines.append("| " + " | ".join(cells) + " |")
     by = " with the same settings (columns after N)" if keys else ""
+    # a choice only where some row had several complete groups (τ, λ or preference swept)
+    picked = bool((chosen["candidates"] > 1).any())
+    what = (
+        "Test accuracy (%) of the hyperparameters (τ, λ, preference) with the best mean "
+        "validation accuracy"
+        if picked
+        else "Test accuracy (%) of the one setting each row ran (nothing chosen)"
+    )
+    expect = (
+        f"the seeds {_seed_text(seeds)} (--seeds)"
+        if seeds is not None
+        else "every seed any run of its task and N has"
+    )
     lines += [
         "",
-        "Test accuracy (%) of the hyperparameters with the best mean validation accuracy, "
-        f"mean ± std over seeds; p: paired t-test against {baseline}{by} on the same seeds; "
-        f"q: p adjusted for the table's {family} comparisons (Benjamini–Hochberg, "
-        "scipy.stats.false_discovery_control).",
+        f"{what}, mean ± sample std (ddof = 1) over seeds; n: seeds, every row has {expect}; "
+        f"p: two-sided paired t-test against {baseline}{by} on the same seeds; q: p adjusted "
+        f"for the table's {family} comparisons (Benjamini–Hochberg, "
+        "scipy.stats.false_discovery_control). The p-values are over seeds on one fixed test "
+        "set: they do not include the test set's own sampling error.",
     ]
     if reference:
         lines.append(
@@ -522,6 +560,7 @@ def write_tables(
         f"{int(skipped['skipped_steps'].sum())}" + (f" ({listed})" if listed else "") + "."
     )
     lines.append(job_time(runs))
+    lines.append(sweeps.code_versions(runs["code"]))
     # the settings that are no column, each once: one paragraph per kind
     notes = []
     if info.constants:
@@ -533,6 +572,7 @@ def write_tables(
             notes.append(f"{title}: " + "; ".join(shown) + ".")
     for note in notes:
         lines += ["", note]
+    lines += difference_table(chosen, rows, tasks, keys, at, baseline)
     if len(incomplete):
         lines += ["", "Incomplete groups (left out of the table):", ""]
         text = [
@@ -547,19 +587,76 @@ def write_tables(
         lines += ["", f"Runs left out ({len(left_out)}):", ""]
         lines += [f"- {where}: {why}" for where, why in left_out]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    columns = ["task", "N", "loss", *keys, *HYPER, "seeds", "test_acc_mean", "test_acc_std"]
-    columns += ["val_acc_mean", p_col, q_col]
-    table = chosen.loc[order].assign(seeds=chosen.loc[order, "n"])[columns]
+    columns = ["task", "N", "loss", *keys, *HYPER, "n", "seeds", "test_acc_mean", "test_acc_std"]
+    columns += ["val_acc_mean", p_col, q_col, *d_cols]
+    listed_seeds = chosen.loc[order, "seeds"].map(lambda s: " ".join(map(str, s)))
+    table = chosen.loc[order].assign(seeds=listed_seeds)[columns]
     if reference:
         both = [reference.cell(t, n, loss) for t, n, loss in
                 zip(table["task"], table["N"], table["loss"])]  # fmt: skip
         table = table.assign(
             reference_mean=[m for m, _ in both],
             reference_std=[s for _, s in both],
-            reference_source=reference.source,
+            reference_source=[reference.source if m != "" else "" for m, _ in both],
         )
     table.to_csv(out / "table.csv", index=False)
     return chosen.loc[order].assign(first_dir=members.groupby("gid")["dir"].first())
+
+
+ENCODERS = {  # the encoder configs' names as a table names them
+    "minilm": "all-MiniLM-L6-v2",
+    "tiny": "tiny random RoBERTa",
+    "roberta-base": "RoBERTa-base",
+}
+
+
+def _p(p: float) -> str:
+    """A p-value in a cell: ``=0.034``, ``<0.001``."""
+    return "<0.001" if p < 0.0005 else f"={p:.3f}"
+
+
+def diff_columns(baseline: str) -> list[str]:
+    """table.csv's paired-difference columns (points): diff_vs_ce, diff_vs_ce_ci95_low, ..."""
+    name = f"diff_vs_{baseline.lower().replace('+', '_')}"
+    return [name, f"{name}_ci95_low", f"{name}_ci95_high"]
+
+
+def _seed_text(seeds) -> str:
+    """0-9 for a run of consecutive seeds, else 0, 2, 5."""
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def difference_table(chosen, rows, tasks, keys, at, baseline) -> list[str]:
+    """table.md's second table: each row's mean paired difference from ``baseline`` (points)
+    with its 95% t interval, per task; [] when nothing has a baseline."""
+    col = diff_columns(baseline)
+    if not chosen[col[0]].notna().any():
+        return []
+    head = ["loss", "N", *keys, *tasks]
+    lines = [
+        "",
+        f"Paired difference from {baseline} (test accuracy, points; mean over seeds "
+        "[95% t interval]):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for row in rows:
+        if row[0] == baseline:
+            continue
+        cells = [row[0], _size(row[1]), *(_md(k, v) for k, v in zip(keys, row[2:]))]
+        for task in tasks:
+            g = at.get((task, *row))
+            r = None if g is None else chosen.loc[g]
+            if r is None or pd.isna(r[col[0]]):
+                cells.append("—")
+            else:
+                cells.append(f"{r[col[0]]:+.1f} [{r[col[1]]:+.1f}, {r[col[2]]:+.1f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def job_time(runs: pd.DataFrame) -> str:
@@ -786,6 +883,20 @@ def check_out(out: Path) -> None:
         ) from None
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """``--seeds``: ``0-9``, ``0,1,5`` or ``0-4,7`` → the sorted seeds."""
+    seeds = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected seeds such as 0-9, 0,1,5 or 0-4,7 (whole numbers, ranges "
+                "low-high)"
+            )
+        seeds.update(range(int(m[1]), int(m[2] if m[2] is not None else m[1]) + 1))
+    return tuple(sorted(seeds))
+
+
 def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
@@ -803,6 +914,13 @@ def main(argv: list[str] | None = None):
         help="a CSV of published numbers to show beside each task's column (task, N, loss, mean, "
         "std, source; e.g. sweep/reference/moukafih2023_table1.csv)",
     )
+    ap.add_argument(
+        "--seeds",
+        type=seed_list,
+        default=None,
+        help="the seeds every row must have, e.g. 0-9 or 0,1,5 (default: every seed any run of "
+        "the row's task and N has); runs of other seeds are left out and listed",
+    )
     ap.add_argument("--wandb", action="store_true", help="also log the report to a W&B run")
     ap.add_argument("--project", default="moo-lightning", help="W&B project (with --wandb)")
     ap.add_argument("--entity", default=None, help="W&B entity (with --wandb)")
@@ -814,6 +932,13 @@ def main(argv: list[str] | None = None):
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     runs, left_out = load_runs(args.sweep_dir)
+    if args.seeds is not None:
+        outside = ~runs["seed"].astype(int).isin(args.seeds)
+        left_out += [
+            (d, f"seed {seed} is not one of --seeds {_seed_text(args.seeds)}")
+            for d, seed in zip(runs.loc[outside, "dir"], runs.loc[outside, "seed"])
+        ]
+        runs = runs[~outside].reset_index(drop=True)
     if runs.empty:
         raise SystemExit(
             f"error: no complete text-classification runs under {args.sweep_dir} (toy sweeps: "
@@ -827,7 +952,9 @@ def main(argv: list[str] | None = None):
             f"error: --baseline {args.baseline}: no run of that loss here; the losses are "
             + ", ".join(sorted(set(runs["loss"])))
         )
-    chosen = write_tables(runs, info, args.out, left_out, args.baseline or "CE", reference)
+    chosen = write_tables(
+        runs, info, args.out, left_out, args.baseline or "CE", reference, args.seeds
+    )
     several = several_cells(runs)
     # figures an earlier report left here are replaced, as its tables are: a sweep that grew
     # from one (task, N) to several must not keep its old loss_space.png beside the new ones

@@ -69,12 +69,7 @@ def label(m: RunRecord) -> str:
 
 
 def _why(folder: Path) -> str:
-    for log in sorted(folder.glob("*.log")):
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error" in ln.lower()]
-        if errors:
-            return errors[-1][-160:]
-    return "no metrics.json (the job did not finish)"
+    return sweeps.last_error(folder) or "no metrics.json (the job did not finish)"
 
 
 def _job_name(folder: Path) -> str:
@@ -101,6 +96,8 @@ def load(sweep_dir: Path):
     for where, why in dropped:
         if why.startswith((sweeps.OTHER_TASK, sweeps.DUPLICATE)):
             continue  # another task's job; a duplicate is the same run, kept once
+        if why.startswith(sweeps.NO_RECORD) and _job_name(sweep_dir / where) in left_out:
+            continue  # listed above, with its log's error
         m = RunRecord.find(sweep_dir / where)
         left_out[label(m) if m else _job_name(sweep_dir / where)] = why
     scales = set()

@@ -3,7 +3,9 @@ record (moo_lightning.record.RunRecord) with what the run did."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import subprocess
 import time
 from pathlib import Path
 
@@ -114,8 +116,34 @@ def finish_record(record: RunRecord, job: Job, start: float, before_run: float) 
         "data": bool(getattr(job.data, "cache_hit", False)),
     }
     record.wall_time_s = time.perf_counter() - start
+    record.code = code_version()
     record.settings = job.settings  # what produced this result, compared before any skip
     record.complete = True  # the job finished; `status` says whether it has a result
+
+
+@functools.cache
+def code_version() -> dict:
+    """The code this process runs: the package's version and, when it runs from a git checkout,
+    the commit and whether tracked files have uncommitted changes (``dirty``); commit None
+    where there is no checkout or no git. Read once per process."""
+    import moo_lightning
+
+    out = {"version": moo_lightning.__version__, "commit": None, "dirty": None}
+    root = Path(moo_lightning.__file__).resolve().parent.parent
+    if not (root / ".git").exists():  # an installed package, not a checkout
+        return out
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.strip()  # fmt: skip
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return out
+    return {**out, "commit": commit, "dirty": bool(changes)}
 
 
 def early_stop(trainer) -> dict | None:

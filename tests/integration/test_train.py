@@ -6,6 +6,7 @@ its marker (pyproject.toml), e.g. `pytest tests/integration/test_train.py -m toy
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -148,6 +149,13 @@ def test_the_step_budget_and_the_table_label_are_one_key_in_every_task(run_train
     m = run_train("task=toy", "logger=none", "trainer.max_steps=7", "method=my_method")
     assert m["steps"] == 7 and m["method"] == "my_method"
     assert "method" not in m["settings"]  # a label: runs differing only in it are the same run
+    # the code that ran: this checkout's commit (none from an installed package)
+    import moo_lightning
+
+    code = m["code"]
+    assert code["version"] == moo_lightning.__version__ and "code" not in m["settings"]
+    if (ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", code["commit"]) and isinstance(code["dirty"], bool)
     assert run_train("task=toy", "logger=none", "trainer.max_steps=3")["method"] == "epo"
     from moo_lightning.cli.errors import user_error
 

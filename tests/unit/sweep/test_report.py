@@ -78,7 +78,7 @@ def test_report_selects_by_validation_and_flags_incomplete(tmp_path):
     table = (out / "table.md").read_text()
     assert "| CE | 20 | 60.0 ± 2.0 (n=3) |" in table
     assert (
-        "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p=0.000, q=0.000) |" in table
+        "| CE+EPO | 20 | 65.0 ± 2.0 (n=3, p<0.001, q<0.001) |" in table
     )  # τ=0.3 chosen, not 0.99 test
     assert "CE+LS τ=0.3 λ=0.3 r1=0.1: seeds [0] of [0, 1, 2]" in table
     assert "| CE+LS |" not in table  # never averaged
@@ -159,7 +159,8 @@ def settings_run(root: Path, name: str, loss: str, seed: int, test: float, val=0
 
 
 def _md_rows(table: str) -> list[str]:
-    return [line for line in table.splitlines() if line.startswith("| ")]
+    """The rows of table.md's first table (Table 1; the paired differences follow it)."""
+    return [line for line in table.split("\n\n")[0].splitlines() if line.startswith("| ")]
 
 
 def test_rows_that_differ_in_encoder_get_it_as_a_column_and_their_own_ce_baseline(tmp_path):
@@ -178,7 +179,7 @@ def test_rows_that_differ_in_encoder_get_it_as_a_column_and_their_own_ce_baselin
         "| loss | N | encoder.name | sst2 |",
         "| CE | 20 | minilm | 60.0 ± 2.0 (n=3) |",
         "| CE | 20 | tiny | 75.0 ± 5.0 (n=3) |",
-        "| CE+EPO | 20 | minilm | 65.1 ± 2.0 (n=3, p=0.000, q=0.000) |",
+        "| CE+EPO | 20 | minilm | 65.1 ± 2.0 (n=3, p<0.001, q<0.001) |",
         # against CE tiny, not minilm
         "| CE+EPO | 20 | tiny | 75.0 ± 5.0 (n=3, p=1.000, q=1.000) |",
     ]
@@ -217,8 +218,8 @@ def test_rows_that_differ_in_lr_get_it_as_a_column_even_when_it_follows_the_loss
     assert _md_rows(table) == [
         "| loss | N | lr | sst2 |",
         "| CE | 20 | 1e-05 | 60.5 ± 0.7 (n=2) |",
-        "| CE+EPO | 20 | 2e-05 | 70.0 ± 0.0 (n=2) |",
-        "| CE+EPO | 20 | 3e-05 | 80.0 ± 0.0 (n=2) |",
+        "| CE+EPO | 20 | 2e-05 | 70.0 ± 0.0 (n=2, no CE to compare) |",
+        "| CE+EPO | 20 | 3e-05 | 80.0 ± 0.0 (n=2, no CE to compare) |",
     ]
     rows = list(csv.DictReader(open(out / "table.csv")))
     assert [float(r["optimizer.lr"]) for r in rows] == [1e-5, 2e-5, 3e-5]
@@ -236,7 +237,7 @@ def test_the_p_values_compare_with_the_baseline_asked_for(tmp_path):
     # CE first (Table 1's reference), then the baseline (without a p of its own), then the rest
     assert rows[1].startswith("| CE | 20 | 61.0") and ", p=" in rows[1]
     assert rows[2].startswith("| CE+EPO | 20 | 72.0") and rows[2].endswith("(n=3) |")
-    assert "p: paired t-test against CE+EPO" in table
+    assert "p: two-sided paired t-test against CE+EPO" in table
     assert "p_vs_ce_epo_paired_t" in (out / "table.csv").read_text().splitlines()[0]
     proc = subprocess.run(
         [sys.executable, "sweep/report.py", str(sweep), "--out", str(tmp_path / "o2"),
@@ -392,13 +393,13 @@ def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_pe
     _report(sweep, out, "--reference", str(ref))
     table = (out / "table.md").read_text()
     paper = "paper, RoBERTa-base"
-    ours = "here, minilm"  # every run's encoder
+    ours = "here, all-MiniLM-L6-v2"  # every run's encoder, by its model's name
     head = f"| loss | N | sst2 ({ours}) | sst2 ({paper}) | qnli ({ours}) | qnli ({paper}) |"
     assert head in table
     assert "| CE | 50 | 50.5 ± 0.7 (n=2) | 59.72 ± 5.9 | 50.5 ± 0.7 (n=2) | — |" in table
     assert (
-        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p=0.000, q=0.000) | — "
-        "| 52.5 ± 0.7 (n=2, p=0.000, q=0.000) | 74.29 |" in table
+        "| CE+EPO | 100 | 52.5 ± 0.7 (n=2, p<0.001, q<0.001) | — "
+        "| 52.5 ± 0.7 (n=2, p<0.001, q<0.001) | 74.29 |" in table
     )
     assert "Beside each task: paper, RoBERTa-base" in table
     # the paper's row order: CE, then the two-objective losses LS before EPO
@@ -409,6 +410,7 @@ def test_reference_numbers_sit_beside_each_task_with_the_job_time_and_figures_pe
     assert rows[("qnli", "100", "CE+EPO")]["reference_mean"] == "74.29"
     assert rows[("sst2", "50", "CE")]["reference_std"] == "5.9"
     assert rows[("sst2", "100", "CE")]["reference_mean"] == ""
+    assert rows[("sst2", "100", "CE")]["reference_source"] == ""  # no reference cell: no source
     # one figure of each kind per (task, N): losses of other sizes are not comparable
     for task in ("sst2", "qnli"):
         for n in (50, 100):
@@ -491,3 +493,59 @@ def test_runs_on_the_whole_training_set_get_their_own_figures(tmp_path):
     assert not (out / "loss_space.png").exists()
     table = (out / "table.md").read_text()
     assert "| CE | all | 60.5 ± 0.7 (n=2) |" in table and "| CE | 20 |" in table
+
+
+def test_the_expected_seeds_missing_runs_differences_and_code_versions(tmp_path):
+    """--seeds names the seeds every row must have: a seed outside it is left out (never
+    sinking the rows that lack it), a seed missing from every loss makes them incomplete; a job
+    folder without a record is listed; the paired differences come with their t interval; the
+    code versions are stated."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    ce, epo = [0.60, 0.62, 0.58], [0.66, 0.65, 0.64]
+    for seed in range(3):
+        table_run(sweep, "sst2", 50, "CE", seed, ce[seed])
+        table_run(sweep, "sst2", 50, "CE+EPO", seed, epo[seed])
+    table_run(sweep, "sst2", 50, "CE+EPO", 7, 0.9)  # an extra seed of one loss only
+    m = json.loads((sweep / "sst2_50_CE_EPO_0" / "metrics.json").read_text())
+    m["code"] = {"version": "0.4.0", "commit": "0123456789abcdef", "dirty": True}
+    (sweep / "sst2_50_CE_EPO_0" / "metrics.json").write_text(json.dumps(m))
+    (sweep / "running" / ".hydra").mkdir(parents=True)
+    (sweep / "running" / ".hydra" / "config.yaml").write_text("seed: 3\n")
+
+    # without --seeds, every seed any run has is expected: the extra one sinks CE
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| CE | 50 |" not in table and "seeds [0, 1, 2] of [0, 1, 2, 7]" in table
+    assert "- running: no metrics.json (still running, or stopped before" in table
+
+    _report(sweep, out, "--seeds", "0-2")
+    table = (out / "table.md").read_text()
+    assert "| CE | 50 | 60.0 ± 2.0 (n=3) |" in table
+    assert "| CE+EPO | 50 | 65.0 ± 1.0 (n=3, p=0.038, q=0.038) |" in table
+    assert "every row has the seeds 0-2 (--seeds)" in table
+    assert "- sst2_50_CE_EPO_7: seed 7 is not one of --seeds 0-2" in table
+    assert "Test accuracy (%) of the one setting each row ran (nothing chosen)" in table
+    assert "Code: 0123456789 +changes (1 run), not recorded (5 runs)." in table
+    # the differences: 6, 3 and 6 points; mean 5, sd √3, so the t interval is 5 ± t(0.975, 2)
+    half = 4.302653
+    assert f"| CE+EPO | 50 | +5.0 [{5 - half:+.1f}, {5 + half:+.1f}] |" in table
+    row = next(r for r in csv.DictReader(open(out / "table.csv")) if r["loss"] == "CE+EPO")
+    assert row["seeds"] == "0 1 2" and row["n"] == "3"
+    assert float(row["diff_vs_ce_ci95_low"]) == pytest.approx(5 - half)
+    assert [r["code"] for r in csv.DictReader(open(out / "runs.csv"))][:1] == ["not recorded"]
+
+    _report(sweep, out, "--seeds", "0-3")  # seed 3 is missing everywhere: every row incomplete
+    table = (out / "table.md").read_text()
+    assert "| CE | 50 |" not in table and "seeds [0, 1, 2] of [0, 1, 2, 3]" in table
+
+
+@pytest.mark.parametrize("text", ["0-", "3-1", "a", "1,,2"])
+def test_a_malformed_seed_list_is_one_line(tmp_path, text):
+    sweep = tmp_path / "sweep"
+    table_run(sweep, "sst2", 20, "CE", 0, 0.6)
+    proc = subprocess.run(
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(tmp_path / "o"),
+         "--seeds", text],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--seeds" in proc.stderr and "0-9" in proc.stderr
