@@ -153,6 +153,29 @@ class MultiObjectiveModule(L.LightningModule):
 
     # the record's entries the end-of-run summary shows (numbers only), in this order
     headline_metrics: tuple[str, ...] = ()
+    # whether larger is better for the metrics the module logs (fnmatch patterns, first match
+    # wins): what early stopping's ``mode: auto`` follows. A module logging other metrics
+    # extends it (the hypervolume of losses, val/hv_loss, grows as the losses fall)
+    larger_is_better: tuple[tuple[str, bool], ...] = (
+        ("*/acc*", True),
+        ("*/hv*", True),
+        ("*/loss*", False),
+        ("*/error*", False),
+        ("*/err_*", False),
+        ("*/mse*", False),
+        ("*/mae*", False),
+    )
+
+    @classmethod
+    def monitor_mode(cls, metric: str) -> str | None:
+        """``max`` or ``min``: how early stopping (or a checkpoint) follows ``metric``; None when
+        the module does not say (``larger_is_better``)."""
+        from fnmatch import fnmatchcase
+
+        for pattern, larger in cls.larger_is_better:
+            if fnmatchcase(metric, pattern):
+                return "max" if larger else "min"
+        return None
 
     def __init__(
         self,

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moo_lightning.cli.checks import checkpoint_folders, resume_file
 from moo_lightning.cli.errors import BadSetting, user_error
 from moo_lightning.cli.naming import is_multirun
+from moo_lightning.errors import ConfigError
 from moo_lightning.records import (
     ChecksummedCheckpointIO,
     SettingsGuard,
@@ -124,6 +125,7 @@ def _build(cfg: DictConfig, run_dir: Path, settings: dict, start: float) -> Job:
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **module_kwargs,
     )
+    resolve_monitor_modes(cfg, module)
     # checkpoints carry the settings that made them; resuming with others is refused
     callbacks = [*instantiate_all(cfg, "callbacks"), SettingsGuard(settings, ConfigError)]
     callbacks += progress_bar(cfg, callbacks)
@@ -211,6 +213,25 @@ def progress_bar(cfg: DictConfig, callbacks: list) -> list:
 
 
 _UNSET = object()
+
+
+def resolve_monitor_modes(cfg: DictConfig, module) -> None:
+    """``mode: auto`` of a callback that follows a metric (early stopping, a checkpoint) becomes
+    ``max`` or ``min`` as the module says of that metric (``monitor_mode``): early stopping on a
+    loss with ``max`` would stop while the loss still falls. A metric the module does not
+    describe needs its mode given."""
+    for name, c in (cfg.get("callbacks") or {}).items():
+        if c is None or c.get("mode") != "auto" or "monitor" not in c:
+            continue
+        monitor = c.get("monitor")
+        mode = module.monitor_mode(str(monitor)) if hasattr(module, "monitor_mode") else None
+        if mode is None:
+            raise ConfigError(
+                f"callbacks.{name}.mode=auto: whether larger {monitor} is better is not known "
+                f"to {type(module).__name__}; give callbacks.{name}.mode=min or max"
+            )
+        with open_dict(c):
+            c.mode = mode
 
 
 def instantiate_all(cfg: DictConfig, section: str, preference=_UNSET) -> list:

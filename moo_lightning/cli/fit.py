@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from moo_lightning.cli.build import MODEL_FILE, Job, saves_model
 from moo_lightning.cli.naming import choices
-from moo_lightning.errors import RunFolderUnwritable
+from moo_lightning.errors import ConfigError, RunFolderUnwritable
 from moo_lightning.record import RunRecord, scalar
 from moo_lightning.records import file_sha256, run_status
 
@@ -41,6 +41,12 @@ def fit_and_test(job: Job) -> RunRecord:
         trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except NonFiniteError as err:  # recorded as the run's status, not a crash
         stopped = str(err)
+    except RuntimeError as err:
+        # early stopping (strict) on a metric the task does not log: Lightning's message names
+        # the ones it does; the user's setting, one line
+        if "conditioned on metric" not in str(err):
+            raise
+        raise ConfigError(f"callbacks.early_stopping.monitor: {err}") from None
     job.timing["fit"] = time.perf_counter() - fit_start
     status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
     record = RunRecord(

@@ -187,6 +187,43 @@ def test_early_stopping_stops_and_best_checkpoint_keeps_the_full_state(run_train
     assert state["optimizer_states"] and state["global_step"] == 2
 
 
+def test_early_stopping_follows_the_metric_as_the_module_says_and_refuses_what_it_cannot(
+    run_train, tmp_path
+):
+    """Before: mode max for every monitor, so early stopping on a loss stopped while the loss
+    still fell, and kept its worst value as the best."""
+    from omegaconf import OmegaConf
+
+    from moo_lightning.cli.build import resolve_monitor_modes
+    from moo_lightning.cli.errors import user_error
+    from moo_lightning.module import MultiObjectiveModule
+    from moo_lightning.tasks.multi_mnist.module import MultiMNISTSet
+
+    assert MultiObjectiveModule.monitor_mode("val/loss_0") == "min"
+    assert MultiObjectiveModule.monitor_mode("val/acc_best") == "max"
+    assert MultiMNISTSet.monitor_mode("val/hv_loss") == "max"  # a hypervolume, not a loss
+    assert MultiObjectiveModule.monitor_mode("val/f1") is None
+    cfg = OmegaConf.create(
+        {"callbacks": {"es": {"monitor": "val/mse_1", "mode": "auto"}, "other": None}}
+    )
+    resolve_monitor_modes(cfg, MultiObjectiveModule)
+    assert cfg.callbacks.es.mode == "min"
+    cfg.callbacks.es = {"monitor": "val/f1", "mode": "auto"}
+    with pytest.raises(ValueError, match=r"callbacks.es.mode=min or max"):
+        resolve_monitor_modes(cfg, MultiObjectiveModule)
+    # a monitor the task does not log: one line naming those it does
+    with pytest.raises(ValueError) as info:
+        run_train(
+            *_tiny_sst2(tmp_path), "callbacks=early_stopping", "logger=none",
+            "callbacks.early_stopping.monitor=val/loss_0", "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+        )  # fmt: skip
+    assert "callbacks.early_stopping.monitor" in str(info.value) and "val/acc_best" in str(
+        info.value
+    )
+    assert user_error(info.value) is not None
+
+
 def _tiny_sst2(tmp_path) -> list[str]:
     return ["task=sst2", "encoder=tiny", f"data.path={write_glue(tmp_path / 'sst2', 'sst2')}"]
 
