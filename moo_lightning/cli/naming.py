@@ -66,11 +66,32 @@ def settings(cfg: DictConfig) -> dict:
         }
 
     kept = keep(full)
+    _resolved_modes(kept, cfg)
     data = kept.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data["path"] = os.path.abspath(data["path"])  # the same folder however it was named
         kept["data_files"] = data_fingerprint(data["path"])  # what the files held
     return kept
+
+
+def _resolved_modes(kept: dict, cfg: DictConfig) -> None:
+    """A callback's ``mode: auto`` recorded as the mode it becomes (``max`` for val/acc_best,
+    as the module class says): a folder finished with ``mode: max`` before ``auto`` existed is
+    the same setting. Left as ``auto`` where the class does not say (the build refuses it)."""
+    callbacks = kept.get("callbacks")
+    target = OmegaConf.select(cfg, "module._target_", default=None)
+    if not isinstance(callbacks, dict) or not target:
+        return
+    try:
+        from hydra.utils import get_class
+
+        module_class = get_class(target)
+    except Exception:  # noqa: BLE001 - a wrong module is reported by the build, in one line
+        return
+    for c in callbacks.values():
+        if isinstance(c, dict) and c.get("mode") == "auto" and "monitor" in c:
+            mode = getattr(module_class, "monitor_mode", lambda _: None)(str(c["monitor"]))
+            c["mode"] = mode or "auto"
 
 
 def job_folder(overrides) -> str:

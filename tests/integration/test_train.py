@@ -93,6 +93,8 @@ def test_early_stopping_is_recorded_and_said(tmp_path):
     early = m["stopped_early"]
     assert early["step"] == m["steps"] < 60 and early["monitor"] == "val/acc_best"
     assert early["best"] == m["val/acc_best"] and "did not improve" in early["reason"]
+    # mode auto is recorded as what it became: a folder finished with mode max is the same run
+    assert m["settings"]["callbacks"]["early_stopping"]["mode"] == "max"
     assert f"stopped early at step {early['step']}: val/acc_best" in proc.stdout + proc.stderr
 
 
