@@ -21,7 +21,7 @@ from pathlib import Path
 from moo_lightning.errors import RunFolderUnwritable
 
 # the statuses a finished job can have; only "ok" carries headline metrics
-STATUSES = ("ok", "diverged", "no_steps", "no_validation")
+STATUSES = ("ok", "diverged", "solver_failed", "no_steps", "no_validation")
 RECORD_FILE = "metrics.json"
 
 

@@ -19,6 +19,10 @@ def summary(run_dir: Path, record: RunRecord, headline: tuple[str, ...] = ()) ->
         heads.append("final losses (" + ", ".join(f"{v:.4f}" for v in losses) + ")")
     steps = record.steps
     counts = f"{steps} step{'' if steps == 1 else 's'}, {record.skipped_steps} skipped"
+    if record.combiner_fallbacks:  # steps the combiner's solver failed on (on_failure=ls)
+        counts += f", {record.combiner_fallbacks} solver fallbacks to LS"
+    if record.combiner_recoveries:
+        counts += f", {record.combiner_recoveries} solver recoveries"
     choices = record.choices or {}
     members = record.get("members")
     what = [
@@ -40,7 +44,7 @@ def summary(run_dir: Path, record: RunRecord, headline: tuple[str, ...] = ()) ->
     model = ""
     if record.model:
         size = record.model_bytes
-        model = f", {record.model}" + (f" ({size / 1e6:.0f} MB)" if size else "")
+        model = f", {record.model}" + (f" ({_size(size)})" if size else "")
     lines = [
         f"== {record.status}: {run_dir}",
         "   " + " · ".join(w for w in what if w),
@@ -49,3 +53,11 @@ def summary(run_dir: Path, record: RunRecord, headline: tuple[str, ...] = ()) ->
         "metrics.json" + model,
     ]
     return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    """A file's size as people read it: 91 MB, 81 kB, 512 B."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.0f} {unit}" if n >= 10 * scale else f"{n / scale:.1f} {unit}"
+    return f"{n} B"

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from moo_lightning.cli.build import MODEL_FILE, Job, saves_model
 from moo_lightning.cli.naming import choices
-from moo_lightning.errors import ConfigError, RunFolderUnwritable
+from moo_lightning.errors import ConfigError, RunFolderUnwritable, SolverError
 from moo_lightning.record import RunRecord, scalar
 from moo_lightning.records import file_sha256, run_status
 
@@ -21,9 +21,9 @@ log = logging.getLogger("moo_lightning")
 
 
 def fit_and_test(job: Job) -> RunRecord:
-    """Fit; the run's status (ok, diverged, no_steps, no_validation); the best-by-validation
-    weights tested when the run has a result. Errors here keep their traceback unless they say
-    they are bad settings."""
+    """Fit; the run's status (ok, diverged, solver_failed, no_steps, no_validation); the
+    best-by-validation weights tested when the run has a result. Errors here keep their traceback
+    unless they say they are bad settings."""
     from moo_lightning.module import NonFiniteError
 
     cfg, trainer, module, data = job.cfg, job.trainer, job.module, job.data
@@ -35,12 +35,19 @@ def fit_and_test(job: Job) -> RunRecord:
         for lg in job.loggers:
             lg.log_hyperparams(resolved)
     fit_start = time.perf_counter()
-    stopped = None
+    stopped, solver_failed = None, False
     try:
         # weights_only: a checkpoint is read as tensors and plain containers, never as code
         trainer.fit(module, datamodule=data, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except NonFiniteError as err:  # recorded as the run's status, not a crash
         stopped = str(err)
+    except SolverError as err:  # combiner.on_failure=raise: recorded as the run's status too
+        stopped = (
+            f"step {module.global_step}: combiner {job.combiner.name!r}: {err} "
+            "(combiner.on_failure=ls takes linear scalarisation for such steps, counted in "
+            "combiner_fallbacks)"
+        )
+        solver_failed = True
     except RuntimeError as err:
         # early stopping (strict) on a metric the task does not log: Lightning's message names
         # the ones it does; the user's setting, one line
@@ -48,7 +55,10 @@ def fit_and_test(job: Job) -> RunRecord:
             raise
         raise ConfigError(f"callbacks.early_stopping.monitor: {err}") from None
     job.timing["fit"] = time.perf_counter() - fit_start
-    status, why = ("diverged", stopped) if stopped else run_status(module, trainer)
+    if stopped:
+        status, why = ("solver_failed" if solver_failed else "diverged"), stopped
+    else:
+        status, why = run_status(module, trainer)
     record = RunRecord(
         task=cfg.task_name,
         status=status,

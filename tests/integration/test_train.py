@@ -226,6 +226,39 @@ def test_early_stopping_follows_the_metric_as_the_module_says_and_refuses_what_i
     assert user_error(info.value) is not None
 
 
+def test_a_failed_solve_is_the_runs_status_and_fallbacks_are_in_its_summary(run_train, monkeypatch):
+    """Before: a SolverError under on_failure=raise was a 70-line traceback and no metrics.json
+    (a sweep lost the job's record); the fallbacks under on_failure=ls were not in the
+    summary."""
+    from moo_lightning.cli.console import summary
+    from moo_lightning.combiners import nash_mtl
+    from moo_lightning.errors import SolverError
+    from moo_lightning.record import RunRecord
+
+    solve, calls = nash_mtl.bargaining_weights, []
+
+    def fails_from_the_fourth(*args, **kwargs):  # step 3: toy2d's 5 starts solve once each
+        calls.append(1)
+        if len(calls) > 15:
+            raise SolverError("Nash-MTL did not converge (forced by the test)")
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(nash_mtl, "bargaining_weights", fails_from_the_fourth)
+    m = run_train("task=toy2d", "combiner=nash_mtl", "logger=none", "trainer.max_steps=8")
+    assert m["status"] == "solver_failed" and "test/acc" not in m
+    assert m["status_reason"].startswith("step 3: combiner 'nash_mtl': Nash-MTL did not converge")
+    assert "combiner.on_failure=ls" in m["status_reason"]
+    calls.clear()
+    m = run_train(
+        "task=toy2d", "combiner=nash_mtl", "logger=none", "trainer.max_steps=8",
+        "combiner.on_failure=ls",
+    )  # fmt: skip
+    # steps 3 to 7, each start's solve: 25 fallbacks
+    assert m["status"] == "ok" and m["combiner_fallbacks"] == 25 and m["steps"] == 8
+    text = summary(Path(m["run_dir"]), RunRecord.read(Path(m["run_dir"])))
+    assert "8 steps, 0 skipped, 25 solver fallbacks to LS" in text
+
+
 def _tiny_sst2(tmp_path) -> list[str]:
     return ["task=sst2", "encoder=tiny", f"data.path={write_glue(tmp_path / 'sst2', 'sst2')}"]
 
