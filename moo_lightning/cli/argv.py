@@ -396,6 +396,28 @@ def refuse_ignored_preference(argv: list[str]) -> None:
         return
     refuse_duplicate_sweeps(argv, reading)
     refuse_preference_members_ignore(argv, reading)
+    if not multirun:
+        warn_ignored_preference(reading)
+
+
+def warn_ignored_preference(reading: _Reading) -> None:
+    """One warning line (stderr) when a single run types a preference that nothing uses: a
+    combiner that ignores it (MGDA, Nash-MTL, ...; the run follows equal weights and records no
+    preference) or a one-loss objective (objective=ce, ce_scl). A run, not an error: the
+    preference may sit in a script shared by several combiners."""
+    pref, where = _preference_override(reading, sweep=False)
+    if pref is None:
+        return
+    objective = reading.overrides.get("module/objective") or reading.overrides.get("objective")
+    loss = objective.value() if objective is not None and not objective.is_delete() else None
+    if loss in ("ce", "ce_scl"):
+        why = f"objective={loss} is one loss"
+    else:
+        ignoring = [n for n in reading.combiners if not _uses_preference(n, reading.combiner_args)]
+        if not ignoring or len(ignoring) < len(reading.combiners):
+            return
+        why = f"combiner {', '.join(ignoring)} ignores the preference (equal weights 1/m)"
+    print(f"warning: {where} has no effect: {why}", file=sys.stderr)
 
 
 # a folder name is at most 255 bytes on common filesystems; Optuna's sampled floats (17 digits)

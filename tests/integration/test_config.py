@@ -507,3 +507,27 @@ def test_glob_sees_the_combiners_of_the_users_search_path(entry):
     names = _combiner_configs(given)
     assert "loss_prop" in names and "mgda" in names
     assert "loss_prop" not in _combiner_configs()
+
+
+@pytest.mark.parametrize(
+    "args, warning",
+    [
+        (["task=toy", "combiner=nash_mtl", "preference=0.2"],
+         "warning: preference=0.2 has no effect: combiner nash_mtl ignores the preference"),
+        (["task=sst2", "objective=ce", "preference=0.3"],
+         "warning: preference=0.3 has no effect: objective=ce is one loss"),
+        (["task=toy", "combiner=epo", "preference=0.2"], None),
+        (["task=toy", "combiner=mgda"], None),  # no preference typed
+    ],
+)  # fmt: skip
+def test_a_single_runs_preference_that_nothing_uses_is_a_warning(args, warning, capsys):
+    """Before: a typed preference with a combiner or objective that ignores it ran silently
+    (the record then says preference null, its settings the value typed)."""
+    from moo_lightning.cli.argv import refuse_ignored_preference
+
+    refuse_ignored_preference(normalise_argv(["train.py", *args]))
+    err = capsys.readouterr().err
+    if warning is None:
+        assert "warning" not in err
+    else:
+        assert err.startswith(warning) and err.count("\n") == 1
