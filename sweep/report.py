@@ -537,13 +537,18 @@ def write_tables(
         if seeds is not None
         else "every seed any run of its task and N has"
     )
-    lines += [
-        "",
-        f"{what}, mean ± sample std (ddof = 1) over seeds; n: seeds, every row has {expect}; "
+    tests = (
         f"p: two-sided paired t-test against {baseline}{by} on the same seeds; q: p adjusted "
         f"for the table's {family} comparisons (Benjamini–Hochberg, "
         "scipy.stats.false_discovery_control). The p-values are over seeds on one fixed test "
-        "set: they do not include the test set's own sampling error.",
+        "set: they do not include the test set's own sampling error."
+        if family
+        else f"no p-values: no complete {baseline} row to compare with."
+    )
+    lines += [
+        "",
+        f"{what}, mean ± sample std (ddof = 1) over seeds; n: seeds, every row has {expect}; "
+        + tests,
     ]
     if reference:
         lines.append(
