@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -221,6 +222,29 @@ def last_error(folder: Path) -> str | None:
         if errors:
             return errors[-1][-160:]
     return None
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """Seeds as a command line names them: ``0-9``, ``0,1,5`` or ``0-4,7`` → the sorted seeds;
+    ValueError naming the forms allowed."""
+    seeds: set[int] = set()
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise ValueError(
+                f"{text!r}: expected seeds such as 0-9, 0,1,5 or 0-4,7 (whole numbers, ranges "
+                "low-high)"
+            )
+        seeds.update(range(int(m[1]), int(m[2] if m[2] is not None else m[1]) + 1))
+    return tuple(sorted(seeds))
+
+
+def seed_text(seeds) -> str:
+    """Seeds as ``seed_list`` reads them: 0-9 for a run of consecutive seeds, else 0, 2, 5."""
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def code_label(record: RunRecord) -> str:

@@ -533,7 +533,7 @@ def write_tables(
         else "Test accuracy (%) of the one setting each row ran (nothing chosen)"
     )
     expect = (
-        f"the seeds {_seed_text(seeds)} (--seeds)"
+        f"the seeds {sweeps.seed_text(seeds)} (--seeds)"
         if seeds is not None
         else "every seed any run of its task and N has"
     )
@@ -624,14 +624,6 @@ def diff_columns(baseline: str) -> list[str]:
     """table.csv's paired-difference columns (points): diff_vs_ce, diff_vs_ce_ci95_low, ..."""
     name = f"diff_vs_{baseline.lower().replace('+', '_')}"
     return [name, f"{name}_ci95_low", f"{name}_ci95_high"]
-
-
-def _seed_text(seeds) -> str:
-    """0-9 for a run of consecutive seeds, else 0, 2, 5."""
-    seeds = sorted(seeds)
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ", ".join(map(str, seeds))
 
 
 def difference_table(chosen, rows, tasks, keys, at, baseline) -> list[str]:
@@ -889,17 +881,11 @@ def check_out(out: Path) -> None:
 
 
 def seed_list(text: str) -> tuple[int, ...]:
-    """``--seeds``: ``0-9``, ``0,1,5`` or ``0-4,7`` → the sorted seeds."""
-    seeds = set()
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: expected seeds such as 0-9, 0,1,5 or 0-4,7 (whole numbers, ranges "
-                "low-high)"
-            )
-        seeds.update(range(int(m[1]), int(m[2] if m[2] is not None else m[1]) + 1))
-    return tuple(sorted(seeds))
+    """``--seeds`` (``sweeps.seed_list``), refused as argparse refuses a bad value."""
+    try:
+        return sweeps.seed_list(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: list[str] | None = None):
@@ -940,7 +926,7 @@ def main(argv: list[str] | None = None):
     if args.seeds is not None:
         outside = ~runs["seed"].astype(int).isin(args.seeds)
         left_out += [
-            (d, f"seed {seed} is not one of --seeds {_seed_text(args.seeds)}")
+            (d, f"seed {seed} is not one of --seeds {sweeps.seed_text(args.seeds)}")
             for d, seed in zip(runs.loc[outside, "dir"], runs.loc[outside, "seed"])
         ]
         runs = runs[~outside].reset_index(drop=True)
