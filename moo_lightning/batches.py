@@ -1,15 +1,26 @@
 """Batches of example indices for one rank of a DDP group, the same global batches whatever the
-number of ranks: the sampler the tasks' data modules share; and the data module of problems
-without data (one empty batch per optimizer step)."""
+number of ranks: the sampler the tasks' data modules share, ``train_loader`` (the training
+DataLoader of a data module of one's own, built on it), and the data module of problems without
+data (one empty batch per optimizer step)."""
 
 from __future__ import annotations
+
+import logging
+import os
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import (
+    DataLoader,
+    RandomSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 
 from moo_lightning.errors import ConfigError
+
+log = logging.getLogger("moo_lightning")
 
 
 class StepBatches(L.LightningDataModule):
@@ -82,3 +93,80 @@ class IndexBatches:
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         for batch in np.array_split(perm, self.num_batches):
             yield batch[self.rank :: self.world].tolist()
+
+
+def train_loader(dataset, batch_size: int, trainer=None, seed: int | None = None, **kwargs):
+    """The training DataLoader of a data module of one's own: return it from
+    ``train_dataloader`` as ``train_loader(dataset, batch_size, self.trainer)``.
+
+    Shuffled global batches of about ``batch_size`` drawn by :class:`IndexBatches` (as the
+    built-in tasks draw theirs), rank ``trainer.global_rank``'s share of each. Each epoch's order
+    is a function of (seed, epoch), so a run resumed from an epoch-end checkpoint
+    (``ckpt_path=last``) draws the batches the uninterrupted run drew, and N DDP ranks take the
+    steps one process takes. A plain ``DataLoader(shuffle=True)`` draws each epoch's order from
+    the global random state, which a resume cannot put back where it was.
+
+    ``seed`` None: :func:`run_seed`, the same on every rank and in a resumed run. ``trainer``
+    None: one process. ``kwargs``: the DataLoader's other arguments (``collate_fn``,
+    ``num_workers``, ...); the dataset is indexed one example at a time and the examples
+    collated, as with ``batch_size``."""
+    seed = run_seed() if seed is None else seed
+    rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+    batches = IndexBatches(len(dataset), batch_size, seed, rank, world)
+    return DataLoader(dataset, batch_sampler=batches, **kwargs)
+
+
+def run_seed() -> int:
+    """A seed for the order of the training batches, from the run's seed: the one
+    ``seed_everything`` set last (Lightning keeps it in ``PL_GLOBAL_SEED``; the CLI calls it with
+    ``seed``), else torch's initial seed. Not a draw from the global random state, which DDP
+    resets after the model is built (one process and N ranks would draw different orders) and
+    the module reseeds every epoch. Mixed with a constant of its own, so the order shares no
+    stream with the combiners' draws from (run seed, step)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    seed = int(seed) if seed is not None else torch.initial_seed()
+    return int(np.random.SeedSequence([seed, 0x0BA7C4]).generate_state(1, np.uint64)[0] >> 2)
+
+
+# torch's samplers that draw their order from a generator's running state: a checkpoint holds
+# no such state, so a resumed run draws another order than the uninterrupted run
+_UNRESUMABLE = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+
+
+def unresumable_sampler(loaders):
+    """The first sampler of ``loaders`` (a DataLoader, or a list or dict of them, as
+    ``trainer.train_dataloader``) whose order a resumed run cannot repeat: one of torch's random
+    samplers (``DataLoader(shuffle=True)`` makes a RandomSampler) deciding the batches. None
+    when every order is a function of the epoch (:class:`IndexBatches`, any sampler or batch
+    sampler with ``set_epoch``) or fixed (no shuffling)."""
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        found = (unresumable_sampler(x) for x in loaders)
+        return next((s for s in found if s is not None), None)
+    if not isinstance(loaders, DataLoader):
+        return None
+    deciding = loaders.batch_sampler
+    if deciding is None:  # batch_size=None: the sampler yields whole batches
+        deciding = loaders.sampler
+    elif not hasattr(deciding, "set_epoch"):  # torch's BatchSampler: its sampler decides
+        deciding = getattr(deciding, "sampler", deciding)
+    if hasattr(deciding, "set_epoch"):
+        return None
+    return deciding if isinstance(deciding, _UNRESUMABLE) else None
+
+
+def warn_if_unresumable(loaders) -> bool:
+    """One warning line when a resumed run's training batches cannot be the uninterrupted run's
+    (``unresumable_sampler``); whether it warned. The module calls it when a fit resumes."""
+    sampler = unresumable_sampler(loaders)
+    if sampler is None:
+        return False
+    log.warning(
+        "ckpt_path: the training batches are shuffled by torch's %s (as DataLoader(shuffle=True) "
+        "does), which cannot restore its place, so this resumed run will not see the batches "
+        "the uninterrupted run saw; return moo_lightning.batches.train_loader(dataset, "
+        "batch_size, self.trainer) from train_dataloader (docs/extending/README.md, Data)",
+        type(sampler).__name__,
+    )
+    return True

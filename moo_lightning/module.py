@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from moo_lightning.batches import warn_if_unresumable
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.criteria import ParameterCriterion
 from moo_lightning.errors import ConfigError, NonFiniteError
@@ -321,6 +322,13 @@ class MultiObjectiveModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         results = self.multi_objective_step(self.objectives(batch))
         self.after_step(batch, results)
+
+    def on_train_start(self):
+        # a resumed run repeats the uninterrupted run's batches only if the training loader can
+        # put its order back (the library's sampler can, a DataLoader(shuffle=True) cannot):
+        # said once, now that the loader exists, before the first resumed step
+        if self.trainer.ckpt_path and self.trainer.is_global_zero:
+            warn_if_unresumable(self.trainer.train_dataloader)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["moo_counters"] = {

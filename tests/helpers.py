@@ -282,6 +282,25 @@ def train_py(args: list[str], env=None, timeout=900):
     )
 
 
+def train_in(run_dir, *overrides):
+    """train.run in-process in a given run folder (the run_train fixture names its own)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from moo_lightning.cli import train
+    from moo_lightning.cli.argv import expand_short_form
+
+    with initialize_config_dir(CONF, version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[*map(expand_short_form, overrides)], return_hydra_config=True
+        )
+    with open_dict(cfg):
+        cfg.paths.run_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return train.run(cfg)
+
+
 def last_line(proc) -> str:
     return proc.stderr.strip().splitlines()[-1]
 

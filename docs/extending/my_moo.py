@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from moo_lightning.batches import train_loader
 from moo_lightning.combiners.base import Combiner
 from moo_lightning.module import MultiObjectiveModule
 
@@ -52,7 +53,7 @@ class TwoTargets(MultiObjectiveModule):
 class TwoTargetsData(L.LightningDataModule):
     """y = (Σ x[:4], Σ x[4:]) + noise; the same rows for every seed (``data_seed``)."""
 
-    def __init__(self, n: int = 512, batch_size: int = 32, data_seed: int = 0):
+    def __init__(self, n: int = 640, batch_size: int = 32, data_seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(data_seed)
         x = torch.randn(n, 8, generator=g)
@@ -64,7 +65,8 @@ class TwoTargetsData(L.LightningDataModule):
         self.batch_size = batch_size
 
     def train_dataloader(self):
-        return DataLoader(self.parts[0], batch_size=self.batch_size, shuffle=True)
+        # shuffled from (run seed, epoch), not DataLoader(shuffle=True): resumes and DDP agree
+        return train_loader(self.parts[0], self.batch_size, self.trainer)
 
     def val_dataloader(self):
         return DataLoader(self.parts[1], batch_size=256)

@@ -25,6 +25,7 @@ from tests.helpers import (
     sst2_cmd,
     sst2_steps,
     strict_json,
+    train_in,
     train_py,
     write_glue,
 )
@@ -76,10 +77,11 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     first_log = cut / "csv" / "metrics.csv"
     before = first_log.read_bytes() if first_log.exists() else None
 
-    subprocess.run(
+    resumed = subprocess.run(
         _sigkill_cmd(data, cut, "ckpt_path=last", "logger=csv"), cwd=ROOT, check=True,
-        capture_output=True, timeout=600,
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+    assert "cannot restore its place" not in resumed.stdout + resumed.stderr  # it resumes its order
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
     # the probe's KN17 with a real SIGKILL: the log of the steps before it is kept as it was,
     # the resumed steps go to a part of their own, and the record lists the parts in order
@@ -338,26 +340,6 @@ def test_asking_for_a_rerun_replaces_a_finished_result(sst2, tmp_path):
     assert strict_json(run / "metrics.json")["settings"]["optimizer"]["lr"] == 1e-3
 
 
-def _run_in(run_dir, *overrides):
-    """train.run in-process in a given run folder (run_train names its own folder)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from moo_lightning.cli import train
-    from moo_lightning.cli.argv import expand_short_form
-    from tests.helpers import CONF
-
-    with initialize_config_dir(CONF, version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[*map(expand_short_form, overrides)], return_hydra_config=True
-        )
-    with open_dict(cfg):
-        cfg.paths.run_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return train.run(cfg)
-
-
 @pytest.mark.trust
 def test_resuming_from_weights_only_or_another_model_size_is_one_line(probe_folders, tmp_path):
     """K13: resuming with encoder.hidden=64 failed in the state-dict load (a 74-line size-mismatch
@@ -367,7 +349,7 @@ def test_resuming_from_weights_only_or_another_model_size_is_one_line(probe_fold
 
     run_dir = tmp_path / "run"
     base = (*TINY, f"data.path={probe_folders['GOOD']}", "trainer.val_check_interval=2")
-    _run_in(run_dir, *base, "callbacks=resume", "save_model=true")
+    train_in(run_dir, *base, "callbacks=resume", "save_model=true")
     model = run_dir / "model.ckpt"
     (run_dir / "metrics.json").unlink()  # an interrupted run: it may be resumed
     for extra, fragment in (
@@ -375,7 +357,7 @@ def test_resuming_from_weights_only_or_another_model_size_is_one_line(probe_fold
         ((f"ckpt_path={model}",), "holds a model's weights only"),
     ):
         with pytest.raises(Exception) as info:
-            _run_in(run_dir, *base, "callbacks=resume", *extra)
+            train_in(run_dir, *base, "callbacks=resume", *extra)
         err = user_error(info.value)
         assert err is not None and fragment in str(err), repr(info.value)
     assert not (run_dir / "metrics.json").exists()  # nothing written
@@ -405,14 +387,14 @@ def test_a_data_file_edited_in_place_is_read_again_and_is_another_setting(tmp_pa
     data = write_glue(tmp_path / "sst2", "sst2")
     base = (*TINY, f"data.path={data}", "trainer.val_check_interval=2", "save_model=false")
     run_dir = tmp_path / "run"
-    _run_in(run_dir, *base)
+    train_in(run_dir, *base)
     _edit_in_place(data / "train.jsonl", '"label": 0', '"label": 1')
     with pytest.raises(Exception) as info:  # SN1: the same command, the same folder
-        _run_in(run_dir, *base)
+        train_in(run_dir, *base)
     err = user_error(info.value)
     assert err is not None and "other settings (data_files.train.jsonl:" in str(err), repr(err)
     _edit_in_place(data / "train.jsonl", '"label": 1', '"label": 7')  # D31: read again
     with pytest.raises(Exception) as info:
-        _run_in(tmp_path / "other", *base)
+        train_in(tmp_path / "other", *base)
     err = user_error(info.value)
     assert err is not None and "train.jsonl, row 1: label 7 is not 0..1" in str(err), repr(err)

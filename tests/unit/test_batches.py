@@ -1,0 +1,152 @@
+"""The training loader of a data module of one's own (batches.train_loader): the shared sampler's
+global batches, each rank's share, an order fixed by (seed, epoch); and the one warning a resumed
+run gives when its training loader shuffles with torch's random samplers, which a checkpoint
+cannot put back (never for the loaders the built-in tasks build)."""
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
+
+from moo_lightning.batches import (
+    IndexBatches,
+    StepBatches,
+    train_loader,
+    unresumable_sampler,
+    warn_if_unresumable,
+)
+from moo_lightning.combiners import LinearScalarization
+from moo_lightning.module import MultiObjectiveModule
+from tests.helpers import quiet_trainer, write_mnist_split
+
+WARNING = "cannot restore its place"
+
+
+def _rows(n=50):
+    return TensorDataset(torch.arange(n, dtype=torch.float32)[:, None], torch.arange(n))
+
+
+def _order(loader):
+    return [b[1].tolist() for b in loader]
+
+
+class _Ranks:  # what train_loader reads of a trainer
+    def __init__(self, rank, world):
+        self.global_rank, self.world_size = rank, world
+
+
+def test_train_loader_serves_the_shared_samplers_batches_in_an_order_fixed_by_seed_and_epoch():
+    loader = train_loader(_rows(), 16, seed=3)
+    batches = _order(loader)
+    assert batches == list(IndexBatches(50, 16, seed=3))  # collated examples, one per index
+    assert [len(b) for b in batches] == [13, 13, 12, 12]  # near-equal, no runt
+    assert batches == _order(train_loader(_rows(), 16, seed=3))
+    loader.batch_sampler.set_epoch(1)  # what Lightning calls at every epoch start
+    assert _order(loader) != batches and sorted(sum(_order(loader), [])) == list(range(50))
+    # two ranks: each its share of the same global batches, the same number of steps
+    shares = [_order(train_loader(_rows(), 16, _Ranks(r, 2), seed=3)) for r in (0, 1)]
+    assert [sorted(a + b) for a, b in zip(*shares)] == [sorted(b) for b in batches]
+
+
+def test_train_loaders_default_seed_is_the_run_seeds_not_a_draw_from_the_global_state(monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    L.seed_everything(0, verbose=False)  # what the CLI does with seed=0
+    first = _order(train_loader(_rows(), 16))
+    torch.manual_seed(123)  # DDP resets the global state after the model is built; epochs reseed
+    assert _order(train_loader(_rows(), 16)) == first
+    L.seed_everything(1, verbose=False)
+    assert _order(train_loader(_rows(), 16)) != first
+    monkeypatch.delenv("PL_GLOBAL_SEED")  # no seed_everything: torch's initial seed
+    torch.manual_seed(0)
+    assert _order(train_loader(_rows(), 16)) == first
+
+
+def test_only_torchs_random_samplers_are_unresumable():
+    rows = _rows()
+    shuffled = DataLoader(rows, batch_size=16, shuffle=True)
+    assert type(unresumable_sampler(shuffled)).__name__ == "RandomSampler"
+    subset = DataLoader(rows, batch_size=16, sampler=SubsetRandomSampler(range(40)))
+    assert isinstance(unresumable_sampler(subset), SubsetRandomSampler)
+    assert unresumable_sampler({"a": train_loader(rows, 16, seed=0), "b": shuffled}) is not None
+    ordered = DataLoader(rows, batch_size=16)
+    assert unresumable_sampler(ordered) is None
+    assert unresumable_sampler(train_loader(rows, 16, seed=0)) is None
+    assert unresumable_sampler(None) is None
+
+
+def test_the_built_in_tasks_loaders_are_resumable(tmp_path):
+    from torch.utils.data.distributed import DistributedSampler
+
+    from moo_lightning.tasks.glue.data import ClassBalancedBatchSampler
+    from moo_lightning.tasks.multi_mnist.data import MultiMNIST
+
+    write_mnist_split(tmp_path, n=120)
+    mnist = MultiMNIST(str(tmp_path), num_train=60, val_size=20, num_test=20, cache=False)
+    mnist.setup()
+    rows = _rows(40)
+    labels = np.arange(40) % 2
+    loaders = {
+        "multi_mnist (and dg: the sampler yields whole batches)": mnist.train_dataloader(),
+        "glue (a class-balanced batch sampler)": DataLoader(
+            rows, batch_sampler=ClassBalancedBatchSampler(labels, 8, seed=0)
+        ),
+        "toys (one empty batch per step)": StepBatches(steps=3).train_dataloader(),
+        "DistributedSampler": DataLoader(
+            rows, batch_size=8, sampler=DistributedSampler(rows, num_replicas=1, rank=0)
+        ),
+    }
+    for name, loader in loaders.items():
+        assert unresumable_sampler(loader) is None, name
+        assert not warn_if_unresumable(loader), name
+
+
+class _Tiny(MultiObjectiveModule):
+    def __init__(self):
+        opt = lambda ps: torch.optim.SGD(ps, lr=0.1)  # noqa: E731
+        super().__init__(LinearScalarization(), [0.5, 0.5], optimizer=opt)
+        self.net = torch.nn.Linear(1, 2)
+
+    def objectives(self, batch):
+        out = self.net(batch[0])
+        return torch.stack([out[:, 0].pow(2).mean(), (out[:, 1] - 1).pow(2).mean()])
+
+
+class _Data(L.LightningDataModule):
+    def __init__(self, resumable):
+        super().__init__()
+        self.resumable = resumable
+
+    def train_dataloader(self):
+        if self.resumable:
+            return train_loader(_rows(24), 8, self.trainer)
+        return DataLoader(_rows(24), batch_size=8, shuffle=True)
+
+
+def _fit(resumable, ckpt_path=None, checkpoints=None):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(0, verbose=False)
+    module = _Tiny()
+    callbacks = [ModelCheckpoint(dirpath=checkpoints, save_top_k=-1)] if checkpoints else []
+    trainer = quiet_trainer(
+        max_epochs=2, callbacks=callbacks, enable_checkpointing=bool(checkpoints)
+    )
+    trainer.fit(module, datamodule=_Data(resumable), ckpt_path=ckpt_path, weights_only=True)
+
+
+def test_a_resumed_fit_warns_once_when_its_loader_shuffles_with_a_random_sampler(tmp_path, caplog):
+    first = tmp_path / "epoch=0-step=3.ckpt"
+    for resumable in (False, True):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="moo_lightning"):
+            _fit(resumable, checkpoints=tmp_path / str(resumable))
+            assert WARNING not in caplog.text  # a fresh run: nothing to say
+            _fit(resumable, ckpt_path=str(tmp_path / str(resumable) / first.name))
+        said = [r.getMessage() for r in caplog.records if WARNING in r.getMessage()]
+        if resumable:
+            assert said == []
+        else:
+            assert len(said) == 1 and "\n" not in said[0], said
+            assert "RandomSampler" in said[0] and "moo_lightning.batches.train_loader" in said[0]
