@@ -141,6 +141,26 @@ def test_the_extending_example_trains_with_its_own_and_a_built_in_combiner(tmp_p
     assert "2 parameter tensors are shared" in log and "4 belong to the tasks' heads" in log
 
 
+def test_the_extending_examples_sweep_becomes_a_table_with_compare(tmp_path):
+    """The guide's sweep, its user's own combiner beside built-in ones, through
+    sweep/compare.py: the directions come from the user's module (MSEs: smaller is better)."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    proc = _extending(
+        "-m", "combiner=ls,loss_prop", "seed=0,1", f"hydra.sweep.dir={sweep}",
+        "trainer.max_epochs=3",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": str(EXTENDING)}
+    proc = subprocess.run(
+        [sys.executable, "sweep/compare.py", str(sweep), "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "table.md").read_text()
+    assert table.startswith("| method | test/mse_0 ↓ | test/mse_1 ↓ | Δm% vs ls |")
+    assert "| ls | " in table and "| loss_prop | " in table and "Runs left out" not in table
+
+
 def test_the_extending_example_resumed_after_an_interruption_ends_as_the_uninterrupted_run(
     tmp_path, monkeypatch, caplog
 ):
