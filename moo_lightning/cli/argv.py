@@ -296,13 +296,13 @@ def _compact(value) -> str:
     return str(value).replace(" ", "").replace("'", "")
 
 
-def _combiner_configs(given=()) -> list[str]:
-    """The names of conf/combiner/*.yaml and of the combiner/*.yaml in the command's
-    ``hydra.searchpath`` entries (``file://`` or plain paths, ``pkg://`` packages): what
-    combiner=glob(...) chooses from."""
+def _config_roots(given=()) -> list:
+    """The folders the command's configs come from: the package's conf, then the
+    ``hydra.searchpath`` entries of the command (``file://`` or plain paths, ``pkg://``
+    packages)."""
     from importlib.resources import files
 
-    folders = [files("moo_lightning.conf").joinpath("combiner")]
+    roots = [files("moo_lightning.conf")]
     for o in given:
         if o.key_or_group != "hydra.searchpath":
             continue
@@ -311,15 +311,42 @@ def _combiner_configs(given=()) -> list[str]:
             if not sep:  # no scheme: a file path, as Hydra reads it
                 scheme, where = "file", str(entry)
             try:
-                root = files(where.replace("/", ".")) if scheme == "pkg" else Path(where)
-                folders.append(root.joinpath("combiner"))
+                roots.append(files(where.replace("/", ".")) if scheme == "pkg" else Path(where))
             except (ModuleNotFoundError, TypeError, ValueError):
                 continue  # a package that does not import: Hydra reports it itself
+    return roots
+
+
+def _group_options(group: str, given=()) -> list[str]:
+    """The options of config group ``group`` (``combiner``, ``module/encoder``): the names of
+    its yaml files in every folder of :func:`_config_roots`."""
     names = set()
-    for folder in folders:
+    for root in _config_roots(given):
+        folder = root.joinpath(*group.split("/"))
         if folder.is_dir():
             names |= {f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")}
     return sorted(names)
+
+
+def _config_groups(given=()) -> set[str]:
+    """Every config group of the command's configs (``combiner``, ``module/encoder``, ...),
+    Hydra's own groups left out."""
+    groups, todo = set(), [(root, "") for root in _config_roots(given)]
+    while todo:
+        folder, name = todo.pop()
+        if not folder.is_dir():
+            continue
+        for sub in folder.iterdir():
+            if sub.is_dir() and sub.name not in ("hydra", "__pycache__"):
+                groups.add(f"{name}{sub.name}")
+                todo.append((sub, f"{name}{sub.name}/"))
+    return groups
+
+
+def _combiner_configs(given=()) -> list[str]:
+    """The names of conf/combiner/*.yaml and of the combiner/*.yaml in the command's
+    ``hydra.searchpath`` entries: what combiner=glob(...) chooses from."""
+    return _group_options("combiner", given)
 
 
 def _composed(given) -> tuple[dict, str, object]:
@@ -418,6 +445,224 @@ def warn_ignored_preference(reading: _Reading) -> None:
             return
         why = f"combiner {', '.join(ignoring)} ignores the preference (equal weights 1/m)"
     print(f"warning: {where} has no effect: {why}", file=sys.stderr)
+
+
+# options that bring a primary config of the command's own: its keys are not ours to check
+_OWN_CONFIG = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+
+
+def _parsed(argv: list[str]) -> list | None:
+    """The command's overrides parsed one by one (a malformed one is left out: Hydra reports it
+    in its words); None when the command brings its own primary config (--config-name, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(a.partition("=")[0] in _OWN_CONFIG for a in argv[1:]):
+        return None
+    parser = OverridesParser.create()
+    out = []
+    for arg in argv[1:]:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            out += parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001, S112 - a malformed override: Hydra reports it
+            continue
+    return out
+
+
+def _values(o, as_typed: bool = False) -> list:
+    """The values an override gives its key: one, or a sweep's (a glob: none, not known here);
+    ``as_typed``: as override text (``[a,b]``), else as values (a list stays a list)."""
+    from hydra.core.override_parser.types import Glob
+
+    if not o.is_sweep_override():
+        return [o.get_value_element_as_str() if as_typed else o.value()]
+    if isinstance(o.value(), Glob):
+        return []
+    try:
+        return list(o.sweep_string_iterator() if as_typed else o.sweep_iterator())
+    except Exception:  # noqa: BLE001 - an unusual sweep: Hydra reports it
+        return []
+
+
+def _help_command(argv: list[str]) -> str:
+    prog = Path(argv[0]).name
+    return f"python {prog} --help" if prog.endswith(".py") else f"{prog} --help"
+
+
+def refuse_unknown_names(argv: list[str]) -> None:
+    """Stop in one line, before Hydra composes, for an override that names nothing of this
+    project: an option no config group has (``combiner=nashmtl``: Hydra would list the
+    group's options and its search path over 30 lines), and a top-level key no config has
+    (``prefernce=0.2``: Hydra would advise ``+prefernce=0.2``, which :func:`check_unknown_keys`
+    then refuses). The line names the closest options or keys. Additions (``+key=``),
+    deletions and Hydra's own keys are left to Hydra and to the run's checks; a command with
+    its own primary config (--config-name, --config-dir) is not read, and one with a
+    ``hydra.searchpath`` is read with its folders (their top-level keys to Hydra)."""
+    from moo_lightning.cli.checks import did_you_mean, known_top_level_keys, meant_keys
+
+    given = _parsed(argv)
+    if not given:
+        return
+    groups = _config_groups(given)
+    searchpath = any(o.key_or_group == "hydra.searchpath" for o in given)
+    for o in given:
+        key = o.key_or_group
+        if key.startswith("hydra") or o.is_delete():
+            continue
+        if key in groups:
+            line = _unknown_option(key, _values(o), _group_options(key, given), argv)
+            if line:
+                raise SystemExit(line)
+        elif not o.is_add() and not o.is_force_add() and not searchpath:
+            top = key.split(".", 1)[0]
+            if top not in known_top_level_keys() and top not in groups:
+                meant = meant_keys(key, _composed_tree(given))
+                raise SystemExit(
+                    f"error: {short_name(o.input_line)}: no setting of this project is called "
+                    f"{top!r}.{did_you_mean(meant)}"
+                )
+
+
+def _unknown_option(group: str, values: list, options: list[str], argv: list[str]) -> str | None:
+    """The line for the first of ``values`` (a list: each of its entries, as in
+    ``callbacks=[resume,best_checkpoint]``) that is no option of ``group``: the closest
+    options (all of them when none is close) and where to see every group's."""
+    import difflib
+
+    from moo_lightning.cli.checks import did_you_mean
+
+    shown, visible = short_name(group), [n for n in options if not n.startswith("_")]
+    chosen = [v for given in values for v in (given if isinstance(given, list) else [given])]
+    for value in chosen:
+        if value is None or f"{value}" in options or "/" in f"{value}":
+            continue  # null, an option, or one in a subfolder (Hydra checks it)
+        close = difflib.get_close_matches(f"{value}", visible, n=3)
+        hint = did_you_mean([f"{shown}={c}" for c in close])
+        hint = hint or f" Its options: {', '.join(visible)}."
+        return (
+            f"error: {shown}={value}: no {shown.rsplit('/', 1)[-1]} config is called {value!r}."
+            f"{hint} `{_help_command(argv)}` lists every group's options"
+        )
+    return None
+
+
+def _composed_tree(given) -> dict:
+    """The config the command's group choices compose, as a plain tree (the package's default
+    config when they do not compose; empty when nothing does): where the keys a mistyped key
+    may have meant are looked up."""
+    from omegaconf import OmegaConf
+
+    groups = _config_groups(given)
+    choices = [
+        o.input_line
+        for o in given
+        if (o.key_or_group in groups or o.key_or_group == "hydra.searchpath")
+        and not o.is_sweep_override()
+    ]
+    for overrides in (choices, []):
+        try:
+            return OmegaConf.to_container(_compose(overrides), resolve=False)
+        except Exception:  # noqa: BLE001, S112 - a wrong choice: the package's default config
+            continue
+    return {}
+
+
+def refuse_missing_keys(argv: list[str]) -> None:
+    """Stop in one line, before Hydra composes, for a setting the composed config does not have
+    (``combiner.epss=1``): Hydra would advise adding it with ``+``, and the object it is given
+    to would then refuse it. Read only when the command sets a key below the top level or one
+    train.yaml does not hold: its overrides (a sweep by its first value) are composed once, and
+    the key Hydra could not override is reported by :func:`_missing_key_line`. Anything else
+    that does not compose is left to Hydra, in its words."""
+    from hydra.errors import ConfigCompositionException
+
+    from moo_lightning.cli.checks import train_keys
+
+    given = _parsed(argv)
+    if not given:
+        return
+    groups = _config_groups(given)
+    plain = [  # value overrides of this project's keys, without + / ++ / ~
+        o
+        for o in given
+        if not (o.key_or_group in groups or o.key_or_group.startswith("hydra"))
+        and not (o.is_add() or o.is_force_add() or o.is_delete())
+    ]
+    if not any("." in o.key_or_group or o.key_or_group not in train_keys() for o in plain):
+        return
+    lines = {}  # each override as composed (a sweep by its first value; Hydra's keys left out)
+    for o in given:
+        if o.key_or_group.startswith("hydra") and o.key_or_group != "hydra.searchpath":
+            continue
+        if not o.is_sweep_override():
+            lines[o.input_line] = o.input_line
+        elif _values(o, as_typed=True):
+            lines[o.input_line] = f"{o.get_key_element()}={_values(o, as_typed=True)[0]}"
+    try:
+        _compose(list(lines.values()))
+        return
+    except ConfigCompositionException as err:
+        key = getattr(err.__cause__, "full_key", None)
+        if not str(err).startswith("Could not override") or not key:
+            return
+    except Exception:  # noqa: BLE001 - anything else: Hydra reports it in its words
+        return
+    culprit = next((o for o in plain if o.key_or_group == key), None)
+    if culprit is None:
+        return
+    try:  # the config without it: where the key was looked for
+        cfg = _compose([line for typed, line in lines.items() if typed != culprit.input_line])
+    except Exception:  # noqa: BLE001 - another override fails too: Hydra reports them
+        return
+    line = _missing_key_line(culprit, cfg)
+    if line is not None:
+        raise SystemExit(f"error: {line}")
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def _missing_key_line(o, cfg) -> str | None:
+    """The line for override ``o`` whose key ``cfg`` (the config without it) does not have: a
+    top-level key with the keys it may have meant; a key of an object the config builds with
+    the settings the object takes (what ``+combiner.epss=1`` gets), or the advice to add one it
+    takes that its config leaves out; another key with its closest neighbours. None when Hydra
+    says it better (a key below a value, an object taking ``**kwargs``)."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    from moo_lightning.cli.checks import did_you_mean, meant_keys, target_settings, unknown_setting
+
+    key, typed = o.key_or_group, short_name(o.input_line)
+    where, _, last = key.rpartition(".")
+    if not where:  # a top-level key this run's configs do not have
+        meant = meant_keys(key, OmegaConf.to_container(cfg, resolve=False))
+        return f"{typed}: no setting of this project is called {key!r}.{did_you_mean(meant)}"
+    node = OmegaConf.select(cfg, where)
+    if not OmegaConf.is_dict(node):
+        return None
+    target = node.get("_target_")
+    if target is None:
+        close = [f"{short_name(where)}.{k}" for k in difflib.get_close_matches(last, list(node))]
+        return (
+            f"{typed}: no setting of this project is called {short_name(key)!r}."
+            f"{did_you_mean(close[:3])}"
+        )
+    accepted = target_settings(target)
+    if accepted is None:
+        return None
+    if last not in accepted:
+        return unknown_setting(typed, short_name(where), last, target, accepted)
+    return (
+        f"{typed}: {target} ({short_name(where)}) takes {last!r}, but its config does not set "
+        f"it: add it with +{typed}"
+    )
 
 
 # a folder name is at most 255 bytes on common filesystems; Optuna's sampled floats (17 digits)

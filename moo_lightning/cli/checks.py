@@ -72,7 +72,18 @@ def check_optimized_metric(key) -> None:
 
 
 @functools.cache
-def _known_top_level_keys() -> frozenset[str]:
+def train_keys() -> frozenset[str]:
+    """The top-level keys train.yaml itself holds (every run's config has them)."""
+    from pathlib import Path
+
+    import yaml
+
+    train = Path(__file__).resolve().parent.parent / "conf" / "train.yaml"
+    return frozenset(set(yaml.safe_load(train.read_text()) or {}) - {"defaults"})
+
+
+@functools.cache
+def known_top_level_keys() -> frozenset[str]:
     """Every top-level key the package's configs can produce: train.yaml's, the config groups'
     and those of the groups that write at the top level (``# @package _global_``)."""
     from pathlib import Path
@@ -80,7 +91,7 @@ def _known_top_level_keys() -> frozenset[str]:
     import yaml
 
     root = Path(__file__).resolve().parent.parent / "conf"
-    keys = set(yaml.safe_load((root / "train.yaml").read_text()) or {})
+    keys = set(train_keys())
     keys |= {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("_")}
     for path in root.rglob("*.yaml"):
         text = path.read_text()
@@ -99,7 +110,7 @@ def check_unknown_keys(cfg: DictConfig) -> None:
 
     from omegaconf import OmegaConf
 
-    known = _known_top_level_keys()
+    known = known_top_level_keys()
     tree = OmegaConf.to_container(cfg, resolve=False)
     # a helper value that an interpolation reads (+base_lr=1e-3 optimizer.lr='${base_lr}') is used
     referenced = set(re.findall(r"\$\{\s*([A-Za-z_][\w-]*)", repr(tree)))
@@ -107,16 +118,35 @@ def check_unknown_keys(cfg: DictConfig) -> None:
     if not unknown:
         return
     key = unknown[0]
-    meant = sorted(
-        dotted
-        for dotted in _dotted_keys(tree)
-        if dotted.rsplit(".", 1)[-1] == key and "." in dotted and not dotted.startswith("hydra.")
-    )
-    hint = f" Did you mean {' or '.join(meant[:3])}?" if meant else ""
     raise ValueError(
         f"{key}={cfg.get(key)!r}: no setting of this project is called {key!r} (added with +/++, "
-        f"it would be ignored).{hint}"
+        f"it would be ignored).{did_you_mean(meant_keys(key, tree))}"
     )
+
+
+def meant_keys(key: str, tree: dict) -> list[str]:
+    """The keys a top-level ``key`` that no config has may have meant: the dotted keys of
+    ``tree`` (a composed config) that end in it (``lr``: optimizer.lr), then the closest
+    top-level keys (``prefernce``: preference). A dotted ``key`` (``optimzer.lr``) is matched by
+    its first part, the rest kept."""
+    import difflib
+
+    top, dot, rest = key.partition(".")
+    ends = sorted(
+        dotted
+        for dotted in _dotted_keys(tree)
+        if dotted.rsplit(".", 1)[-1] == top and "." in dotted and not dotted.startswith("hydra.")
+    )
+    known = sorted(k for k in known_top_level_keys() if k != "hydra")
+    if dot and tree:  # a key inside: only the top-level keys that hold keys
+        known = [k for k in known if isinstance(tree.get(k), dict)]
+    close = [k + dot + rest for k in difflib.get_close_matches(top, known, n=3)]
+    return list(dict.fromkeys(ends[:3] + close))[:3]
+
+
+def did_you_mean(keys: list[str]) -> str:
+    """`` Did you mean a or b?`` for the keys (nothing when there are none)."""
+    return f" Did you mean {' or '.join(keys)}?" if keys else ""
 
 
 def _dotted_keys(tree, prefix: str = ""):
@@ -124,6 +154,75 @@ def _dotted_keys(tree, prefix: str = ""):
         for k, v in tree.items():
             yield f"{prefix}{k}"
             yield from _dotted_keys(v, f"{prefix}{k}.")
+
+
+# the keys Hydra reads itself in a node it instantiates
+_HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def target_settings(target) -> list[str] | None:
+    """The keyword settings the object ``target`` names (a class or a function, by its dotted
+    path) accepts: its signature's parameters; None when it takes any (``**kwargs``) or cannot be
+    imported here (the build reports that)."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    if not isinstance(target, str) or "${" in target:
+        return None
+    try:
+        params = inspect.signature(get_object(target)).parameters.values()
+    except Exception:  # noqa: BLE001 - an import error or a wrong target: the build reports it
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def unknown_setting(typed: str, where: str, key: str, target: str, accepted: list[str]) -> str:
+    """The line for a setting ``where.key`` (``typed``: as the command gave it) that the object
+    built from ``where`` does not take: the object, the closest settings it takes and all of
+    them."""
+    import difflib
+
+    close = [f"{where}.{k}" for k in difflib.get_close_matches(key, accepted, n=2)]
+    return (
+        f"{typed}: {target} ({where}) takes no setting {key!r}.{did_you_mean(close)} "
+        f"Its settings: {', '.join(accepted) or 'none'}"
+    )
+
+
+def check_target_settings(cfg: DictConfig) -> None:
+    """A setting given to an object the config builds (``+combiner.epss=1``) that the object's
+    constructor does not take would end in a TypeError while it is built: one line naming the
+    key, with the settings the object takes. Objects taking ``**kwargs`` are not checked."""
+    from omegaconf import OmegaConf
+
+    from moo_lightning.record import short_name
+
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for where, node in _target_nodes({k: v for k, v in tree.items() if k != "hydra"}):
+        accepted = target_settings(node["_target_"])
+        if accepted is None:
+            continue
+        for key, value in node.items():
+            if key not in _HYDRA_KEYS and key not in accepted:
+                where = short_name(where)  # objective.lam, as typed, for module.objective.lam
+                typed = f"{where}.{key}={value!r}"
+                raise ValueError(unknown_setting(typed, where, key, node["_target_"], accepted))
+
+
+def _target_nodes(tree, where: str = ""):
+    """(dotted path, node) of every node of a config tree that names a ``_target_``."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+    for k, v in items:
+        path = f"{where}.{k}" if where else str(k)
+        if isinstance(v, dict):
+            if "_target_" in v:
+                yield path, v
+            yield from _target_nodes(v, path)
+        elif isinstance(v, list):
+            yield from _target_nodes(v, path)
 
 
 def checkpoint_folders(cfg: DictConfig) -> list:

@@ -24,13 +24,16 @@ from omegaconf import DictConfig  # noqa: E402
 from moo_lightning.cli.argv import (  # noqa: E402
     normalise_argv,
     refuse_ignored_preference,
+    refuse_missing_keys,
     refuse_text_settings_without_text_module,
+    refuse_unknown_names,
     rename_composition_seed,
 )
 from moo_lightning.cli.build import build  # noqa: E402
 from moo_lightning.cli.checks import (  # noqa: E402
     check_optimized_metric,
     check_run_settings,
+    check_target_settings,
     check_unknown_keys,
 )
 from moo_lightning.cli.console import summary  # noqa: E402
@@ -89,6 +92,7 @@ def run(cfg: DictConfig, jobs: Jobs | None = None) -> float | None:
         check_optimized_metric(cfg.get("optimized_metric"))
         check_run_settings(cfg)
         check_unknown_keys(cfg)
+        check_target_settings(cfg)
     except ValueError as err:
         raise BadSetting(str(err)) from None
     join_submitit_tasks()
@@ -126,8 +130,10 @@ def cli() -> None:
     anywhere; the exit code says whether every job has a result."""
     register_resolvers()
     sys.argv = rename_composition_seed(normalise_argv(sys.argv))
+    refuse_unknown_names(sys.argv)
     refuse_ignored_preference(sys.argv)
     refuse_text_settings_without_text_module(sys.argv)
+    refuse_missing_keys(sys.argv)
     jobs = Jobs()
     hydra.main(version_base="1.3", config_path="pkg://moo_lightning.conf", config_name="train")(
         jobs

@@ -74,8 +74,16 @@ def as_preference(preference, m: int | None = None, key: str = "preference") -> 
         and preference.min() > 0.0
     ):  # already a valid preference vector (the usual call): one copy, no conversions
         return preference.copy()
-    scalar = np.ndim(preference) == 0
-    arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
+    try:
+        scalar = np.ndim(preference) == 0
+        arr = np.atleast_1d(np.asarray(preference, dtype=np.float64))
+    except (TypeError, ValueError):  # a word, a mapping, rows of different lengths
+        allowed = f"a list of numbers > 0, one per objective{f' ({m})' if m else ''}"
+        if m in (None, 2):
+            allowed = f"a number r1 in (0, 1), meaning (r1, 1 - r1), or {allowed}"
+        raise ValueError(
+            f"{key} must be {allowed}, e.g. 0.2 or [0.2,0.8]. Found {preference!r}"
+        ) from None
     if arr.ndim != 1:
         raise ValueError(f"{key} must be a list of numbers. Found shape {arr.shape}")
     if scalar and m in (None, 2):

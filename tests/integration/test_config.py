@@ -155,12 +155,13 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
 @pytest.mark.trust
 @pytest.mark.slow  # make test-slow: kept out of the 4-minute default run
 def test_no_option_of_any_group_trips_the_unknown_key_check():
-    """The check behind C32-C34 knows every top-level key the package's own configs make."""
+    """The check behind C32-C34 knows every top-level key the package's own configs make, and
+    every object they build takes every setting they give it (``+combiner.epss=1`` is refused)."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
 
-    from moo_lightning.cli.checks import check_unknown_keys
+    from moo_lightning.cli.checks import check_target_settings, check_unknown_keys
     from tests.helpers import CONF
 
     groups = {
@@ -179,6 +180,13 @@ def test_no_option_of_any_group_trips_the_unknown_key_check():
             for option in options:
                 cfg = compose("train", overrides=[f"{group}={option}"])
                 check_unknown_keys(cfg)  # raises on a key it does not know
+                if group != "data":  # data=toy under task=sst2's data.task: a mix no run has
+                    check_target_settings(cfg)  # raises on a setting an object does not take
+        # the combiners' own groups, inside the combiners that read them
+        for combiner, group in (("png", "combiner/criterion"), ("cr_mogm", "combiner/inner")):
+            for option in sorted(p.stem for p in Path(CONF, group).glob("*.yaml")):
+                cfg = compose("train", overrides=[f"combiner={combiner}", f"{group}={option}"])
+                check_target_settings(cfg)
 
 
 def test_the_step_budget_follows_the_few_shot_n():
@@ -375,6 +383,109 @@ def test_an_encoder_or_objective_for_a_task_without_text_is_one_line(args):
     assert str(info.value).startswith(f"error: {args[1]}: the module of this run")
     assert "text module (task=sst2|qnli|mnli)" in str(info.value)
     refuse_text_settings_without_text_module(normalise_argv(["t", "task=qnli", "encoder=tiny"]))
+
+
+# what Hydra would refuse in its own terms (a misspelt key or group option), refused before it
+# composes in one line that names the key or option and the closest ones
+MISNAMED = [
+    (("task=toy", "prefernce=0.2"), "prefernce=0.2: no setting of this project is called "
+     "'prefernce'. Did you mean preference?"),
+    (("task=toy", "lr=0.5"), "lr=0.5: no setting of this project is called 'lr'. Did you mean "
+     "optimizer.lr?"),
+    (("optimzer.lr=0.5",), "called 'optimzer'. Did you mean optimizer.lr?"),
+    (("combiner=nashmtl",), "combiner=nashmtl: no combiner config is called 'nashmtl'. Did you "
+     "mean combiner=nash_mtl? `python train.py --help` lists every group's options"),
+    (("task=sst-2",), "task=sst-2: no task config is called 'sst-2'. Did you mean task=sst2?"),
+    (("encoder=bert_huge",), "encoder=bert_huge: no encoder config is called 'bert_huge'. Its "
+     "options: minilm, roberta_base, tiny."),
+    (("-m", "task=toy", "combiner=epo,nashmtl"), "Did you mean combiner=nash_mtl?"),
+    (("callbacks=[resume,best_chekpoint]",), "callbacks=best_chekpoint: no callbacks config is "
+     "called 'best_chekpoint'. Did you mean callbacks=best_checkpoint?"),
+    (("task=toy", "combiner=epo", "combiner.epss=1"), "combiner.epss=1: "
+     "moo_lightning.combiners.EPO (combiner) takes no setting 'epss'. Did you mean "
+     "combiner.eps? Its settings: eps, descent, solver, cvxpy_solver, on_failure"),
+    (("-m", "task=toy", "combiner.epss=1,2"), "combiner.epss=1,2: moo_lightning.combiners.EPO"),
+    (("task=toy", "optimizer.lrr=1"), "optimizer.lrr=1: torch.optim.SGD (optimizer) takes no "
+     "setting 'lrr'. Did you mean optimizer.lr?"),
+    (("paths.rundir=x",), "paths.rundir=x: no setting of this project is called 'paths.rundir'. "
+     "Did you mean paths.run_dir?"),
+    (("objective.lamm=0.5",), "objective.lamm=0.5: moo_lightning.tasks.glue.objectives"),
+    (("task=toy", "combiner=torchjd", "combiner.on_failur=ls"), "combiner.on_failur=ls: "
+     "moo_lightning.combiners.TorchJD (combiner) takes no setting 'on_failur'"),
+]  # fmt: skip
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("args", "line"), MISNAMED, ids=[" ".join(a) for a, _ in MISNAMED])
+def test_a_misnamed_key_or_group_option_is_one_line_before_hydra_composes(args, line):
+    """Hydra said "Could not override 'prefernce'... use +prefernce=0.2" (then refused by the
+    unknown-key check) or listed a group's options over 30 lines."""
+    from moo_lightning.cli.argv import refuse_missing_keys, refuse_unknown_names
+
+    argv = normalise_argv(["train.py", *args])
+    with pytest.raises(SystemExit) as info:
+        refuse_unknown_names(argv)
+        refuse_missing_keys(argv)
+    assert str(info.value).startswith("error: ") and "\n" not in str(info.value)
+    assert line in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("task=toy", "+trainer.gradient_clip_algorithm=norm"),  # Lightning's own, added
+        ("task=toy", "+prefernce=0.2"),  # added: check_unknown_keys refuses it once composed
+        ("task=toy", "combiner=torchjd", "+combiner.kwargs.reg_eps=1e-6"),
+        ("task=toy", "combiner=torchjd", "combiner.kwargs={c: 0.5}", "combiner.method=CAGrad"),
+        (
+            "task=toy",
+            "combiner=png",
+            "combiner/criterion=weighted_distance",
+            "combiner.criterion.target=[1,2]",
+        ),  # fmt: skip
+        ("-m", "seed=0-2", "combiner=epo,ls", "combiner.on_failure=ls", "hydra/launcher=basic"),
+        ("-m", "combiner=glob(e*)", "hydra.sweep.dir=x", "hydra.job.chdir=false", "debug=null"),
+        ("encoder=tiny", "objective.lam=0.5", "data.path=x", "trainer.max_steps=2"),
+        ("callbacks=[resume,best_checkpoint]", "ckpt_path=last"),  # presets combined
+        (
+            "-m",
+            "callbacks=[resume],[early_stopping,best_checkpoint]",
+            "callbacks.last.save_top_k=2",
+        ),
+        ("--config-name", "other", "prefernce=0.2", "combiner=nashmtl"),  # not ours to read
+    ],
+)
+def test_keys_and_options_the_configs_have_pass_the_misnamed_checks(args):
+    from moo_lightning.cli.argv import refuse_missing_keys, refuse_unknown_names
+
+    argv = normalise_argv(["train.py", *args])
+    refuse_unknown_names(argv)
+    refuse_missing_keys(argv)
+
+
+def test_a_search_paths_configs_are_options_and_keys_of_the_command(tmp_path):
+    """A combiner of the user's own (hydra.searchpath) is an option, is among the closest ones,
+    and its config's keys are the keys; a setting its class takes that the config leaves out is
+    to be added with +."""
+    from moo_lightning.cli.argv import refuse_missing_keys, refuse_unknown_names
+
+    (tmp_path / "combiner").mkdir()
+    (tmp_path / "combiner" / "mine.yaml").write_text(
+        "_target_: moo_lightning.combiners.EPO\neps: 1e-3\n"
+    )
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    refuse_unknown_names(["train.py", searchpath, "combiner=mine", "prefernce=0.2"])  # to Hydra
+    refuse_missing_keys(["train.py", searchpath, "combiner=mine", "combiner.eps=0.1"])
+    with pytest.raises(SystemExit, match="Did you mean combiner=mine"):
+        refuse_unknown_names(["train.py", searchpath, "combiner=mien"])
+    with pytest.raises(SystemExit, match="called 'prefernce'. Did you mean preference"):
+        refuse_missing_keys(["train.py", searchpath, "combiner=mine", "prefernce=0.2"])
+    with pytest.raises(SystemExit) as info:
+        refuse_missing_keys(["train.py", searchpath, "combiner=mine", "combiner.solver=exact"])
+    assert str(info.value) == (
+        "error: combiner.solver=exact: moo_lightning.combiners.EPO (combiner) takes 'solver', "
+        "but its config does not set it: add it with +combiner.solver=exact"
+    )
 
 
 def test_a_presets_preference_grid_counts_in_the_duplicate_check(monkeypatch):

@@ -502,6 +502,12 @@ BAD_INPUT_CASES = [
     (("preference=[0,0]",), ValueError, "must be finite and > 0"),
     (("preference=1.5",), ValueError, "must lie in (0, 1)"),
     (
+        ("preference=abc",),
+        ValueError,
+        "preference must be a number r1 in (0, 1), meaning (r1, 1 - r1), or a list of numbers > 0, "
+        "one per objective (2), e.g. 0.2 or [0.2,0.8]. Found 'abc'",
+    ),
+    (
         ("objective.temperature=0",),
         ValueError,
         "objective.temperature must be a finite number > 0. Found 0",
@@ -519,7 +525,14 @@ BAD_INPUT_CASES = [
     (("data.num_train=100000",), ValueError, "data.num_train=100000 exceeds"),
     (("data.num_train=3",), ValueError, "data.num_train=3 is too small"),
     (("data.batch_size=3",), ValueError, "data.batch_size=3 is too small"),
-    (("data.path=MISSING",), FileNotFoundError, "is not a folder"),
+    (
+        ("data.path=MISSING",),
+        FileNotFoundError,
+        "/nope' is not a folder. data.path must be a folder holding train.* and validation.* "
+        "(jsonl, json, parquet or csv, with the Hugging Face glue columns sentence, label) or "
+        "the GLUE TSVs train.tsv and dev.tsv",
+    ),
+    (("data.path=AFILE",), FileNotFoundError, "is not a folder (a file; the folder holding it is"),
     (("data.path=EMPTY",), FileNotFoundError, "holds neither"),
     (("data.path=COLS",), ValueError, "missing ['sentence']"),
     (("data.path=LABELS",), ValueError, "train.jsonl, row 1: label 7 is not 0..1"),
@@ -532,6 +545,17 @@ BAD_INPUT_CASES = [
     (("data.path=NULLTEXT",), ValueError, "train.jsonl, row 5: sentence must be a non-empty"),
     (("combiner=epo", "combiner.eps=nan"), ValueError, "combiner.eps must be a finite number"),
     (("combiner=png", "combiner.alpha=inf"), ValueError, "combiner.alpha must be a finite number"),
+    (
+        ("+combiner.epss=1",),
+        ValueError,
+        "combiner.epss=1: moo_lightning.combiners.EPO (combiner) takes no setting 'epss'. Did you "
+        "mean combiner.eps? Its settings: eps, descent, solver, cvxpy_solver, on_failure",
+    ),
+    (
+        ("+data.pth=x",),
+        ValueError,
+        "GlueFewShot (data) takes no setting 'pth'. Did you mean data.path?",
+    ),
     (("optimizer.lr=-1e-5",), ValueError, "optimizer: Invalid learning rate: -1e-05"),
     (("data.balanced=no",), ValueError, "data.balanced must be true or false. Found 'no'"),
     (("data.max_length=1",), ValueError, "data.max_length must be an integer >= 2. Found 1"),
@@ -594,6 +618,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(
 ):
     paths = {
         "MISSING": str(bad_folders["good"]) + "/nope",
+        "AFILE": str(bad_folders["good"] / "train.jsonl"),
         "EMPTY": str(bad_folders["empty"]),
         "COLS": str(bad_folders["cols"]),
         "LABELS": str(bad_folders["labels"]),
@@ -621,6 +646,29 @@ def test_bad_input_fails_before_training_with_a_clear_message(
         assert err is not None, f"not reported as bad input: {info.value!r}"
     assert isinstance(err, exc)
     assert fragment in str(err)
+
+
+# a misspelt key or option, a setting the object does not take, a preference that is no number:
+# through train.py, each is its one line (Hydra's or Python's words before)
+ONE_LINE = [
+    (("prefernce=0.2",), "prefernce=0.2: no setting of this project is called 'prefernce'. Did "
+     "you mean preference?"),
+    (("combiner=nashmtl",), "combiner=nashmtl: no combiner config is called 'nashmtl'. Did you "
+     "mean combiner=nash_mtl? `python train.py --help` lists every group's options"),
+    (("combiner.epss=1",), "combiner.epss=1: moo_lightning.combiners.EPO (combiner) takes no "
+     "setting 'epss'. Did you mean combiner.eps?"),
+    (("+combiner.epss=1", "trainer.max_steps=2"), "combiner.epss=1: moo_lightning.combiners.EPO "
+     "(combiner) takes no setting 'epss'. Did you mean combiner.eps?"),
+    (("preference=abc", "trainer.max_steps=2"), "preference must be a number r1 in (0, 1)"),
+]  # fmt: skip
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("args", "line"), ONE_LINE, ids=[a[0] for a, _ in ONE_LINE])
+def test_misnamed_and_malformed_values_are_one_line_through_train_py(tmp_path, args, line):
+    proc = train_py(["task=toy", *args, f"hydra.run.dir={tmp_path}"], timeout=300)
+    assert one_line_error(proc).startswith(f"error: {line}")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.bad_input

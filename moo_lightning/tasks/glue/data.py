@@ -89,6 +89,26 @@ def _read_tsv(path: Path, task: GlueTask) -> dict[str, list]:
     return out
 
 
+def _path_hint(task: GlueTask) -> str:
+    """What ``data.path`` must be for ``task``: the two layouts :func:`load_splits` reads."""
+    columns = ", ".join((*task.text_fields, "label"))
+    return (
+        f"data.path must be a folder holding train.* and {task.validation}.* (jsonl, json, "
+        f"parquet or csv, with the Hugging Face glue columns {columns}) or the GLUE TSVs "
+        f"train.tsv and {task.tsv_validation}; without data.path the data come from the hub"
+    )
+
+
+def _data_folder(path: str, task: GlueTask) -> Path:
+    """``data.path`` as a folder; a missing path or a file is one line naming it and what the
+    folder must hold."""
+    folder = Path(path)
+    if folder.is_dir():
+        return folder
+    what = f" (a file; the folder holding it is {folder.parent})" if folder.exists() else ""
+    raise FileNotFoundError(f"data.path {path!r} is not a folder{what}. {_path_hint(task)}")
+
+
 def _find_split(folder: Path, split: str) -> Path | None:
     for ext in ("jsonl", "json", "parquet", "csv"):
         if (folder / f"{split}.{ext}").is_file():
@@ -152,9 +172,7 @@ def load_splits(task_name: str, path: str | None):
             )
         ds = datasets.load_dataset("nyu-mll/glue", task_name)
         return ds["train"], ds[task.validation]
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data.path {path!r} is not a folder")
+    folder = _data_folder(path, task)
     train, val = _find_split(folder, "train"), _find_split(folder, task.validation)
     _refuse_two_layouts(folder, task, train, val)
     if train and val:
@@ -488,7 +506,7 @@ class GlueFewShot(L.LightningDataModule):
         name = getattr(self.tokenizer, "name_or_path", "")
         if not self.cache or self.path is None or not name:
             return None
-        folder = Path(self.path).resolve()
+        folder = _data_folder(self.path, self.task).resolve()  # a wrong path: one line
         stamp = tuple(  # the content, not only the time stamp (see _content_cache)
             (f.name, f.stat().st_mtime_ns, f.stat().st_size, _content_cache(f))
             for f in sorted(folder.iterdir())

@@ -191,3 +191,24 @@ def test_a_gram_given_as_a_python_list_keeps_its_float64_values():
         from_list = comb(losses, K, [0.3, 0.7], step=0)
         from_array = comb(losses, np.array(K), np.array([0.3, 0.7]), step=0)
         assert torch.equal(from_list.weights, from_array.weights)
+
+
+@pytest.mark.parametrize(
+    ("pref", "m", "allowed"),
+    [
+        ("abc", 2, "a number r1 in (0, 1), meaning (r1, 1 - r1), or a list of numbers > 0"),
+        (["a", "b"], None, "a number r1 in (0, 1), meaning (r1, 1 - r1), or a list"),
+        ([[0.1], [0.2, 0.7]], 3, "preference must be a list of numbers > 0, one per objective (3)"),
+        ({"a": 1}, 2, "one per objective (2), e.g. 0.2 or [0.2,0.8]"),
+    ],
+)
+def test_a_preference_that_is_no_number_names_the_key_and_what_is_allowed(pref, m, allowed):
+    """preference=abc was "could not convert string to float: 'abc'": nothing named the key."""
+    from moo_lightning.combiners.base import as_preference
+
+    with pytest.raises(ValueError) as info:
+        as_preference(pref, m)
+    assert str(info.value).startswith("preference must be ") and allowed in str(info.value)
+    assert str(info.value).endswith(f"Found {pref!r}")
+    with pytest.raises(ValueError, match=r"^module.preferences\[1\] must be "):
+        as_preference(pref, m, key="module.preferences[1]")

@@ -145,3 +145,30 @@ def test_evaluation_halves_are_prepared_once_per_process(saved_model, tmp_path, 
     with open(folder / "validation.jsonl", "a") as f:
         f.write('{"sentence": "one more row", "label": 1, "idx": 99}\n')
     assert not prepared(2).cache_hit and len(calls) == 3
+
+
+class _NamedTokenizer:
+    """Stands for a pretrained tokenizer: its name makes the data cache key read the folder."""
+
+    name_or_path = "a-named-tokenizer"
+
+    def __len__(self) -> int:
+        return 10
+
+
+@pytest.mark.parametrize("given", ["missing", "file"])
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_data_path_that_is_no_folder_is_one_line_saying_what_it_must_hold(tmp_path, given, cache):
+    """A missing folder or a file (train.jsonl itself) is refused naming data.path and the two
+    layouts, whether the cache key (a named tokenizer) or the reading looks at it first."""
+    folder = write_glue(tmp_path / "sst2", "sst2")
+    path = tmp_path / "nope" if given == "missing" else folder / "train.jsonl"
+    dm = GlueFewShot("sst2", _NamedTokenizer(), path=str(path), cache=cache)
+    with pytest.raises(FileNotFoundError) as info:
+        dm.setup()
+    line = str(info.value)
+    assert line.startswith(f"data.path {str(path)!r} is not a folder") and "\n" not in line
+    assert "train.* and validation.* (jsonl, json, parquet or csv" in line
+    assert "columns sentence, label" in line and "GLUE TSVs train.tsv and dev.tsv" in line
+    if given == "file":
+        assert f"(a file; the folder holding it is {folder})" in line
