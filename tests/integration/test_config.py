@@ -134,6 +134,12 @@ def test_every_option_of_every_group_instantiates(group, option, glue_dir, tmp_p
     elif group == "module/encoder":
         assert instantiate(cfg.module.encoder).tokenizer is not None
     elif group in ("logger", "callbacks"):
+        if group == "callbacks":  # mode auto: resolved from the module's class, as train.py does
+            from hydra.utils import get_class
+
+            from moo_lightning.cli.build import resolve_monitor_modes
+
+            resolve_monitor_modes(cfg, get_class(cfg.module._target_))
         [instantiate(c) for c in cfg[group].values()]
     else:  # data / module / task / experiment / protocol / debug / search: what they configure
         from moo_lightning.module import InformsData, InformsModule
