@@ -13,8 +13,9 @@ rows, ``name [2]``, ...; their differing settings are listed under the table.
 Metrics: ``--metrics`` (comma-separated record keys), by default every numeric ``test/...``
 entry that every kept run has (but ``test/examples``). Whether larger is better comes from the
 module class the runs were made with (``MultiObjectiveModule.larger_is_better``: accuracies and
-hypervolumes up; losses, errors, MSEs down); ``--larger`` / ``--smaller`` name the others (a
-metric whose direction is unknown stops the script in one line).
+hypervolumes up; losses, errors, MSEs down), so its package must import, as for training
+(``PYTHONPATH``); ``--larger`` / ``--smaller`` name the others (a metric whose direction is
+unknown, or a module that does not import, stops the script in one line).
 
 Per row: n (seeds), each metric's mean ± sample std (ddof 1), Δm% = 100 · (1/T) Σ_t s_t (M_t −
 B_t) / |B_t| over the T metrics, M_t the row's seed mean, B_t the baseline's, s_t = +1 where
@@ -98,9 +99,13 @@ def direction(metric: str, modules: list[str], larger: set[str], smaller: set[st
     for target in modules:
         path, _, name = target.rpartition(".")
         try:
-            cls = getattr(importlib.import_module(path), name)
-        except Exception:  # noqa: BLE001 - a user's module not on the path: the shared rules
-            cls = MultiObjectiveModule
+            cls = getattr(importlib.import_module(path), name) if target else MultiObjectiveModule
+        except Exception:  # noqa: BLE001 - its own rules may differ from the shared ones: ask
+            raise ValueError(
+                f"the runs' module {target} does not import here, so whether larger {metric} is "
+                "better cannot be read from it; put its package on PYTHONPATH (as for training) "
+                "or name the metric in --larger or --smaller"
+            ) from None
         modes.add(getattr(cls, "monitor_mode", MultiObjectiveModule.monitor_mode)(metric))
     if len(modes) == 1 and None not in modes:
         return 1 if modes.pop() == "max" else -1
@@ -323,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         for d, (_, r) in zip(runs.loc[missing, "folder"], runs[missing].iterrows())
     ]
     runs = runs[~missing]
+    if runs.empty:
+        raise SystemExit(
+            f"error: no run under {args.sweep_dir} is left to compare (--seeds, --metrics): "
+            + "; ".join(f"{d}: {why}" for d, why in left_out[:3])
+        )
     try:
         signs = {
             t: direction(

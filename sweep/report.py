@@ -479,12 +479,16 @@ def write_tables(
     def cell(r) -> str:
         if not pd.isna(r[p_col]):
             p = f", p{_p(r[p_col])}, q{_p(r[q_col])}"
-        elif r["loss"] != baseline:  # no complete baseline group of its task and N to pair with
-            p = f", no {baseline} to compare"
-        else:
+        elif r["loss"] == baseline:
             p = ""
-        spread = f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
-        return f"{100 * r['test_acc_mean']:.1f}{spread} (n={r['n']}{p})"
+        elif pd.isna(base.get(r.name)):  # no complete baseline group of its task and N
+            p = f", no {baseline} to compare"
+        else:  # a baseline, but fewer than two seeds to pair
+            p = ", one seed: no test"
+        return f"{100 * r['test_acc_mean']:.1f}{spread(r)} (n={r['n']}{p})"
+
+    def spread(r) -> str:
+        return f" ± {100 * r['test_acc_std']:.1f}" if r["n"] > 1 else ""  # one seed: no std
 
     tasks = sorted(chosen["task"].unique(), key=lambda t: (_rank(TASK_ORDER, t), t))
     rows = chosen.drop_duplicates(["loss", "N", *keys])[["loss", "N", *keys]]
@@ -544,6 +548,8 @@ def write_tables(
         "set: they do not include the test set's own sampling error."
         if family
         else f"no p-values: no complete {baseline} row to compare with."
+        if base.isna().all()
+        else "no p-values: every row has one seed (a paired test needs two)."
     )
     lines += [
         "",

@@ -178,6 +178,7 @@ class _Reading:
     combiners: tuple[str, ...]  # the combiners its jobs run
     combiner_args: tuple[str, ...]  # the combiner settings every job gets, and the search path
     module_preferences: object  # the composed config's module.preferences (None: null or none)
+    ls_warmup: float = 0.0  # the composed config's module.ls_warmup (ensembles; 0: none)
 
 
 def _read(argv: list[str]) -> _Reading | None:
@@ -197,7 +198,7 @@ def _read(argv: list[str]) -> _Reading | None:
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args)
-        params, chosen, preferences = _composed(given)
+        params, chosen, preferences, warmup = _composed(given)
         if not any(a in _MULTIRUN for a in argv):
             params = {}  # a single run reads no sweeper params
         preset = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
@@ -225,7 +226,7 @@ def _read(argv: list[str]) -> _Reading | None:
         elif o.key_or_group.startswith(("combiner.", "combiner/")) and not o.is_sweep_override():
             combiner_args.append(o.input_line)
     return _Reading(
-        tuple(given), overrides, tuple(map(str, names)), tuple(combiner_args), preferences
+        tuple(given), overrides, tuple(map(str, names)), tuple(combiner_args), preferences, warmup
     )
 
 
@@ -349,11 +350,11 @@ def _combiner_configs(given=()) -> list[str]:
     return _group_options("combiner", given)
 
 
-def _composed(given) -> tuple[dict, str, object]:
+def _composed(given) -> tuple[dict, str, object, float]:
     """The ``hydra.sweeper.params`` of the config the command's plain overrides compose (its
-    presets' grids; empty when none), the combiner it chose and its ``module.preferences``
-    (plain; None when null or absent). A config that does not compose raises: the run then
-    reports that itself."""
+    presets' grids; empty when none), the combiner it chose, its ``module.preferences`` (plain;
+    None when null or absent) and ``module.ls_warmup`` (0 when absent). A config that does not
+    compose raises: the run then reports that itself."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
@@ -366,7 +367,13 @@ def _composed(given) -> tuple[dict, str, object]:
     if OmegaConf.is_config(preferences):
         preferences = OmegaConf.to_container(preferences)
     params = {} if params is None else dict(OmegaConf.to_container(params))
-    return params, str(chosen), preferences
+    warmup = OmegaConf.select(cfg, "module.ls_warmup", default=0) or 0
+    return (
+        params,
+        str(chosen),
+        preferences,
+        float(warmup) if isinstance(warmup, int | float) else 0.0,
+    )
 
 
 def _uses_preference(name: str, combiner_args: tuple[str, ...]) -> bool:
@@ -435,6 +442,8 @@ def warn_ignored_preference(reading: _Reading) -> None:
     pref, where = _preference_override(reading, sweep=False)
     if pref is None:
         return
+    if reading.module_preferences is None and reading.ls_warmup > 0:
+        return  # an ensemble's LS warm-up runs every member at the preference
     objective = reading.overrides.get("module/objective") or reading.overrides.get("objective")
     loss = objective.value() if objective is not None and not objective.is_delete() else None
     if loss in ("ce", "ce_scl"):

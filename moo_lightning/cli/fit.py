@@ -141,7 +141,8 @@ def finish_record(record: RunRecord, job: Job, start: float, before_run: float) 
 def code_version() -> dict:
     """The code this process runs: the package's version and, when it runs from a git checkout,
     the commit and whether tracked files have uncommitted changes (``dirty``); commit None
-    where there is no checkout or no git. Read once per process."""
+    where there is no checkout or no git. Read once per process, when its first job starts
+    (``train.run``), so a commit made while a job trains is not taken for the code that ran."""
     import moo_lightning
 
     out = {"version": moo_lightning.__version__, "commit": None, "dirty": None}
@@ -154,7 +155,8 @@ def code_version() -> dict:
             capture_output=True, text=True, timeout=30, check=True,
         ).stdout.strip()  # fmt: skip
         changes = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
+             "--untracked-files=no"],
             capture_output=True, text=True, timeout=30, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):

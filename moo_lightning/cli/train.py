@@ -38,7 +38,7 @@ from moo_lightning.cli.checks import (  # noqa: E402
 )
 from moo_lightning.cli.console import summary  # noqa: E402
 from moo_lightning.cli.errors import BadSetting, exit_code, to_log_file, user_error  # noqa: E402
-from moo_lightning.cli.fit import finish_record, fit_and_test  # noqa: E402
+from moo_lightning.cli.fit import code_version, finish_record, fit_and_test  # noqa: E402
 from moo_lightning.cli.folder import finished_record, folder_lock  # noqa: E402
 from moo_lightning.cli.naming import is_multirun, register_resolvers, settings  # noqa: E402
 from moo_lightning.launch import join_submitit_tasks  # noqa: E402
@@ -88,6 +88,7 @@ def run(cfg: DictConfig, jobs: Jobs | None = None) -> float | None:
     start = time.perf_counter()
     jobs = Jobs() if jobs is None else jobs
     register_resolvers()
+    code_version()  # the code this process runs, read before its first job trains (cached)
     try:
         check_optimized_metric(cfg.get("optimized_metric"))
         check_run_settings(cfg)

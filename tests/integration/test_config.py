@@ -635,6 +635,11 @@ def test_glob_sees_the_combiners_of_the_users_search_path(entry):
          "warning: preference=0.3 has no effect: objective=ce is one loss"),
         (["task=toy", "combiner=epo", "preference=0.2"], None),
         (["task=toy", "combiner=mgda"], None),  # no preference typed
+        # an ensemble's LS warm-up runs every member at the preference first
+        (["task=multi_mnist", "module.preferences=null", "module.ls_warmup=0.5",
+          "combiner=mgda", "preference=0.3"], None),
+        (["task=multi_mnist", "module.preferences=null", "combiner=mgda", "preference=0.3"],
+         "warning: preference=0.3 has no effect: combiner mgda ignores the preference"),
     ],
 )  # fmt: skip
 def test_a_single_runs_preference_that_nothing_uses_is_a_warning(args, warning, capsys):

@@ -111,7 +111,11 @@ def test_a_plain_sweep_keeps_no_model_and_a_single_run_says_how_large_its_is(tmp
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     size = (tmp_path / "run" / "model.ckpt").stat().st_size
     assert m["model"] == "model.ckpt" and m["model_bytes"] == size
-    assert f"metrics.json, model.ckpt ({size / 1e6:.0f} MB)" in proc.stdout + proc.stderr
+    from moo_lightning.cli.console import _size
+
+    # as people read a size: a tiny encoder's model in kB (it said 0 MB), MiniLM's in MB
+    assert f"metrics.json, model.ckpt ({_size(size)})" in proc.stdout + proc.stderr
+    assert _size(size).endswith(" kB") and _size(91_234_567) == "91 MB"
     assert m["world_size"] == 1 and "ddp_equals_one_process" not in m
 
 

@@ -16,14 +16,21 @@ LS = {"test/mse_0": [0.10, 0.12, 0.11], "test/mse_1": [0.20, 0.20, 0.23]}
 MGDA = {"test/mse_0": [0.09, 0.10, 0.10], "test/mse_1": [0.22, 0.21, 0.24]}
 
 
-def fake(root: Path, combiner: str, seed: int, values: dict, lr: float = 0.01) -> None:
+def fake(
+    root: Path,
+    combiner: str,
+    seed: int,
+    values: dict,
+    lr: float = 0.01,
+    module: str = "my_tasks.NotOnThePath",
+) -> None:
     d = root / f"combiner={combiner},lr={lr},seed={seed}"
     d.mkdir(parents=True)
     m = {
         "task": "two_targets", "status": "ok", "complete": True, "combiner": combiner,
         "method": combiner, "seed": seed, "wall_time_s": 2.0, **values,
         "settings": {
-            "module": {"_target_": "my_tasks.NotOnThePath"},  # the shared rules decide
+            "module": {"_target_": module},
             "combiner": {"_target_": f"pkg.{combiner}"},
             "optimizer": {"lr": lr},
             "seed": seed,
@@ -46,7 +53,9 @@ def test_delta_m_and_its_paired_p_by_hand(tmp_path):
         fake(sweep, "mgda", s, {k: v[s] for k, v in MGDA.items()})
         fake(sweep, "mgda", s, {k: v[s] + 0.5 for k, v in MGDA.items()}, lr=0.1)  # a variant
     fake(sweep, "upgrad", 0, {k: v[0] for k, v in LS.items()})  # one seed of three
-    proc = _compare(sweep, out)
+    proc = _compare(sweep, out)  # the runs' module does not import: its directions are unknown
+    assert proc.returncode == 1 and "my_tasks.NotOnThePath does not import here" in proc.stderr
+    proc = _compare(sweep, out, "--smaller", "test/mse_0,test/mse_1")
     assert proc.returncode == 0, proc.stderr
     # both MSEs: smaller is better, so Δm counts a fall as a gain
     ls = {k: np.mean(v) for k, v in LS.items()}
@@ -70,10 +79,11 @@ def test_delta_m_and_its_paired_p_by_hand(tmp_path):
 
 def test_directions_metrics_and_a_missing_baseline(tmp_path):
     sweep, out = tmp_path / "sweep", tmp_path / "out"
+    base = "moo_lightning.module.MultiObjectiveModule"  # imports: its rules decide
     for s in range(2):
-        fake(sweep, "ls", s, {"test/f1": 0.5 + s / 10, "test/mse_0": 0.1})
-        fake(sweep, "mgda", s, {"test/f1": 0.6 + s / 10, "test/mse_0": 0.1})
-    proc = _compare(sweep, out)  # F1's direction is not known to the shared rules
+        fake(sweep, "ls", s, {"test/f1": 0.5 + s / 10, "test/mse_0": 0.1}, module=base)
+        fake(sweep, "mgda", s, {"test/f1": 0.6 + s / 10, "test/mse_0": 0.1}, module=base)
+    proc = _compare(sweep, out)  # F1's direction is not known to the module's rules
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "whether larger test/f1 is better is not known" in proc.stderr
     assert "--larger or --smaller" in proc.stderr
@@ -89,3 +99,9 @@ def test_directions_metrics_and_a_missing_baseline(tmp_path):
     )
     proc = _compare(sweep, out, "--metrics", "test/acc")
     assert proc.returncode == 1 and "--metrics test/acc: no run records it" in proc.stderr
+    proc = _compare(sweep, out, "--seeds", "5-6", "--larger", "test/f1")
+    assert (
+        proc.returncode == 1
+        and "no run under" in proc.stderr
+        and "seed 0 is not one" in (proc.stderr)
+    )

@@ -549,3 +549,13 @@ def test_a_malformed_seed_list_is_one_line(tmp_path, text):
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2 and "--seeds" in proc.stderr and "0-9" in proc.stderr
+
+
+def test_one_seed_has_a_baseline_but_no_test(tmp_path):
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    table_run(sweep, "sst2", 20, "CE", 0, 0.60)
+    table_run(sweep, "sst2", 20, "CE+EPO", 0, 0.65)
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "| CE+EPO | 20 | 65.0 (n=1, one seed: no test) |" in table
+    assert "no p-values: every row has one seed (a paired test needs two)." in table
