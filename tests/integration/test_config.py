@@ -527,7 +527,9 @@ def test_a_presets_preference_grid_counts_in_the_duplicate_check(monkeypatch):
     from moo_lightning.cli import argv
 
     monkeypatch.setattr(
-        argv, "_composed", lambda _: ({"combiner": "mgda", "preference": "0.2,0.8"}, "epo", None)
+        argv,
+        "_composed",
+        lambda _: ({"combiner": "mgda", "preference": "0.2,0.8"}, "epo", None, 0.0),
     )
     assert ignoring("task=toy")[1] == ["mgda"]
 
