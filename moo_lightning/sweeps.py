@@ -239,6 +239,17 @@ def seed_list(text: str) -> tuple[int, ...]:
     return tuple(sorted(seeds))
 
 
+def seeds_argument(text: str) -> tuple[int, ...]:
+    """:func:`seed_list` as an argparse ``type=`` (``--seeds 0-9`` of the ``sweep/`` scripts): a
+    bad value is refused as argparse refuses one, naming the option and the forms allowed."""
+    import argparse
+
+    try:
+        return seed_list(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def seed_text(seeds) -> str:
     """Seeds as ``seed_list`` reads them: 0-9 for a run of consecutive seeds, else 0, 2, 5."""
     seeds = sorted(seeds)

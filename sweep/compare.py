@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--seeds",
         default=None,
+        type=sweeps.seeds_argument,
         help="the seeds every row must have: 0-9, 0,1,5 (default: every seed any run has)",
     )
     ap.add_argument(
@@ -289,12 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "--smaller", default=None, help="metrics where smaller is better, comma-separated"
     )
     args = ap.parse_args(argv)
-    seeds = None
-    if args.seeds is not None:
-        try:
-            seeds = sweeps.seed_list(args.seeds)
-        except ValueError as err:
-            ap.error(f"argument --seeds: {err}")
+    seeds = args.seeds
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"error: {args.sweep_dir} is not a folder (give a sweep's folder)")
     runs, settings_of, left_out, _ = load(args.sweep_dir)
@@ -303,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if seeds is not None:
         outside = ~runs["seed"].astype(int).isin(seeds)
         left_out += [
-            (d, f"seed {s} is not one of --seeds {args.seeds}")
+            (d, f"seed {s} is not one of --seeds {sweeps.seed_text(seeds)}")
             for d, s in zip(runs.loc[outside, "folder"], runs.loc[outside, "seed"])
         ]
         runs = runs[~outside]

@@ -886,14 +886,6 @@ def check_out(out: Path) -> None:
         ) from None
 
 
-def seed_list(text: str) -> tuple[int, ...]:
-    """``--seeds`` (``sweeps.seed_list``), refused as argparse refuses a bad value."""
-    try:
-        return sweeps.seed_list(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
@@ -913,7 +905,7 @@ def main(argv: list[str] | None = None):
     )
     ap.add_argument(
         "--seeds",
-        type=seed_list,
+        type=sweeps.seeds_argument,
         default=None,
         help="the seeds every row must have, e.g. 0-9 or 0,1,5 (default: every seed any run of "
         "the row's task and N has); runs of other seeds are left out and listed",

@@ -4,6 +4,7 @@ one would repeat another), or set for an ensemble whose members have preferences
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -329,9 +330,24 @@ def _group_options(group: str, given=()) -> list[str]:
     return sorted(names)
 
 
+def _searchpath(given=()) -> tuple[str, ...]:
+    """The command's ``hydra.searchpath`` overrides, as typed: all that decides which config
+    folders :func:`_config_roots` reads."""
+    return tuple(o.input_line for o in given if o.key_or_group == "hydra.searchpath")
+
+
 def _config_groups(given=()) -> set[str]:
     """Every config group of the command's configs (``combiner``, ``module/encoder``, ...),
-    Hydra's own groups left out."""
+    Hydra's own groups left out. The folders are walked once per search path and process
+    (the checks before Hydra starts each ask)."""
+    return set(_walk_groups(_searchpath(given)))
+
+
+@functools.lru_cache(maxsize=8)
+def _walk_groups(searchpath: tuple[str, ...]) -> frozenset[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = OverridesParser.create().parse_overrides(list(searchpath)) if searchpath else ()
     groups, todo = set(), [(root, "") for root in _config_roots(given)]
     while todo:
         folder, name = todo.pop()
@@ -341,7 +357,7 @@ def _config_groups(given=()) -> set[str]:
             if sub.is_dir() and sub.name not in ("hydra", "__pycache__"):
                 groups.add(f"{name}{sub.name}")
                 todo.append((sub, f"{name}{sub.name}/"))
-    return groups
+    return frozenset(groups)
 
 
 def _combiner_configs(given=()) -> list[str]:
@@ -462,21 +478,27 @@ _OWN_CONFIG = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "
 
 def _parsed(argv: list[str]) -> list | None:
     """The command's overrides parsed one by one (a malformed one is left out: Hydra reports it
-    in its words); None when the command brings its own primary config (--config-name, ...)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    in its words); None when the command brings its own primary config (--config-name, ...).
+    Parsed once per command (the checks before Hydra starts each ask); a fresh list each time."""
     if any(a.partition("=")[0] in _OWN_CONFIG for a in argv[1:]):
         return None
+    return list(_parse_each(tuple(argv[1:])))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_each(args: tuple[str, ...]) -> tuple:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     parser = OverridesParser.create()
     out = []
-    for arg in argv[1:]:
+    for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         try:
             out += parser.parse_overrides([arg])
         except Exception:  # noqa: BLE001, S112 - a malformed override: Hydra reports it
             continue
-    return out
+    return tuple(out)
 
 
 def _values(o, as_typed: bool = False) -> list:

@@ -103,5 +103,9 @@ def test_directions_metrics_and_a_missing_baseline(tmp_path):
     assert (
         proc.returncode == 1
         and "no run under" in proc.stderr
-        and "seed 0 is not one" in (proc.stderr)
+        and "seed 0 is not one of --seeds 5, 6" in proc.stderr
+    )
+    proc = _compare(sweep, out, "--seeds", "9-1")  # argparse's refusal: the option, the forms
+    assert proc.returncode == 2 and "argument --seeds: '9-1': expected seeds such as 0-9" in (
+        proc.stderr
     )
