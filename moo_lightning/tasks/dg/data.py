@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from moo_lightning.batches import IndexBatches
+from moo_lightning.batches import IndexBatches, run_seed
 from moo_lightning.mnist import find_idx, read_mnist
 from moo_lightning.tasks.dg.jigsaw import (
     GRID,
@@ -292,9 +292,10 @@ class JigsawData(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        # seeds from torch's default generator: seed_everything(run seed) fixes the batch order
-        # and the puzzles, the same on every rank
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        # the batch order and the puzzles follow the run's seed (batches.run_seed), the same on
+        # every rank: a draw from the global random state here would come after the model's
+        # initialisation in one process but after DDP's reseeding on N ranks
+        seed = run_seed()
         rank, world = self._ranks()
         batches = EpochBatches(len(self.splits["train"]), self.batch_size, seed, rank, world)
         return DataLoader(self.train_set(seed), sampler=batches, batch_size=None)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from moo_lightning.batches import IndexBatches
+from moo_lightning.batches import IndexBatches, run_seed
 from moo_lightning.mnist import DIGIT, find_idx, read_mnist
 
 CANVAS = 36
@@ -269,9 +269,9 @@ class MultiMNIST(L.LightningDataModule):
         return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
     def train_dataloader(self):
-        # the shuffling seed comes from torch's default generator: seed_everything(run seed)
-        # fixes the batch order, which is the same on every rank (same seed, same draws)
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        # the batch order follows the run's seed (batches.run_seed), the same on every rank
+        # whatever drew from the global random state before the loader was built
+        seed = run_seed()
         rank, world = self._ranks()
         batches = IndexBatches(len(self.splits["train"]), self.batch_size, seed, rank, world)
         return DataLoader(self.splits["train"], sampler=batches, batch_size=None)

@@ -117,3 +117,24 @@ def test_pacs_official_lists_fix_the_validation_images(tmp_path):
     assert len(val) == 3 * 7 and all(p.endswith("pic_003.png") for p in val.source)
     assert "official crossval" in data.source_note
     assert len(data.splits["test"]) == 28  # the target is tested whole
+
+
+def test_the_training_order_does_not_depend_on_draws_after_seeding(digits):
+    """The batch order and the puzzles come from the run's seed, not from the global random
+    state when the loader is built: building the model draws from that state, and DDP reseeds it
+    after the model is built, so a draw there gives N ranks another order than one process."""
+    from lightning.pytorch import seed_everything
+
+    def first_batch(draws_before: int):
+        seed_everything(3, verbose=False)
+        torch.rand(draws_before)  # a model's initialisation between seeding and the loader
+        data = RotatedMNIST(path=str(digits), target=0, batch_size=32, ordered_fraction=0.5)
+        data.setup()
+        return next(iter(data.train_dataloader()))
+
+    one, ddp = first_batch(1000), first_batch(0)
+    assert torch.equal(one["labels"], ddp["labels"]) and torch.equal(one["jigsaw"], ddp["jigsaw"])
+    seed_everything(4, verbose=False)
+    data = RotatedMNIST(path=str(digits), target=0, batch_size=32, ordered_fraction=0.5)
+    data.setup()
+    assert not torch.equal(next(iter(data.train_dataloader()))["labels"], one["labels"])
