@@ -128,6 +128,38 @@ def rename_composition_seed(argv: list[str]) -> list[str]:
     return out
 
 
+# Hydra's run modes: one per command (its own refusal is a traceback)
+_MODES = {
+    "--run": "-r",
+    "--multirun": "-m",
+    "--cfg": "-c",
+    "--info": "-i",
+    "--shell-completion": "-sc",
+}
+
+
+def refuse_mode_clash(argv: list[str]) -> None:
+    """Stop in one line when the command asks Hydra for two run modes at once (``-m`` with
+    ``--cfg job``, ...), which Hydra refuses with a traceback."""
+    given = []
+    for arg in argv[1:]:
+        flag = arg.partition("=")[0]
+        for long, short in _MODES.items():
+            if flag in (long, short) and long not in given:
+                given.append(long)
+    if len(given) < 2:
+        return
+    hint = ""
+    if "--multirun" in given and ("--cfg" in given or "--info" in given):
+        hint = (
+            " --cfg and --info show one run: drop -m and give each swept key one value to see "
+            "a job's config"
+        )
+    raise SystemExit(
+        f"error: {' and '.join(given)} cannot be combined: Hydra runs one mode per command.{hint}"
+    )
+
+
 def refuse_text_settings_without_text_module(argv: list[str]) -> None:
     """Stop in one line when the command sets the text module's encoder or objective
     (``encoder=tiny``, ``objective.lam=0.5``) for a task whose module has none (toy,

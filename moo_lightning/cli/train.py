@@ -25,6 +25,7 @@ from moo_lightning.cli.argv import (  # noqa: E402
     normalise_argv,
     refuse_ignored_preference,
     refuse_missing_keys,
+    refuse_mode_clash,
     refuse_text_settings_without_text_module,
     refuse_unknown_names,
     rename_composition_seed,
@@ -131,6 +132,7 @@ def cli() -> None:
     anywhere; the exit code says whether every job has a result."""
     register_resolvers()
     sys.argv = rename_composition_seed(normalise_argv(sys.argv))
+    refuse_mode_clash(sys.argv)
     refuse_unknown_names(sys.argv)
     refuse_ignored_preference(sys.argv)
     refuse_text_settings_without_text_module(sys.argv)

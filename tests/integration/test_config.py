@@ -5,6 +5,8 @@ objective inside it), and the layout before (encoder and objective at the top) s
 settings, saved configs and sweep folders mean what they meant."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -434,6 +436,39 @@ def test_a_misnamed_key_or_group_option_is_one_line_before_hydra_composes(args, 
         refuse_missing_keys(argv)
     assert str(info.value).startswith("error: ") and "\n" not in str(info.value)
     assert line in str(info.value), str(info.value)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["-m", "combiner=ls,epo", "--cfg", "job"],
+         "--multirun and --cfg cannot be combined: Hydra runs one mode per command. --cfg and "
+         "--info show one run: drop -m"),
+        (["--cfg=job", "seed=1", "--info"], "--cfg and --info cannot be combined"),
+    ],
+)  # fmt: skip
+def test_two_run_modes_are_one_line_not_hydras_traceback(args, line):
+    from moo_lightning.cli.argv import refuse_mode_clash
+
+    with pytest.raises(SystemExit) as info:
+        refuse_mode_clash(normalise_argv(["train.py", *args]))
+    assert str(info.value).startswith("error: ") and "\n" not in str(info.value)
+    assert line in str(info.value), str(info.value)
+    refuse_mode_clash(["train.py", "-m", "seed=0-2", "--multirun"])  # one mode, named twice
+    refuse_mode_clash(["train.py", "--cfg", "job", "seed=1"])
+
+
+def test_help_says_where_to_start():
+    """``--help`` opens with example commands and what ``task=_glue`` is (a base, not a task)."""
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    head = proc.stdout.split("== Configuration groups ==")[0]
+    assert "python train.py -m task=qnli combiner=ls,epo seed=0-9" in head
+    assert "`task=_glue` is the base the GLUE tasks share" in head
+    assert "combiner: aligned_mtl," in proc.stdout  # Hydra's list of every group's options
 
 
 @pytest.mark.parametrize(
