@@ -268,7 +268,10 @@ class Combiner(abc.ABC):
             extra["criterion_grad"] = self._check_criterion_grad(criterion_grad, m)
         start = time.perf_counter()
         try:
-            w, diag = self._combine(l_np, K, r, **extra)
+            try:
+                w, diag = self._combine(l_np, K, r, **extra)
+            except np.linalg.LinAlgError as err:  # an eigen/SVD routine that did not converge
+                raise SolverError(f"linear algebra failed: {err}") from err
             diag["combine_ms"] = 1e3 * (time.perf_counter() - start)
             fallback = False
             recovered = bool(diag.pop("recovered", 0.0))

@@ -8,6 +8,7 @@ import torch
 from moo_lightning import testing
 from moo_lightning.combiners import (
     EPO,
+    IMTLG,
     MGDA,
     PNG,
     LinearScalarization,
@@ -155,6 +156,22 @@ def test_failure_policy_raise_or_counted_fallback():
     assert res.fallback and res.diagnostics["solver_failed"] == 1.0
     # MGDA ignores the preference (the run records none): its fallback is LS at equal weights
     np.testing.assert_allclose(res.weights.numpy(), [0.5, 0.5])
+
+
+class _FailingLinalg(IMTLG):
+    def _combine(self, losses, gram, preference, **extra):
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+
+
+def test_a_linear_algebra_failure_is_a_solver_failure():
+    """An eigendecomposition or SVD that does not converge (IMTL-G, Aligned-MTL, ConFIG) follows
+    ``on_failure`` like any failed solve: SolverError (status solver_failed) or LS, counted."""
+    args = (torch.tensor([0.5, 0.5]), torch.eye(2), [0.25, 0.75])
+    with pytest.raises(SolverError, match="linear algebra failed: Eigenvalues did not converge"):
+        _FailingLinalg(on_failure="raise")(*args)
+    with pytest.warns(RuntimeWarning, match="falling back to equal weights"):
+        res = _FailingLinalg(on_failure="ls")(*args)
+    assert res.fallback and res.diagnostics["solver_failed"] == 1.0
 
 
 class _FailingEPO(EPO):
