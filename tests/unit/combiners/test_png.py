@@ -153,3 +153,31 @@ def test_negative_hypervolume_matches_moocore():
         pts = rng.uniform(0, 1.2, (6, 2))
         ours = -float(negative_hypervolume(torch.tensor(pts)))
         assert ours == pytest.approx(moocore.hypervolume(pts, ref=[1.0, 1.0]), abs=1e-12)
+
+
+def spread_criterion(losses, preference):
+    """A criterion written as a plain function (for the test below)."""
+    return ((losses - losses.mean()) ** 2).sum()
+
+
+def test_a_function_criterion_from_the_command_line_needs_partial():
+    """`combiner.criterion._target_=pkg.f +combiner.criterion._partial_=true` (docs/combiners/
+    png.md): without `_partial_` Hydra would call the function with no arguments."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = f"combiner.criterion._target_={__name__}.spread_criterion"
+    with initialize_config_module("moo_lightning.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["combiner=png", target])
+        with pytest.raises(InstantiationException, match="missing"):
+            instantiate(cfg.combiner)
+        cfg = compose(
+            "train", overrides=["combiner=png", target, "+combiner.criterion._partial_=true"]
+        )
+    png = instantiate(cfg.combiner)
+    losses = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    res = png(losses, torch.eye(2, dtype=torch.float64), [0.5, 0.5])
+    # the function is the criterion: F = Σ(ℓ − mean ℓ)² = 0.5 at ℓ = (1, 2)
+    assert png.criterion(losses, None) == pytest.approx(0.5)
+    assert torch.isfinite(res.weights).all() and not res.fallback
