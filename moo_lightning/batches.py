@@ -95,16 +95,90 @@ class IndexBatches:
             yield batch[self.rank :: self.world].tolist()
 
 
+class _EpochOrder:
+    """A sampler or batch sampler whose order is a function of (seed, epoch) (``set_epoch``,
+    ``epoch``; :class:`IndexBatches`, GLUE's class-balanced batches), made to take the trainer's
+    epoch and to start a restored epoch where its checkpoint left it (:class:`EpochLoader`)."""
+
+    def __init__(self, order):
+        if not callable(getattr(order, "set_epoch", None)):
+            raise TypeError(f"{type(order).__name__} has no set_epoch(epoch)")
+        self.order = order
+        # Lightning sets the epoch of loader.sampler and of loader.batch_sampler.sampler only:
+        # as a batch sampler this object is found there
+        self.sampler = self
+        self._resume: tuple[int, int] | None = None
+
+    @property
+    def epoch(self) -> int:
+        return int(getattr(self.order, "epoch", 0))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def resume_at(self, epoch: int, done: int) -> None:
+        """The next pass over epoch ``epoch`` skips its first ``done`` batches (a checkpoint taken
+        after them); nothing to skip when the epoch was complete."""
+        if 0 < done < len(self.order):
+            self.set_epoch(epoch)
+            self._resume = (self.epoch, done)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        served = iter(self.order)
+        if resume is not None and resume[0] == self.epoch:
+            for _ in range(resume[1]):
+                next(served, None)
+        yield from served
+
+
+class EpochLoader(DataLoader):
+    """A training DataLoader whose order is a function of (seed, epoch): ``order`` is a batch
+    sampler (``batches=True``: it yields lists of indices, the examples are collated) or a
+    sampler of whole batches (``batches=False``: the dataset takes a list of indices), with
+    ``set_epoch`` and ``epoch``.
+
+    Lightning calls ``set_epoch`` only on ``loader.sampler`` and ``loader.batch_sampler.sampler``,
+    so a batch sampler of one's own would serve epoch 0's batches in every epoch; here it follows
+    the trainer's epochs. And Lightning restores a loader's place in an epoch only through the
+    loader's ``state_dict`` / ``load_state_dict``: this one records (epoch, batches the trainer
+    completed in it), so a run resumed from a checkpoint taken between two validations of an
+    epoch (``trainer.val_check_interval`` in steps, as the GLUE tasks) takes that epoch's
+    remaining batches, as the uninterrupted run did. ``trainer``: the data module's; None
+    outside a fit (the place recorded is then the epoch's start)."""
+
+    def __init__(self, dataset, order, *, batches: bool = True, trainer=None, **kwargs):
+        self._epoch_order = _EpochOrder(order)
+        self._trainer = trainer
+        if batches:
+            super().__init__(dataset, batch_sampler=self._epoch_order, **kwargs)
+        else:
+            super().__init__(dataset, sampler=self._epoch_order, batch_size=None, **kwargs)
+
+    def state_dict(self) -> dict:
+        done = 0
+        if self._trainer is not None:
+            done = int(self._trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        return {"epoch": self._epoch_order.epoch, "done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._epoch_order.resume_at(int(state["epoch"]), int(state["done"]))
+
+
 def train_loader(dataset, batch_size: int, trainer=None, seed: int | None = None, **kwargs):
     """The training DataLoader of a data module of one's own: return it from
     ``train_dataloader`` as ``train_loader(dataset, batch_size, self.trainer)``.
 
     Shuffled global batches of about ``batch_size`` drawn by :class:`IndexBatches` (as the
     built-in tasks draw theirs), rank ``trainer.global_rank``'s share of each. Each epoch's order
-    is a function of (seed, epoch), so a run resumed from an epoch-end checkpoint
-    (``ckpt_path=last``) draws the batches the uninterrupted run drew, and N DDP ranks take the
-    steps one process takes. A plain ``DataLoader(shuffle=True)`` draws each epoch's order from
-    the global random state, which a resume cannot put back where it was.
+    is a function of (seed, epoch) (:class:`EpochLoader`), so a run resumed from a checkpoint
+    (``ckpt_path=last``, at an epoch's end or between two validations) draws the batches the
+    uninterrupted run drew, and N DDP ranks take the steps one process takes. A plain
+    ``DataLoader(shuffle=True)`` draws each epoch's order from the global random state, which a
+    resume cannot put back where it was.
 
     ``seed`` None: :func:`run_seed`, the same on every rank and in a resumed run. ``trainer``
     None: one process. ``kwargs``: the DataLoader's other arguments (``collate_fn``,
@@ -113,7 +187,7 @@ def train_loader(dataset, batch_size: int, trainer=None, seed: int | None = None
     seed = run_seed() if seed is None else seed
     rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
     batches = IndexBatches(len(dataset), batch_size, seed, rank, world)
-    return DataLoader(dataset, batch_sampler=batches, **kwargs)
+    return EpochLoader(dataset, batches, trainer=trainer, **kwargs)
 
 
 def run_seed() -> int:
@@ -121,11 +195,21 @@ def run_seed() -> int:
     ``seed_everything`` set last (Lightning keeps it in ``PL_GLOBAL_SEED``; the CLI calls it with
     ``seed``), else torch's initial seed. Not a draw from the global random state, which DDP
     resets after the model is built (one process and N ranks would draw different orders) and
-    the module reseeds every epoch. Mixed with a constant of its own, so the order shares no
+    the module reseeds every step. Mixed with a constant of its own, so the order shares no
     stream with the combiners' draws from (run seed, step)."""
     seed = os.environ.get("PL_GLOBAL_SEED")
     seed = int(seed) if seed is not None else torch.initial_seed()
     return int(np.random.SeedSequence([seed, 0x0BA7C4]).generate_state(1, np.uint64)[0] >> 2)
+
+
+def step_seed(base_seed: int, step: int) -> int:
+    """The seed of one training step's global randomness (dropout, ...), from the run's base
+    seed and the global step: the module reseeds ``random``, numpy and torch with it before every
+    batch. A function of (seed, step) only, so a resumed run and every DDP rank draw the
+    uninterrupted run's numbers; mixed with a constant of its own (no stream shared with the
+    batch order's or the combiners' seeds)."""
+    mixed = np.random.SeedSequence([int(base_seed) % 2**64, int(step), 0x5EED57E9])
+    return int(mixed.generate_state(1, np.uint32)[0])
 
 
 # torch's samplers that draw their order from a generator's running state: a checkpoint holds

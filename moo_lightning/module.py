@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from moo_lightning.batches import warn_if_unresumable
+from moo_lightning.batches import step_seed, warn_if_unresumable
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.criteria import ParameterCriterion
 from moo_lightning.errors import ConfigError, NonFiniteError
@@ -354,15 +354,14 @@ class MultiObjectiveModule(L.LightningModule):
                 raise ConfigError(f"ckpt_path: {err}") from None
 
     def on_train_batch_start(self, batch, batch_idx):
-        # Dropout (and any other global randomness) is reseeded from (run seed, epoch) at each
-        # epoch's first batch, so a run resumed from an epoch-end checkpoint draws exactly the
-        # numbers the uninterrupted run drew, whatever Lightning consumed while restoring (a
-        # resumed run's first epoch does not even get on_train_epoch_start).
-        if batch_idx != 0:
-            return
+        # Dropout (and any other global randomness of a step) is reseeded from (run seed, step)
+        # before every batch, so a run resumed from any checkpoint (an epoch's end, or between
+        # two validations of an epoch) draws exactly the numbers the uninterrupted run drew,
+        # whatever Lightning or validation consumed in between, and every DDP rank draws the
+        # same stream.
         if self._base_seed is None:
             self._base_seed = torch.initial_seed()
-        seed = (self._base_seed * 1_000_003 + self.current_epoch) % 2**32
+        seed = step_seed(self._base_seed, self.trainer.global_step)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)

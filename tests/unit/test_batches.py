@@ -7,10 +7,12 @@ import logging
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
 from moo_lightning.batches import (
+    EpochLoader,
     IndexBatches,
     StepBatches,
     train_loader,
@@ -19,6 +21,7 @@ from moo_lightning.batches import (
 )
 from moo_lightning.combiners import LinearScalarization
 from moo_lightning.module import MultiObjectiveModule
+from moo_lightning.tasks.glue.data import ClassBalancedBatchSampler
 from tests.helpers import quiet_trainer, write_mnist_split
 
 WARNING = "cannot restore its place"
@@ -48,6 +51,65 @@ def test_train_loader_serves_the_shared_samplers_batches_in_an_order_fixed_by_se
     # two ranks: each its share of the same global batches, the same number of steps
     shares = [_order(train_loader(_rows(), 16, _Ranks(r, 2), seed=3)) for r in (0, 1)]
     assert [sorted(a + b) for a, b in zip(*shares)] == [sorted(b) for b in batches]
+
+
+class _Recorder(L.LightningModule):
+    """Records the example indices of every training batch, by epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[int, list[list[int]]] = {}
+
+    def training_step(self, batch, batch_idx):
+        self.seen.setdefault(self.current_epoch, []).append(batch[1].tolist())
+        return (self.w * 0).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _loader(kind: str):
+    if kind == "train_loader":  # a data module of one's own; the guide's
+        return train_loader(_rows(48), 16, seed=3)
+    if kind == "glue":  # the GLUE tasks' class-balanced batch sampler
+        labels = np.arange(48) % 2
+        return EpochLoader(_rows(48), ClassBalancedBatchSampler(labels, 16, 3, 1, 0))
+    # Multi-MNIST and DG: a sampler of whole batches, the dataset indexed by a list
+    return EpochLoader(_rows(48), IndexBatches(48, 16, 3), batches=False)
+
+
+@pytest.mark.parametrize("kind", ["train_loader", "glue", "whole_batches"])
+def test_every_epoch_of_a_fit_draws_its_own_batches(kind):
+    """Lightning sets the epoch of loader.sampler and loader.batch_sampler.sampler only: a batch
+    sampler of one's own used to serve epoch 0's batches in every epoch."""
+    module = _Recorder()
+    quiet_trainer(max_epochs=3).fit(module, _loader(kind))
+    epochs = [module.seen[e] for e in range(3)]
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+    for batches in epochs:  # each epoch: every example once
+        assert sorted(sum(batches, [])) == list(range(48))
+
+
+def test_a_loader_resumes_its_epoch_after_the_batches_its_checkpoint_had_completed():
+    """What Lightning saves (``state_dict``) and restores (``load_state_dict``) of a training
+    loader: a checkpoint taken between two validations of an epoch resumes with its remaining
+    batches, once; a complete epoch leaves nothing to skip."""
+    loader = train_loader(_rows(48), 16, seed=3)
+    assert loader.state_dict() == {"epoch": 0, "done": 0}  # no trainer: an epoch's start
+    loader.batch_sampler.set_epoch(2)
+    epoch2 = _order(loader)
+    restored = train_loader(_rows(48), 16, seed=3)
+    restored.load_state_dict({"epoch": 2, "done": 1})
+    assert restored.state_dict()["epoch"] == 2
+    assert _order(restored) == epoch2[1:]
+    assert _order(restored) == epoch2  # the next pass is a whole epoch again
+    complete = train_loader(_rows(48), 16, seed=3)
+    complete.load_state_dict({"epoch": 2, "done": 3})  # saved at the epoch's end
+    assert _order(complete) == _order(train_loader(_rows(48), 16, seed=3))  # untouched
+    whole = _loader("whole_batches")
+    whole.load_state_dict({"epoch": 1, "done": 2})
+    assert len(list(whole)) == 1
 
 
 def test_train_loaders_default_seed_is_the_run_seeds_not_a_draw_from_the_global_state(monkeypatch):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from moo_lightning.batches import IndexBatches, run_seed
+from moo_lightning.batches import EpochLoader, IndexBatches, run_seed
 from moo_lightning.mnist import find_idx, read_mnist
 from moo_lightning.tasks.dg.jigsaw import (
     GRID,
@@ -298,7 +298,7 @@ class JigsawData(L.LightningDataModule):
         seed = run_seed()
         rank, world = self._ranks()
         batches = EpochBatches(len(self.splits["train"]), self.batch_size, seed, rank, world)
-        return DataLoader(self.train_set(seed), sampler=batches, batch_size=None)
+        return EpochLoader(self.train_set(seed), batches, batches=False, trainer=self.trainer)
 
     def _eval_loader(self, split: str):
         rank, world = self._ranks()

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
+from moo_lightning.batches import EpochLoader
+
 
 @dataclass(frozen=True)
 class GlueTask:
@@ -557,8 +559,14 @@ class GlueFewShot(L.LightningDataModule):
         sampler = ClassBalancedBatchSampler(
             ds["labels"], self.batch_size, self.seed, world, rank, same_every_epoch=overfit
         )
-        return DataLoader(
-            ds, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers
+        # EpochLoader: Lightning would never set this batch sampler's epoch (every epoch would
+        # serve epoch 0's batches), nor resume it between two validations of an epoch
+        return EpochLoader(
+            ds,
+            sampler,
+            trainer=self.trainer,
+            collate_fn=self._collate,
+            num_workers=self.num_workers,
         )
 
     def _eval_loader(self, split):

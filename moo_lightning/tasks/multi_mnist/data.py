@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from moo_lightning.batches import IndexBatches, run_seed
+from moo_lightning.batches import EpochLoader, IndexBatches, run_seed
 from moo_lightning.mnist import DIGIT, find_idx, read_mnist
 
 CANVAS = 36
@@ -274,7 +274,7 @@ class MultiMNIST(L.LightningDataModule):
         seed = run_seed()
         rank, world = self._ranks()
         batches = IndexBatches(len(self.splits["train"]), self.batch_size, seed, rank, world)
-        return DataLoader(self.splits["train"], sampler=batches, batch_size=None)
+        return EpochLoader(self.splits["train"], batches, batches=False, trainer=self.trainer)
 
     def _eval_loader(self, split: str):
         rank, world = self._ranks()
