@@ -99,28 +99,29 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 def test_a_checkpoint_taken_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
     """GLUE validates (and so checkpoints) every val_check_interval steps, not at epoch ends: with
-    3 batches per epoch and validation every 4 steps, the checkpoint of step 4 lies after the
-    first batch of epoch 1. Resumed from it (into another folder), the run must take the
-    epoch's remaining batches, with the dropout masks the uninterrupted run drew, and end on
-    its weights."""
-    data = write_glue(tmp_path / "sst2", "sst2", n_train=60, n_val=40)
+    5 batches per epoch and validation every 3 steps, the checkpoint of step 12 lies after the
+    second batch of the last epoch (steps 11-15). Resumed from it (into another folder), the
+    run must take the epoch's remaining batches, with the dropout masks the uninterrupted run
+    drew, end on its weights, and record the last epoch's mean losses across the cut."""
+    data = write_glue(tmp_path / "sst2", "sst2", n_train=100, n_val=40)
     common = [
         sys.executable, "train.py", "task=sst2", "encoder=tiny", f"data.path={data}",
-        "data.num_train=40",  # 3 batches per epoch (14, 13, 13)
-        "trainer.max_steps=12", "trainer.val_check_interval=4", "optimizer.lr=3e-3",
+        "data.num_train=80",  # 5 batches of 16 per epoch
+        "trainer.max_steps=15", "trainer.val_check_interval=3", "optimizer.lr=3e-3",
         "logger=none", "callbacks=resume", "callbacks.last.save_top_k=-1",  # keep every one
         "test=false", "trainer.enable_progress_bar=false",
     ]  # fmt: skip
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     proc = run_cmd([*common, f"hydra.run.dir={full}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    mid = full / "checkpoints" / "epoch=1-step=4.ckpt"
+    mid = full / "checkpoints" / "epoch=2-step=12.ckpt"
     assert mid.exists(), sorted(p.name for p in (full / "checkpoints").iterdir())
     proc = run_cmd([*common, f"hydra.run.dir={resumed}", f"ckpt_path='{mid}'"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not resumable" not in proc.stderr  # Lightning's warning for a mid-epoch restart
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, resumed))
-    assert a["steps"] == b["steps"] == 12 and a["val/acc_best"] == b["val/acc_best"]
+    assert a["steps"] == b["steps"] == 15 and a["val/acc_best"] == b["val/acc_best"]
+    assert a["final_train_losses"] == b["final_train_losses"]  # the last epoch, across the cut
     sa = torch.load(full / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     sb = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     for k in sa:

@@ -10,6 +10,7 @@ from torchmetrics import MaxMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from moo_lightning.combiners import LinearScalarization
+from moo_lightning.gradients import all_reduce_mean
 from moo_lightning.module import MultiObjectiveModule
 from moo_lightning.tasks.glue.encoders import Backbone, TextClassifier
 
@@ -57,6 +58,7 @@ class TextClassificationModule(MultiObjectiveModule):
         self._test_features: list[torch.Tensor] = []
         self._test_labels: list[torch.Tensor] = []
         self._epoch_losses: list[torch.Tensor] = []
+        self._losses_epoch: int | None = None  # the epoch _epoch_losses belong to
         # (optimizer step, validation accuracy) of every validation: the run's learning curve
         self.val_history: list[tuple[int, float]] = []
         self.final_train_losses: list[float] | None = None
@@ -77,10 +79,15 @@ class TextClassificationModule(MultiObjectiveModule):
     def training_step(self, batch, batch_idx):
         losses = self.objectives(batch)
         self.after_step(batch, self.multi_objective_step(losses))
-        self._epoch_losses.append(losses.detach().float().cpu())
+        # the global batch's losses (the mean over DDP ranks, so the record does not depend on
+        # how many ranks shared the batch), gathered per epoch
+        if self._losses_epoch != self.current_epoch:
+            self._epoch_losses, self._losses_epoch = [], self.current_epoch
+        self._epoch_losses.append(all_reduce_mean(losses.detach()).float().cpu())
         # the loss vector of the epoch so far (of the last epoch once the run ends), for
         # loss-space figures; kept current at every step, so an epoch-end checkpoint (written
-        # before the module's own epoch-end hook) holds the epoch's whole mean
+        # before the module's own epoch-end hook) holds the epoch's whole mean, and the steps of
+        # the epoch so far travel in every checkpoint (one taken inside an epoch resumes them)
         self.final_train_losses = torch.stack(self._epoch_losses).mean(0).tolist()
 
     def on_train_epoch_end(self):
@@ -117,6 +124,10 @@ class TextClassificationModule(MultiObjectiveModule):
             "acc": None if self._best_state is None else float(self.val_best.compute()),
             "history": list(self.val_history),
             "final_train_losses": self.final_train_losses,
+            "epoch_losses": {
+                "epoch": self._losses_epoch,
+                "losses": [x.tolist() for x in self._epoch_losses],
+            },
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -125,6 +136,9 @@ class TextClassificationModule(MultiObjectiveModule):
         self._best_state = best.get("state")
         self.val_history = [tuple(h) for h in best.get("history", [])]
         self.final_train_losses = best.get("final_train_losses", self.final_train_losses)
+        epoch = best.get("epoch_losses", {"epoch": None, "losses": []})
+        self._losses_epoch = epoch["epoch"]
+        self._epoch_losses = [torch.tensor(x) for x in epoch["losses"]]
         if best.get("acc") is not None:
             self.val_best.update(torch.tensor(best["acc"]))
 
