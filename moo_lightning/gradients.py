@@ -16,12 +16,33 @@ def objective_grads(
     the last objective unless ``keep_graph`` (other losses still need it)."""
     grads = []
     m = losses.numel()
+    spans: dict[int, list[tuple[int, int]]] = {}
     for i in range(m):
         g = torch.autograd.grad(
             losses[i], params, retain_graph=keep_graph or i < m - 1, allow_unused=True
         )
-        grads.append([torch.zeros_like(p) if gi is None else gi for gi, p in zip(g, params)])
+        grads.append(
+            [torch.zeros_like(p) if gi is None else _owned(gi, spans) for gi, p in zip(g, params)]
+        )
     return grads
+
+
+def _owned(g: torch.Tensor, spans: dict[int, list[tuple[int, int]]]) -> torch.Tensor:
+    """``g``, or a copy of it where autograd handed out memory that another gradient of this
+    step also uses (one buffer for both inputs of an addition) or that repeats its own entries
+    (an expanded, stride-0 gradient): the direction is built in place in these buffers, and
+    DDP averages into them, so each must be a tensor's own. ``spans``: the byte ranges of the
+    storages already handed out this step."""
+    if any(st == 0 and n > 1 for st, n in zip(g.stride(), g.shape)):
+        return g.contiguous()  # a fresh buffer: nothing else refers to it
+    ptr = g.untyped_storage().data_ptr()
+    start = g.storage_offset() * g.element_size()
+    end = start + (1 + sum((n - 1) * st for n, st in zip(g.shape, g.stride()))) * g.element_size()
+    taken = spans.setdefault(ptr, [])
+    if any(start < b and a < end for a, b in taken):
+        return g.clone()
+    taken.append((start, end))
+    return g
 
 
 def leaves_behind(tensor: torch.Tensor) -> set[int]:

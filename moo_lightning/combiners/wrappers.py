@@ -65,6 +65,10 @@ class _Wrapper(Combiner):
         return self.inner.needs_losses_after_step
 
     @property
+    def parameter_lr(self) -> float | None:  # UW's own rate for its log-variances
+        return self.inner.parameter_lr
+
+    @property
     def unique_weights(self) -> bool:
         return self.inner.unique_weights
 

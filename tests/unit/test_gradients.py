@@ -30,6 +30,26 @@ def test_objective_grads_give_zeros_where_an_objective_does_not_reach():
     torch.testing.assert_close(grads[1][0], direct)
 
 
+def test_a_direction_is_right_when_autograd_shares_or_expands_gradient_buffers():
+    """autograd hands one buffer to both inputs of an addition and an expanded (stride-0)
+    gradient to a parameter used through a sum; the direction is built in place in those
+    buffers, so each parameter's must be its own (before, p's and q's were scaled twice over, or
+    the in-place product raised)."""
+    torch.manual_seed(0)
+    p, q, r = (torch.randn(3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    x = torch.randn(3, dtype=torch.float64)
+
+    def losses():
+        h = (p + q) * x + r.sum()  # p, q: one shared buffer; r: an expanded one
+        return torch.stack([h.pow(2).sum(), (h - 1).pow(2).sum()])
+
+    w = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    want = torch.autograd.grad((w * losses()).sum(), [p, q, r])
+    write_direction(objective_grads(losses(), [p, q, r]), w, [p, q, r])
+    for param, expected in zip((p, q, r), want):
+        torch.testing.assert_close(param.grad, expected)
+
+
 def test_gram_matrix_is_the_inner_products_of_the_flat_gradients():
     w, unused, losses = _problem()
     grads = objective_grads(losses, [w, unused])

@@ -42,7 +42,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from moo_lightning.gradients import all_reduce_grads
+from moo_lightning.gradients import all_reduce_grads, all_reduce_mean
 from moo_lightning.module import MultiObjectiveModule
 from moo_lightning.tasks.dg.jigsaw import save_permutations
 from moo_lightning.tasks.dg.nets import Discriminator, build_backbone
@@ -192,10 +192,10 @@ class JigsawModule(MultiObjectiveModule):
             both = bool(ordered.any()) and bool((~ordered).any())
             if both:
                 crit = discrepancy(self.criterion, self.discriminator, z, ordered)
-                self._d_batch = (z.detach(), ordered)
-            else:  # one kind of image only: nothing to compare in this batch
+            else:  # one kind of image only: nothing to compare in this (rank's share of the) batch
                 crit = z.sum() * 0.0
-                self._d_batch = None
+            if torch.is_grad_enabled():  # the step's features; not a recomputation after it (FAMO)
+                self._d_batch = (z.detach(), ordered) if both else None
             self._parameter_criterion = self.criterion_scale * crit
         return torch.stack([l_obj, l_jig])
 
@@ -219,19 +219,29 @@ class JigsawModule(MultiObjectiveModule):
     def discriminator_step(self) -> float | None:
         """One Adam step of D on this step's detached features (class-balanced BCE); its
         gradients averaged over DDP ranks. Returns L_D before the step."""
-        if self.discriminator is None or self._d_batch is None:
+        if self.discriminator is None:
             return None
-        z, ordered = self._d_batch
-        self._d_batch = None
+        batch, self._d_batch = self._d_batch, None
+        # every DDP rank steps D, or none does: a rank whose share of the batch holds one kind of
+        # image only adds zero gradients, so the ranks' collective calls stay paired
+        active = all_reduce_mean(torch.tensor([float(batch is not None)], device=self.device))
+        if float(active) == 0.0:
+            return None
         self._d_opt.zero_grad(set_to_none=True)
-        logits = self.discriminator(z)
-        loss = discriminator_loss(logits, ordered)
         params = list(self.discriminator.parameters())
-        grads = [list(torch.autograd.grad(loss, params))]
+        if batch is None:  # zeros averaged in: D takes the step the other ranks' mean gives
+            grads = [[torch.zeros_like(p) for p in params]]
+        else:
+            z, ordered = batch
+            logits = self.discriminator(z)
+            loss = discriminator_loss(logits, ordered)
+            grads = [list(torch.autograd.grad(loss, params))]
         all_reduce_grads(grads)
         for p, g in zip(params, grads[0]):
             p.grad = g
         self._d_opt.step()
+        if batch is None:
+            return None
         with torch.no_grad():
             acc = 0.5 * (
                 (logits[ordered] > 0).float().mean() + (logits[~ordered] <= 0).float().mean()

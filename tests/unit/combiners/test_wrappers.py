@@ -149,6 +149,9 @@ def test_forwards_seed_prepare_parameters_and_after_step():
     assert comb.inner.seed == 17
     comb.prepare(3)
     assert comb.parameters() == comb.inner.parameters() and len(comb.parameters()) == 1
+    # UW's own learning rate for its log-variances reaches the optimizer through the wrapper
+    assert CRMOGM(UncertaintyWeighting(lr=0.01)).parameter_lr == 0.01
+    assert CRMOGM(UncertaintyWeighting()).parameter_lr is None
     famo = CRMOGM(FAMO(), alpha=0.0)  # α = 0: FAMO itself
     alone = FAMO()
     for step in range(4):

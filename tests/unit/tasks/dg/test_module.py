@@ -95,6 +95,15 @@ def test_objectives_and_criterion_on_a_batch():
     F = m.parameter_criterion()
     assert F.requires_grad and float(F) < 0  # −(a BCE)
     assert m._d_batch is not None and not m._d_batch[0].requires_grad
+    # a recomputation of the losses without gradients (FAMO's after the step) leaves D the
+    # step's own features
+    kept = m._d_batch[0]
+    with torch.no_grad():
+        m.objectives({**batch, "images": batch["images"] + 1.0})
+    assert m._d_batch[0] is kept
+    # a batch with one kind of image: D has nothing to compare and takes no step
+    m.objectives({**batch, "jigsaw": torch.zeros(16, dtype=torch.long)})
+    assert m._d_batch is None and m.discriminator_step() is None
     # DeepAll: one objective, no criterion
     d = JigsawModule(LinearScalarization(), [1.0], 10, 30, in_channels=1, width=4, tasks="object")
     assert d.objectives(batch).shape == (1,) and d.discriminator is None
