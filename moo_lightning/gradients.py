@@ -12,8 +12,10 @@ def objective_grads(
     losses: torch.Tensor, params: Sequence[torch.Tensor], keep_graph: bool = False
 ) -> list[list[torch.Tensor]]:
     """Gradients of each entry of ``losses`` (m,) w.r.t. ``params``: m lists, one tensor per
-    parameter (zeros where an objective does not reach a parameter). The graph is freed after
-    the last objective unless ``keep_graph`` (other losses still need it)."""
+    parameter (zeros where an objective does not reach a parameter, marked as such: a parameter
+    no objective reaches keeps ``.grad`` None, as after an ordinary backward, see
+    :func:`unreached`). The graph is freed after the last objective unless ``keep_graph``
+    (other losses still need it)."""
     grads = []
     m = losses.numel()
     spans: dict[int, list[tuple[int, int]]] = {}
@@ -21,10 +23,20 @@ def objective_grads(
         g = torch.autograd.grad(
             losses[i], params, retain_graph=keep_graph or i < m - 1, allow_unused=True
         )
-        grads.append(
-            [torch.zeros_like(p) if gi is None else _owned(gi, spans) for gi, p in zip(g, params)]
-        )
+        grads.append([_zeros(p) if gi is None else _owned(gi, spans) for gi, p in zip(g, params)])
     return grads
+
+
+def _zeros(p: torch.Tensor) -> torch.Tensor:
+    z = torch.zeros_like(p)
+    z._moo_unreached = True  # an objective that does not reach p: no gradient, not a zero one
+    return z
+
+
+def unreached(g: torch.Tensor) -> bool:
+    """Whether ``g`` (from :func:`objective_grads`) stands for no gradient at all: the
+    objective does not reach the parameter (on any DDP rank, after :func:`all_reduce_grads`)."""
+    return bool(getattr(g, "_moo_unreached", False))
 
 
 def _owned(g: torch.Tensor, spans: dict[int, list[tuple[int, int]]]) -> torch.Tensor:
@@ -87,6 +99,15 @@ def all_reduce_grads(grads: list[list[torch.Tensor]]) -> None:
             n = g.numel()
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
+    # a parameter some rank's objective reaches has a gradient on every rank
+    reached = torch.tensor(
+        [[0.0 if unreached(g) else 1.0 for g in per] for per in grads], device=grads[0][0].device
+    )
+    dist.all_reduce(reached)
+    for per, flags in zip(grads, reached.tolist()):
+        for g, flag in zip(per, flags):
+            if flag > 0 and unreached(g):
+                g._moo_unreached = False
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +160,9 @@ def write_direction(
     (no extra copy)."""
     w = weights.detach().cpu().tolist()
     for k, p in enumerate(params):
+        if all(unreached(g[k]) for g in grads):
+            p.grad = None  # no objective reaches p: the optimizer leaves it (and its moments) be
+            continue
         if weighted is not None and not weighted[k]:
             p.grad = sum(g[k] for g in grads).to(p.dtype)
             continue
@@ -172,6 +196,9 @@ def write_member_directions(
     each member moves along its own combination of its own gradients. ``weighted`` as in
     :func:`write_direction` (a task's own parameters take Σ_i ∇_p ℓ_ni, unweighted)."""
     for k, p in enumerate(params):
+        if all(unreached(g[k]) for g in grads):
+            p.grad = None  # no objective reaches p
+            continue
         if weighted is not None and not weighted[k]:
             p.grad = sum(g[k] for g in grads).to(p.dtype)
             continue

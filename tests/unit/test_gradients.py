@@ -6,6 +6,7 @@ from moo_lightning.gradients import (
     gram_matrix,
     member_gram_matrices,
     objective_grads,
+    unreached,
     write_direction,
     write_member_directions,
 )
@@ -28,6 +29,16 @@ def test_objective_grads_give_zeros_where_an_objective_does_not_reach():
     grads = objective_grads(losses, [w, unused])
     assert len(grads) == 2 and all(torch.equal(g[1], torch.zeros(2)) for g in grads)
     torch.testing.assert_close(grads[1][0], direct)
+    # a parameter no objective reaches keeps no gradient (as after loss.backward()), so the
+    # optimizer leaves it and its moments alone: AdamW's decay moved it under Gram combiners only
+    assert all(unreached(g[1]) for g in grads) and not unreached(grads[0][0])
+    unused.grad = torch.ones(2, dtype=torch.float64)
+    write_direction(grads, torch.tensor([0.5, 0.5]), [w, unused])
+    assert unused.grad is None and w.grad is not None
+    with torch.no_grad():
+        unused.fill_(1.0)
+    torch.optim.AdamW([w, unused], lr=0.1, weight_decay=0.1).step()
+    assert torch.equal(unused.detach(), torch.ones(2, dtype=torch.float64))  # a zero: 0.99
 
 
 def test_a_direction_is_right_when_autograd_shares_or_expands_gradient_buffers():
