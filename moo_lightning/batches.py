@@ -107,7 +107,8 @@ class _EpochOrder:
         # Lightning sets the epoch of loader.sampler and of loader.batch_sampler.sampler only:
         # as a batch sampler this object is found there
         self.sampler = self
-        self._resume: tuple[int, int] | None = None
+        # () -> (epoch or None, batches to skip), asked when a pass starts (EpochLoader's)
+        self.place = None
 
     @property
     def epoch(self) -> int:
@@ -116,22 +117,18 @@ class _EpochOrder:
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
 
-    def resume_at(self, epoch: int, done: int) -> None:
-        """The next pass over epoch ``epoch`` skips its first ``done`` batches (a checkpoint taken
-        after them); nothing to skip when the epoch was complete."""
-        if 0 < done < len(self.order):
-            self.set_epoch(epoch)
-            self._resume = (self.epoch, done)
-
     def __len__(self) -> int:
         return len(self.order)
 
     def __iter__(self):
-        resume, self._resume = self._resume, None
+        # runs when the first batch is asked for (an iterator without workers asks once the
+        # trainer has restored its progress; one with workers as soon as it is made)
+        epoch, skip = self.place() if self.place is not None else (None, 0)
+        if epoch is not None:
+            self.set_epoch(epoch)
         served = iter(self.order)
-        if resume is not None and resume[0] == self.epoch:
-            for _ in range(resume[1]):
-                next(served, None)
+        for _ in range(skip):
+            next(served, None)
         yield from served
 
 
@@ -143,29 +140,52 @@ class EpochLoader(DataLoader):
 
     Lightning calls ``set_epoch`` only on ``loader.sampler`` and ``loader.batch_sampler.sampler``,
     so a batch sampler of one's own would serve epoch 0's batches in every epoch; here it follows
-    the trainer's epochs. And Lightning restores a loader's place in an epoch only through the
-    loader's ``state_dict`` / ``load_state_dict``: this one records (epoch, batches the trainer
-    completed in it), so a run resumed from a checkpoint taken between two validations of an
-    epoch (``trainer.val_check_interval`` in steps, as the GLUE tasks) takes that epoch's
-    remaining batches, as the uninterrupted run did. ``trainer``: the data module's; None
-    outside a fit (the place recorded is then the epoch's start)."""
+    the trainer's epochs. And a run resumed from a checkpoint taken inside an epoch (between two
+    validations, as the GLUE tasks validate every ``trainer.val_check_interval`` steps, or every
+    n training steps) must take that epoch's remaining batches: each time Lightning starts
+    iterating, the loader reads the epoch and the batches already done in it from ``trainer``'s
+    restored progress when the first batch is asked for (the data module's trainer; None
+    outside a fit: every pass starts an epoch, and a resumed fit restarts its epoch, with one
+    warning). With ``num_workers`` > 0 the indices are drawn when the iterator is made, which a
+    run budgeted in epochs with a learning-rate schedule (``estimated_stepping_batches``) does
+    before the checkpoint is restored: keep ``num_workers`` 0 there for an exact resume."""
 
     def __init__(self, dataset, order, *, batches: bool = True, trainer=None, **kwargs):
         self._epoch_order = _EpochOrder(order)
         self._trainer = trainer
+        self._epoch_order.place = self._place
         if batches:
             super().__init__(dataset, batch_sampler=self._epoch_order, **kwargs)
         else:
             super().__init__(dataset, sampler=self._epoch_order, batch_size=None, **kwargs)
 
+    def _place(self) -> tuple[int | None, int]:
+        """(the epoch the trainer runs, the batches of it already done when it restarts inside
+        it); (None, 0) outside a fit."""
+        loop = getattr(self._trainer, "fit_loop", None)
+        if loop is None:
+            return None, 0
+        epoch = int(loop.epoch_progress.current.processed)
+        # the batches of this epoch the trainer has taken (0 at an epoch's start; the restored
+        # count when it resumes inside one: the fetcher numbers the next batch after them)
+        done = int(loop.epoch_loop.batch_progress.current.ready)
+        limits = getattr(loop._combined_loader, "limits", None) or [len(self._epoch_order)]
+        return epoch, done if 0 < done < min(len(self._epoch_order), *limits) else 0
+
+    # Lightning's loader state: a loader with one is restored rather than restarted (and not
+    # warned about); the place itself comes from the trainer's restored progress
     def state_dict(self) -> dict:
-        done = 0
-        if self._trainer is not None:
-            done = int(self._trainer.fit_loop.epoch_loop.batch_progress.current.completed)
-        return {"epoch": self._epoch_order.epoch, "done": done}
+        if self._trainer is None and not getattr(self, "_warned", False):
+            self._warned = True
+            log.warning(
+                "EpochLoader without a trainer: a run resumed from inside an epoch would "
+                "restart that epoch; build it with the data module's trainer "
+                "(train_loader(dataset, batch_size, self.trainer))"
+            )
+        return {"epoch": self._epoch_order.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self._epoch_order.resume_at(int(state["epoch"]), int(state["done"]))
+        pass
 
 
 def train_loader(dataset, batch_size: int, trainer=None, seed: int | None = None, **kwargs):
