@@ -260,6 +260,43 @@ def unresumable_sampler(loaders):
     return deciding if isinstance(deciding, _UNRESUMABLE) else None
 
 
+def epoch_never_set(loaders):
+    """The first batch sampler of ``loaders`` (as :func:`unresumable_sampler` takes them) that
+    has ``set_epoch`` but that Lightning never calls: Lightning sets the epoch of
+    ``loader.sampler`` and ``loader.batch_sampler.sampler`` only, so such a batch sampler serves
+    its epoch-0 order in every epoch. None when there is none (:class:`EpochLoader` passes the
+    epoch on)."""
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        found = (epoch_never_set(x) for x in loaders)
+        return next((s for s in found if s is not None), None)
+    if not isinstance(loaders, DataLoader) or loaders.batch_sampler is None:
+        return None
+    batches = loaders.batch_sampler
+    inner = getattr(batches, "sampler", None)
+    if callable(getattr(batches, "set_epoch", None)) and not callable(
+        getattr(inner, "set_epoch", None)
+    ):
+        return batches
+    return None
+
+
+def warn_if_epoch_never_set(loaders) -> bool:
+    """One warning line when a training batch sampler's epoch would never change
+    (:func:`epoch_never_set`); whether it warned. The module calls it when a fit starts."""
+    batches = epoch_never_set(loaders)
+    if batches is None:
+        return False
+    log.warning(
+        "the training loader's batch sampler (%s) has set_epoch, which Lightning never calls on "
+        "a batch sampler: every epoch would serve the same batches; wrap it as "
+        "moo_lightning.batches.EpochLoader(dataset, batch_sampler, trainer=self.trainer)",
+        type(batches).__name__,
+    )
+    return True
+
+
 def warn_if_unresumable(loaders) -> bool:
     """One warning line when a resumed run's training batches cannot be the uninterrupted run's
     (``unresumable_sampler``); whether it warned. The module calls it when a fit resumes."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from moo_lightning.batches import step_seed, warn_if_unresumable
+from moo_lightning.batches import step_seed, warn_if_epoch_never_set, warn_if_unresumable
 from moo_lightning.combiners.base import Combined, Combiner, SolverError, as_preference
 from moo_lightning.combiners.criteria import ParameterCriterion
 from moo_lightning.errors import ConfigError, NonFiniteError
@@ -329,6 +329,8 @@ class MultiObjectiveModule(L.LightningModule):
         # said once, now that the loader exists, before the first resumed step
         if self.trainer.ckpt_path and self.trainer.is_global_zero:
             warn_if_unresumable(self.trainer.train_dataloader)
+        if self.trainer.is_global_zero:
+            warn_if_epoch_never_set(self.trainer.train_dataloader)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["moo_counters"] = {

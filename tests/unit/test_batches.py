@@ -1,7 +1,9 @@
 """The training loader of a data module of one's own (batches.train_loader): the shared sampler's
-global batches, each rank's share, an order fixed by (seed, epoch); and the one warning a resumed
-run gives when its training loader shuffles with torch's random samplers, which a checkpoint
-cannot put back (never for the loaders the built-in tasks build)."""
+global batches, each rank's share, an order fixed by (seed, epoch) that changes every epoch of a
+fit and resumes from any checkpoint; the one warning a resumed run gives when its training loader
+shuffles with torch's random samplers, which a checkpoint cannot put back (never for the loaders
+the built-in tasks build), and the one a fit gives for a batch sampler whose epoch Lightning
+never sets."""
 
 import logging
 
@@ -15,6 +17,7 @@ from moo_lightning.batches import (
     EpochLoader,
     IndexBatches,
     StepBatches,
+    epoch_never_set,
     train_loader,
     unresumable_sampler,
     warn_if_unresumable,
@@ -266,3 +269,21 @@ def test_a_resumed_fit_warns_once_when_its_loader_shuffles_with_a_random_sampler
         else:
             assert len(said) == 1 and "\n" not in said[0], said
             assert "RandomSampler" in said[0] and "moo_lightning.batches.train_loader" in said[0]
+
+
+class _OwnBatches(L.LightningDataModule):
+    """A batch sampler of one's own with set_epoch, passed to a plain DataLoader."""
+
+    def train_dataloader(self):
+        return DataLoader(_rows(24), batch_sampler=IndexBatches(24, 8, seed=3))
+
+
+def test_a_batch_sampler_whose_epoch_lightning_never_sets_is_one_warning(caplog):
+    plain = DataLoader(_rows(24), batch_sampler=IndexBatches(24, 8, seed=3))
+    assert isinstance(epoch_never_set(plain), IndexBatches)
+    assert epoch_never_set([train_loader(_rows(24), 8, seed=3)]) is None  # EpochLoader
+    assert epoch_never_set(DataLoader(_rows(24), batch_size=8, shuffle=True)) is None
+    with caplog.at_level(logging.WARNING, logger="moo_lightning"):
+        quiet_trainer(max_epochs=1).fit(_Tiny(), datamodule=_OwnBatches())
+    said = [r.getMessage() for r in caplog.records if "never calls" in r.getMessage()]
+    assert len(said) == 1 and "IndexBatches" in said[0] and "EpochLoader" in said[0], said
