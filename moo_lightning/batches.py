@@ -237,19 +237,24 @@ def step_seed(base_seed: int, step: int) -> int:
 _UNRESUMABLE = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
 
 
+def _first(loaders, find):
+    """``find`` over the loaders of a list or dict of them (as ``trainer.train_dataloader``):
+    the first answer that is not None; None for anything else."""
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    if not isinstance(loaders, (list, tuple)):
+        return None
+    return next((x for x in map(find, loaders) if x is not None), None)
+
+
 def unresumable_sampler(loaders):
     """The first sampler of ``loaders`` (a DataLoader, or a list or dict of them, as
     ``trainer.train_dataloader``) whose order a resumed run cannot repeat: one of torch's random
     samplers (``DataLoader(shuffle=True)`` makes a RandomSampler) deciding the batches. None
     when every order is a function of the epoch (:class:`IndexBatches`, any sampler or batch
     sampler with ``set_epoch``) or fixed (no shuffling)."""
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    if isinstance(loaders, (list, tuple)):
-        found = (unresumable_sampler(x) for x in loaders)
-        return next((s for s in found if s is not None), None)
     if not isinstance(loaders, DataLoader):
-        return None
+        return _first(loaders, unresumable_sampler)
     deciding = loaders.batch_sampler
     if deciding is None:  # batch_size=None: the sampler yields whole batches
         deciding = loaders.sampler
@@ -266,12 +271,9 @@ def epoch_never_set(loaders):
     ``loader.sampler`` and ``loader.batch_sampler.sampler`` only, so such a batch sampler serves
     its epoch-0 order in every epoch. None when there is none (:class:`EpochLoader` passes the
     epoch on)."""
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    if isinstance(loaders, (list, tuple)):
-        found = (epoch_never_set(x) for x in loaders)
-        return next((s for s in found if s is not None), None)
-    if not isinstance(loaders, DataLoader) or loaders.batch_sampler is None:
+    if not isinstance(loaders, DataLoader):
+        return _first(loaders, epoch_never_set)
+    if loaders.batch_sampler is None:
         return None
     batches = loaders.batch_sampler
     inner = getattr(batches, "sampler", None)
