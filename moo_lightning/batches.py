@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import (
     DataLoader,
+    Dataset,
     RandomSampler,
     SubsetRandomSampler,
     WeightedRandomSampler,
@@ -154,17 +155,21 @@ class EpochLoader(DataLoader):
         self._epoch_order = _EpochOrder(order)
         self._trainer = trainer
         self._epoch_order.place = self._place
-        if batches:
-            super().__init__(dataset, batch_sampler=self._epoch_order, **kwargs)
-        else:
-            super().__init__(dataset, sampler=self._epoch_order, batch_size=None, **kwargs)
+        if not batches:  # the dataset builds each batch from its whole list of indices
+            dataset, kwargs = WholeBatches(dataset), {**kwargs, "collate_fn": _as_is}
+        # always a batch sampler: the loader's sampler stays sequential, which Lightning's
+        # overfit_batches (debug=overfit) leaves in place rather than rebuilding the loader
+        super().__init__(dataset, batch_sampler=self._epoch_order, **kwargs)
 
     def _place(self) -> tuple[int | None, int]:
         """(the epoch the trainer runs, the batches of it already done when it restarts inside
-        it); (None, 0) outside a fit."""
+        it); (None, 0) outside a fit. Overfitting (``overfit_batches``: the first batches of
+        every epoch) serves epoch 0's order in every epoch, so they are the same batches."""
         loop = getattr(self._trainer, "fit_loop", None)
         if loop is None:
             return None, 0
+        if getattr(self._trainer, "overfit_batches", 0):
+            return 0, 0
         epoch = int(loop.epoch_progress.current.processed)
         # the batches of this epoch the trainer has taken (0 at an epoch's start; the restored
         # count when it resumes inside one: the fetcher numbers the next batch after them)
@@ -186,6 +191,37 @@ class EpochLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class WholeBatches(Dataset):
+    """A dataset that builds a whole batch from a list of indices (``dataset[indices]``, one
+    call, as Multi-MNIST's composites and the jigsaw images do), made loadable with a batch
+    sampler: the DataLoader fetches a batch through ``__getitems__`` and ``collate_fn=_as_is``
+    passes it on unchanged. (A sampler of whole batches with ``batch_size=None`` loads the same
+    batches, but Lightning replaces every sampler but a sequential one when it overfits.)"""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices):
+        return self.dataset[indices]
+
+    def __getitems__(self, indices):
+        return self.dataset[indices]
+
+
+def _as_is(batch):
+    return batch
+
+
+def batch_loader(dataset, batches, **kwargs) -> DataLoader:
+    """An evaluation DataLoader over a dataset that builds whole batches (:class:`WholeBatches`),
+    in the order of the batch sampler ``batches`` (e.g. :class:`IndexBatches` with ``seed``
+    None)."""
+    return DataLoader(WholeBatches(dataset), batch_sampler=batches, collate_fn=_as_is, **kwargs)
 
 
 def train_loader(dataset, batch_size: int, trainer=None, seed: int | None = None, **kwargs):

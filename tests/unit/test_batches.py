@@ -17,6 +17,7 @@ from moo_lightning.batches import (
     EpochLoader,
     IndexBatches,
     StepBatches,
+    batch_loader,
     epoch_never_set,
     train_loader,
     unresumable_sampler,
@@ -72,14 +73,40 @@ class _Recorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _loader(kind: str):
+def _loader(kind: str, trainer=None):
     if kind == "train_loader":  # a data module of one's own; the guide's
-        return train_loader(_rows(48), 16, seed=3)
+        return train_loader(_rows(48), 16, trainer, seed=3)
     if kind == "glue":  # the GLUE tasks' class-balanced batch sampler
         labels = np.arange(48) % 2
-        return EpochLoader(_rows(48), ClassBalancedBatchSampler(labels, 16, 3, 1, 0))
+        sampler = ClassBalancedBatchSampler(labels, 16, 3, 1, 0)
+        return EpochLoader(_rows(48), sampler, trainer=trainer)
     # Multi-MNIST and DG: a sampler of whole batches, the dataset indexed by a list
-    return EpochLoader(_rows(48), IndexBatches(48, 16, 3), batches=False)
+    return EpochLoader(_rows(48), IndexBatches(48, 16, 3), batches=False, trainer=trainer)
+
+
+class _Overfit(_Recorder):
+    def validation_step(self, batch, batch_idx):
+        self.validated = batch[1].tolist()
+
+
+@pytest.mark.parametrize("kind", ["train_loader", "glue", "whole_batches"])
+def test_overfitting_takes_the_same_batch_every_epoch_and_keeps_the_loaders(kind):
+    """debug=overfit (Lightning's overfit_batches) trains on each epoch's first batch: it must
+    be one batch, not a fresh draw per epoch; and Lightning, which rebuilds any loader whose
+    sampler is not sequential, used to fail on the whole-batch loaders of Multi-MNIST and DG."""
+    trainer = quiet_trainer(max_epochs=3, overfit_batches=1)
+    module = _Overfit()
+    val = batch_loader(_rows(20), IndexBatches(20, 8, None))  # in order, whole batches
+    trainer.fit(module, _loader(kind, trainer), val)
+    first = module.seen[0]
+    assert len(first) == 1 and len(first[0]) == 16
+    assert [module.seen[e] for e in range(3)] == [first] * 3
+    assert module.validated == list(range(8))
+    # without overfitting, the same loader changes its batches every epoch
+    fresh = _Recorder()
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(fresh, _loader(kind, trainer))
+    assert fresh.seen[0] != fresh.seen[1]
 
 
 @pytest.mark.parametrize("kind", ["train_loader", "glue", "whole_batches"])

@@ -20,9 +20,9 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from moo_lightning.batches import EpochLoader, IndexBatches, run_seed
+from moo_lightning.batches import EpochLoader, IndexBatches, batch_loader, run_seed
 from moo_lightning.mnist import find_idx, read_mnist
 from moo_lightning.tasks.dg.jigsaw import (
     GRID,
@@ -305,7 +305,7 @@ class JigsawData(L.LightningDataModule):
         data = self.splits[split]
         batches = EpochBatches(len(data), self.eval_batch_size, None, rank, world)
         dataset = JigsawSet(data, self.table, self.mean, self.std)
-        return DataLoader(dataset, sampler=batches, batch_size=None)
+        return batch_loader(dataset, batches)
 
     def val_dataloader(self):
         return self._eval_loader("val")

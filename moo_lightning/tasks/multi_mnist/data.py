@@ -10,9 +10,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from moo_lightning.batches import EpochLoader, IndexBatches, run_seed
+from moo_lightning.batches import EpochLoader, IndexBatches, batch_loader, run_seed
 from moo_lightning.mnist import DIGIT, find_idx, read_mnist
 
 CANVAS = 36
@@ -279,7 +279,7 @@ class MultiMNIST(L.LightningDataModule):
     def _eval_loader(self, split: str):
         rank, world = self._ranks()
         batches = IndexBatches(len(self.splits[split]), self.eval_batch_size, None, rank, world)
-        return DataLoader(self.splits[split], sampler=batches, batch_size=None)
+        return batch_loader(self.splits[split], batches)
 
     def val_dataloader(self):
         return self._eval_loader("val")

@@ -104,7 +104,7 @@ def test_data_module_batches_and_loaders(tmp_path):
     assert torch.equal(order, again)  # the run's seed fixes the order, not the draws before
     seed_everything(6, verbose=False)
     assert not torch.equal(order, torch.cat([b["labels"] for b in dm.train_dataloader()]))
-    loader.sampler.set_epoch(1)
+    loader.batch_sampler.set_epoch(1)  # what Lightning calls at every epoch start
     assert not torch.equal(order, torch.cat([b["labels"] for b in loader]))  # new epoch order
     val = list(dm.val_dataloader())
     assert [len(b["labels"]) for b in val] == [20, 10]
