@@ -1,7 +1,7 @@
 """DDP on 2 CPU processes (gloo) ends where 1 process on the same global batches ends: the
 module's step with every scope and contrastive path (ddp_helpers.py), every stateful or random
 combiner with its final state and learnable weights (ddp_combiner_helpers.py; marker
-combiners), and train.py itself with trainer=ddp on real SST-2 rows (one metrics.json; the final
+combiners), the domain-generalisation discriminator's step (ddp_dg_helpers.py), and train.py itself with trainer=ddp on real SST-2 rows (one metrics.json; the final
 weights equal a 1-process run's; the reported test accuracy is that of the final weights on the
 whole test half)."""
 
@@ -110,6 +110,51 @@ def test_ddp_parameter_criterion_matches_single_process(combiner, tmp_path):
     """A criterion of the parameters (the features' mean square): its gradient is reduced like
     the objectives' (PNG steers by it; LS adds it as a regulariser, criterion_weight 0.5)."""
     _compare(combiner, tmp_path, criterion=True)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_step_the_discriminator_together_on_the_mean_gradient(tmp_path):
+    """JiGen + adv / + PNG: every rank steps D on its share's class-balanced BCE gradient, all
+    of them averaged; a rank whose share holds one kind of image adds zeros (so the ranks'
+    collective calls stay paired), and when no rank has both kinds nobody steps."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from moo_lightning.tasks.dg.module import discriminator_loss
+    from tests.integration import ddp_dg_helpers as h
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(h.run, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (_load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for k in r0["state"]:
+        torch.testing.assert_close(r0["state"][k], r1["state"][k], rtol=0, atol=0)
+    assert [s is not None for s in r0["stepped"]] == [True, True, False]
+    assert [s is not None for s in r1["stepped"]] == [True, False, False]
+    assert set(r0["adam_steps"]) == {2}  # steps 0 and 1 only
+    # one process doing the same: Adam on the mean of the ranks' gradients (zeros for a share
+    # without both kinds)
+    m = h.jigsaw_module()
+    params = list(m.discriminator.parameters())
+    opt = torch.optim.Adam(params, lr=m.discriminator_lr, betas=(0.5, 0.999))
+    for step in range(h.STEPS):
+        shares = [h.features(step, r, m.backbone.out_features) for r in (0, 1)]
+        if all(share is None for share in shares):
+            continue
+        mean = [torch.zeros_like(p) for p in params]
+        for share in shares:
+            if share is not None:
+                grads = torch.autograd.grad(
+                    discriminator_loss(m.discriminator(share[0]), share[1]), params
+                )
+                mean = [a + g / 2 for a, g in zip(mean, grads)]
+        for p, g in zip(params, mean):
+            p.grad = g
+        opt.step()
+    for k, v in m.discriminator.state_dict().items():
+        torch.testing.assert_close(r0["state"][k], v, rtol=1e-6, atol=1e-7)
 
 
 # --- every stateful or random combiner, with its state (marker combiners) -------------------------
