@@ -24,8 +24,9 @@ recorded there the run's ``.hydra/config.yaml``, or none (``{}``); runs on other
 processes or at another precision take other steps, so a ``run`` section
 (``world_size``, ``precision``) joins the settings where they are not the one-process, 32-bit
 defaults: such runs are other settings, never duplicates. "Settings but the trial"
-(``trial_free``) drops the top-level ``seed`` and every nested ``seed`` equal to it (``data.seed:
-${seed}``); a nested seed fixed to another value is a real setting.
+(``trial_free``) drops the top-level ``seed`` and every nested ``seed`` that follows it
+(``data.seed: ${seed}``); a nested seed the run's config fixes (``data.seed=7``, even in the run
+of seed 7: read from ``.hydra/config.yaml``) is a real setting.
 
 Statistics: means and standard deviations use ddof = 1 (``mean_std``); ``paired_p`` is the one
 paired test between two methods over the seeds (or other trial labels) both have,
@@ -96,7 +97,9 @@ def is_number(value) -> bool:
 
 def trial_free(settings: dict, seed) -> dict:
     """``settings`` without the trial: the top-level ``seed`` and nested ``seed`` keys equal to
-    ``seed`` (an integer; a nested seed fixed to another value stays, as a setting)."""
+    ``seed`` (an integer) or to the text ``${seed}`` (a config read unresolved); a nested seed
+    fixed to another value, or fixed in the run's config (``run_settings``: as text), stays, as
+    a setting."""
 
     def strip(tree):
         if not isinstance(tree, dict):
@@ -104,7 +107,7 @@ def trial_free(settings: dict, seed) -> dict:
         return {
             k: strip(v)
             for k, v in tree.items()
-            if not (k == "seed" and type(v) is int and v == seed)
+            if not (k == "seed" and ((type(v) is int and v == seed) or v == "${seed}"))
         }
 
     return strip({k: v for k, v in settings.items() if k != "seed"})
@@ -116,14 +119,36 @@ def trial_key(settings: dict, seed) -> str:
     return json.dumps(trial_free(settings, seed), sort_keys=True, default=str)
 
 
+def _fixed_seeds_as_text(settings: dict, raw: dict) -> dict:
+    """A nested ``seed`` the run's own config set to a number (``data.seed=7``, not the default
+    ``${seed}``) as text ("7"): a setting even in the run whose trial seed is that number, which
+    ``trial_free`` would otherwise take for the trial. Without the config the rule is equality."""
+
+    def walk(tree, config, top):
+        if not isinstance(tree, dict) or not isinstance(config, dict):
+            return tree
+        out = {}
+        for k, v in tree.items():
+            c = config.get(k)
+            if not top and k == "seed" and type(v) is int and type(c) is int:
+                out[k] = str(v)
+            else:
+                out[k] = walk(v, c, False)
+        return out
+
+    return walk(settings, raw, True)
+
+
 def run_settings(record: RunRecord, folder: Path) -> dict:
     """What produced the run (see the module): recorded settings, else ``.hydra/config.yaml``,
     else ``{}``; with a ``run`` section where world size or precision are not the defaults."""
+    path = folder / ".hydra" / "config.yaml"
+    raw = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
     settings = record.settings
     if settings is None:  # runs written before settings were recorded in metrics.json
-        path = folder / ".hydra" / "config.yaml"
-        settings = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+        settings = raw
     settings = upgrade_settings(settings)  # one layout, whichever version wrote the run
+    settings = _fixed_seeds_as_text(settings, raw)
     run = {"world_size": record.world_size or 1, "precision": record.precision or "32-true"}
     run = {k: v for k, v in run.items() if v not in (1, "32-true")}
     return {**settings, "run": run} if run else settings

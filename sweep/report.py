@@ -18,7 +18,8 @@ were made with are stated.
 Settings: each run's ``settings`` in metrics.json (or, for runs written before they were recorded
 there, its .hydra/config.yaml), nested sections flattened to dotted keys (``optimizer.lr``,
 ``encoder.name``). Runs are averaged only when every setting but the trial matches (the trial:
-``seed`` and any nested seed equal to it, ``data.seed``; ``moo_lightning.sweeps.trial_free``). A
+``seed`` and a nested seed that follows it, ``data.seed: ${seed}``, while one the runs fix,
+``data.seed=7``, is a setting; ``moo_lightning.sweeps.trial_free``). A
 setting the table does not show already (task, N and loss are shown;
 τ, λ and preference are chosen by validation and given in table.csv) becomes a column of table.md,
 table.csv and runs.csv when it differs between runs of one task (an objective or combiner
@@ -73,8 +74,9 @@ from moo_lightning.sweeps import (  # noqa: E402
     trial_free,
 )
 
-# the trial, never a column (also where .hydra/config.yaml keeps ``${seed}`` as text)
-SEED_KEYS = ("seed", "data.seed")
+# the trial, never a column (a nested seed that follows it is gone already: trial_free; one
+# the runs fix, ``data.seed=7``, is a setting like any other)
+SEED_KEYS = ("seed",)
 # settings the table shows already, as its task column, N and loss
 SHOWN_KEYS = ("task_name", "data.task", "data.num_train", "objective._target_", "combiner._target_")
 # the hyperparameters chosen by validation (τ, λ, preference): table.csv, never row keys
@@ -274,14 +276,21 @@ def choose(
 def baselines(chosen: pd.DataFrame, keys: list[str], baseline: str = "CE") -> pd.Series:
     """Each chosen group's baseline (its gid): the chosen group of loss ``baseline`` (CE, or
     CE+LS for a comparison of combiners) of the same task and N that agrees on every row key
-    both have set; none (NaN) for the baseline itself, without such a group, or with several."""
+    both have set (of several, the one that has exactly the row's keys, e.g. the same fixed
+    ``data.seed`` or none); none (NaN) for the baseline itself, without such a group, or with
+    several."""
     ce = chosen[chosen["loss"] == baseline]
     out = {}
     for g, row in chosen[chosen["loss"] != baseline].iterrows():
-        same = ce[(ce["task"] == row["task"]) & (ce["N"] == row["N"])]
+        # N None (the whole training set) is a size too: None == None is False in pandas
+        n = ce["N"].isna() if pd.isna(row["N"]) else ce["N"] == row["N"]
+        same = ce[(ce["task"] == row["task"]) & n]
         for k in keys:
             if row[k] != "":
                 same = same[same[k].isin([row[k], ""])]
+        if len(same) > 1:  # several agree: the one that has exactly the row's settings, if any
+            exact = same[(same[keys] == row[keys]).all(axis=1)] if keys else same
+            same = exact if len(exact) == 1 else same
         if len(same) == 1:
             out[g] = same.index[0]
     return pd.Series(out, index=chosen.index, dtype=float)
@@ -313,8 +322,8 @@ def _order(value) -> tuple:
 
 def short_labels(keys) -> dict[str, str]:
     """Each dotted key's shortest ending that no other of ``keys`` ends with (``optimizer.lr`` →
-    ``lr``); an ending of only ``_target_``, ``name`` or a number keeps its parent
-    (``encoder.name``, ``budget.20``)."""
+    ``lr``); an ending of only ``_target_``, ``name``, ``seed`` (read as the trial) or a number
+    keeps its parent (``encoder.name``, ``data.seed``, ``budget.20``)."""
     keys = list(keys)
     labels = {}
     for k in keys:
@@ -322,7 +331,11 @@ def short_labels(keys) -> dict[str, str]:
         for n in range(1, len(parts) + 1):
             label = ".".join(parts[-n:])
             # a class path, a name or a table's numbered entry (budget.20) says little alone
-            if n == 1 and len(parts) > 1 and (label in ("_target_", "name") or label.isdigit()):
+            if (
+                n == 1
+                and len(parts) > 1
+                and (label in ("_target_", "name", "seed") or label.isdigit())
+            ):
                 continue
             if not any(o != k and (o == label or o.endswith("." + label)) for o in keys):
                 labels[k] = label

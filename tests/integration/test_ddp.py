@@ -1,9 +1,10 @@
 """DDP on 2 CPU processes (gloo) ends where 1 process on the same global batches ends: the
 module's step with every scope and contrastive path (ddp_helpers.py), every stateful or random
 combiner with its final state and learnable weights (ddp_combiner_helpers.py; marker
-combiners), the domain-generalisation discriminator's step (ddp_dg_helpers.py), and train.py itself with trainer=ddp on real SST-2 rows (one metrics.json; the final
-weights equal a 1-process run's; the reported test accuracy is that of the final weights on the
-whole test half)."""
+combiners), the domain-generalisation discriminator's step (ddp_dg_helpers.py), and train.py
+itself with trainer=ddp on real SST-2 rows (one metrics.json; the final weights equal a
+1-process run's; the reported test accuracy is that of the final weights on the whole test
+half)."""
 
 import json
 import subprocess

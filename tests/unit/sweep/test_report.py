@@ -485,14 +485,17 @@ def test_runs_on_the_whole_training_set_get_their_own_figures(tmp_path):
     sweep, out = tmp_path / "sweep", tmp_path / "out"
     for n in (20, None):
         for seed in range(2):
-            for loss in ("CE", "CE+LS"):
-                table_run(sweep, "sst2", n, loss, seed, 0.6 + 0.01 * seed)
+            for k, loss in enumerate(("CE", "CE+LS")):
+                table_run(sweep, "sst2", n, loss, seed, 0.6 + 0.01 * seed * (1 + k))
     _report(sweep, out)
     assert (out / "loss_space_sst2_N20.png").is_file()
     assert (out / "loss_space_sst2_Nall.png").is_file()  # N = None: not dropped
     assert not (out / "loss_space.png").exists()
     table = (out / "table.md").read_text()
     assert "| CE | all | 60.5 ± 0.7 (n=2) |" in table and "| CE | 20 |" in table
+    # each size's runs are compared with CE of that size, the whole set's too: two comparisons
+    assert "| CE+LS | all | 61.0 ± 1.4 (n=2, p=" in table and "no CE to compare" not in table
+    assert "table's 2 comparisons" in table
 
 
 def test_the_expected_seeds_missing_runs_differences_and_code_versions(tmp_path):
@@ -559,3 +562,32 @@ def test_one_seed_has_a_baseline_but_no_test(tmp_path):
     table = (out / "table.md").read_text()
     assert "| CE+EPO | 20 | 65.0 (n=1, one seed: no test) |" in table
     assert "no p-values: every row has one seed (a paired test needs two)." in table
+
+
+def test_a_fixed_data_seed_is_a_setting_even_in_the_run_of_that_seed(tmp_path):
+    """data.seed follows the trial by default (data.seed: ${seed}, each seed its own training
+    examples); fixing it (data.seed=1: one subset, seeds vary the model only) is another
+    protocol: its own rows, complete with seed 1, never a duplicate of the default's seed 1."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    for protocol, data_seed in (("follows", "${seed}"), ("fixed", 1)):
+        for seed in range(3):
+            for k, loss in enumerate(("CE", "CE+LS")):
+                test = 0.6 + 0.01 * seed * (1 + k) + (0.1 if protocol == "fixed" else 0.0)
+                table_run(sweep / protocol, "sst2", 50, loss, seed, test)
+                run = sweep / protocol / f"sst2_50_{loss}_{seed}".replace("+", "_")
+                cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+                cfg["data"] = {"seed": data_seed}
+                (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+                m = json.loads((run / "metrics.json").read_text())
+                resolved = seed if data_seed == "${seed}" else data_seed
+                m["settings"] = {**cfg, "data": {"seed": resolved}}
+                (run / "metrics.json").write_text(json.dumps(m))
+    _report(sweep, out)
+    table = (out / "table.md").read_text()
+    assert "duplicate" not in table and "incomplete" not in table.lower(), table
+    assert "| loss | N | data.seed | sst2 |" in table  # not "seed": that reads as the trial
+    assert "| CE | 50 | 1 | 71.0 ± 1.0 (n=3) |" in table, table  # the fixed subset's row
+    assert "| CE | 50 | — | 61.0 ± 1.0 (n=3) |" in table, table  # the default: data.seed follows
+    # each against its own protocol's CE (seed by seed: +0, +1, +2 points in both)
+    assert "| CE+LS | 50 | 1 | 72.0 ± 2.0 (n=3, p=0.225, q=0.225) |" in table, table
+    assert "| CE+LS | 50 | — | 62.0 ± 2.0 (n=3, p=0.225, q=0.225) |" in table, table
