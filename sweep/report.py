@@ -946,14 +946,14 @@ def main(argv: list[str] | None = None):
             f"error: no complete text-classification runs under {args.sweep_dir} (toy sweeps: "
             "sweep/toy_table.py; Multi-MNIST sets: sweep/pareto_report.py)"
         )
-    check_out(args.out)
-    info = describe_settings(runs)
-    write_runs(runs, info.keys, args.out)
     if args.baseline is not None and args.baseline not in set(runs["loss"]):
-        raise SystemExit(
+        raise SystemExit(  # before anything is written: an earlier report stays whole
             f"error: --baseline {args.baseline}: no run of that loss here; the losses are "
             + ", ".join(sorted(set(runs["loss"])))
         )
+    check_out(args.out)
+    info = describe_settings(runs)
+    write_runs(runs, info.keys, args.out)
     chosen = write_tables(
         runs, info, args.out, left_out, args.baseline or "CE", reference, args.seeds
     )

@@ -239,13 +239,16 @@ def test_the_p_values_compare_with_the_baseline_asked_for(tmp_path):
     assert rows[2].startswith("| CE+EPO | 20 | 72.0") and rows[2].endswith("(n=3) |")
     assert "p: two-sided paired t-test against CE+EPO" in table
     assert "p_vs_ce_epo_paired_t" in (out / "table.csv").read_text().splitlines()[0]
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    settings_run(sweep, "ce_s3", "CE", 3, 0.65)  # the sweep grew since: runs.csv would differ
     proc = subprocess.run(
-        [sys.executable, "sweep/report.py", str(sweep), "--out", str(tmp_path / "o2"),
+        [sys.executable, "sweep/report.py", str(sweep), "--out", str(out),
          "--baseline", "CE+LS"],  # fmt: skip
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode != 0
     assert "--baseline CE+LS: no run of that loss here; the losses are CE, CE+EPO" in proc.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # the report stays whole
 
 
 def test_settings_set_per_task_are_stated_once_and_not_columns(tmp_path):
