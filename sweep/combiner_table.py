@@ -15,10 +15,10 @@ Writes to OUT_DIR:
   final validation accuracy (1 − ``val/error_mean``, mean over seeds);
 - ``runs.csv``: one line per run.
 
-Δm% = 100 · (1/T) Σ_t (A_t − A_t^LS) / A_t^LS over the T = 2 tasks, A_t the row's seed-mean test
-accuracy of task t and A_t^LS the equal-weight LS row's: the mean relative change of accuracy
-against LS, positive when the combiner is more accurate (accuracies: higher is better, so no sign
-flip). p: two-sided paired t-test (``scipy.stats.ttest_rel``) of the per-seed mean accuracy of the
+Δm% = 100 · (1/T) Σ_t (A_t − B_t) / B_t over the T = 2 tasks, A_t the row's seed-mean test
+accuracy of task t and B_t the baseline row's (``--baseline``, by default the equal-weight LS
+row): the mean relative change of accuracy against it, positive when the combiner is more
+accurate (accuracies: higher is better, so no sign flip); the table's columns name the baseline. p: two-sided paired t-test (``scipy.stats.ttest_rel``) of the per-seed mean accuracy of the
 two tasks against the baseline's on the seeds both rows have (p_task1 / p_task2 in table.csv).
 
 Nothing is chosen by test accuracy: rows are listed in name order (the baseline first), and the
@@ -166,7 +166,11 @@ def _p(p) -> str:
 
 
 def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) -> str:
-    cols = ["combiner", "acc task 1 (%)", "acc task 2 (%)", "Δm% vs LS", "p vs LS", "q (BH)"]
+    # the row compared with: its name in the table (the default, equal-weight LS: "LS")
+    ref = base or baseline
+    label, ref_text = ("LS", "equal-weight LS") if ref == "ls" else (ref, ref)
+    cols = ["combiner", "acc task 1 (%)", "acc task 2 (%)", f"Δm% vs {label}", f"p vs {label}"]
+    cols.append("q (BH)")
     cols += ["wall s", "n"]
     lines = ["# Multi-MNIST: combiners compared (one shared Multi-LeNet per run)", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -186,8 +190,8 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
     lines += [
         "",
         "Accuracy = 1 − test error of each task (digit), mean ± std (ddof 1) over seeds. "
-        "Δm% = 100 · ½ Σ_t (A_t − A_t^LS) / A_t^LS with A_t the seed-mean accuracy of task t: "
-        "positive = more accurate than equal-weight LS. "
+        f"Δm% = 100 · ½ Σ_t (A_t − B_t) / B_t with A_t the seed-mean accuracy of task t and B_t "
+        f"that of {ref_text}: positive = more accurate than {ref_text}. "
         + (
             f"p: two-sided paired t-test (scipy.stats.ttest_rel) of the per-seed mean accuracy "
             f"of both tasks against {base} on the seeds both rows have; — for {base} itself and "

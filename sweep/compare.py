@@ -240,20 +240,23 @@ def write(runs, table, base, baseline, metrics, signs, settings_of, left_out, in
 
 def variant_notes(settings_of: dict, shown: set[str]) -> list[str]:
     """For each method with several rows, the settings in which its rows differ, row by row
-    (``- ls [2]: data.num_train=50, optimizer.lr=0.001``)."""
+    (``- ls [2]: data.num_train=50, optimizer.lr=0.001``), for the rows ``shown``; the settings
+    compared are those of every row of the method, the incomplete ones too (a baseline ``ls [1]``
+    shown alone still says which settings it ran)."""
     labels = sweeps.row_labels(settings_of.keys())
     by_method: dict[str, list[tuple[str, dict]]] = {}
     for key, settings in settings_of.items():
         label = labels[key][0]
-        if label in shown and label.endswith("]"):
+        if label.endswith("]"):
             by_method.setdefault(key[0], []).append((label, sweeps.flatten(settings)))
     lines = []
     for _, rows in sorted(by_method.items()):
         keys = sorted({k for _, flat in rows for k in flat})
         varying = [k for k in keys if len({repr(flat.get(k)) for _, flat in rows}) > 1]
         for label, flat in sorted(rows):
-            shown_values = ", ".join(f"{k}={flat.get(k, '(absent)')}" for k in varying)
-            lines.append(f"- {label}: {shown_values}")
+            if label in shown:
+                shown_values = ", ".join(f"{k}={flat.get(k, '(absent)')}" for k in varying)
+                lines.append(f"- {label}: {shown_values}")
     return (
         ["", "Rows of one method with other settings (where they differ):", "", *lines]
         if lines

@@ -477,6 +477,14 @@ def test_delta_m_p_values_and_left_out_runs(tmp_path):
     assert table.loc["a", "q"] == pytest.approx(table.loc["a", "p"])  # a family of one
     assert table.loc["ls", "q"] is None or table.loc["ls", "q"] != table.loc["ls", "q"]  # none
     assert table.loc["a", "wall_time_s_mean"] == pytest.approx(21.0)
+    # another baseline: the columns and the footnote name it (they used to say LS whatever it was)
+    script = load_script("sweep/combiner_table.py")
+    table, base = script.summarise(runs, "a")
+    assert base == "a" and table.loc["ls", "delta_m"] < 0
+    (tmp_path / "out").mkdir()
+    text = script.write_tables(runs, table, base, "a", settings_of, left_out, tmp_path / "out")
+    assert "| Δm% vs a | p vs a |" in text and "positive = more accurate than a." in text
+    assert "LS" not in text.split("Accuracy = ")[1].split("p: ")[0]
 
 
 # --- the toy-ensemble table script (marker toy) ---------------------------------------------------

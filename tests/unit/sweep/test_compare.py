@@ -53,6 +53,7 @@ def test_delta_m_and_its_paired_p_by_hand(tmp_path):
         fake(sweep, "mgda", s, {k: v[s] for k, v in MGDA.items()})
         fake(sweep, "mgda", s, {k: v[s] + 0.5 for k, v in MGDA.items()}, lr=0.1)  # a variant
     fake(sweep, "upgrad", 0, {k: v[0] for k, v in LS.items()})  # one seed of three
+    fake(sweep, "ls", 0, {k: v[0] for k, v in LS.items()}, lr=0.1)  # the baseline's, incomplete
     proc = _compare(sweep, out)  # the runs' module does not import: its directions are unknown
     assert proc.returncode == 1 and "my_tasks.NotOnThePath does not import here" in proc.stderr
     proc = _compare(sweep, out, "--smaller", "test/mse_0,test/mse_1")
@@ -71,8 +72,10 @@ def test_delta_m_and_its_paired_p_by_hand(tmp_path):
     assert float(rows["mgda [2]"]["delta_m"]) < -100  # every MSE 0.5 larger
     table = (out / "table.md").read_text()
     assert table.splitlines()[0].startswith("| method | test/mse_0 ↓ | test/mse_1 ↓ | Δm% vs ls |")
-    assert table.splitlines()[2].startswith("| ls | 0.11 ± 0.01 |")  # the baseline first
+    assert table.splitlines()[2].startswith("| ls [1] | 0.11 ± 0.01 |")  # the baseline first
     assert "- mgda [2]: optimizer.lr=0.1" in table
+    # the baseline is the complete ls row, and the table says which of ls's settings it ran
+    assert "- ls [1]: optimizer.lr=0.01" in table and "| ls [2] |" not in table
     assert "- upgrad: seeds [0] of [0, 1, 2]" in table and "| upgrad |" not in table
     assert "over the table's 2 comparisons" in table
 
