@@ -18,8 +18,10 @@ Writes to OUT_DIR:
 Δm% = 100 · (1/T) Σ_t (A_t − B_t) / B_t over the T = 2 tasks, A_t the row's seed-mean test
 accuracy of task t and B_t the baseline row's (``--baseline``, by default the equal-weight LS
 row): the mean relative change of accuracy against it, positive when the combiner is more
-accurate (accuracies: higher is better, so no sign flip); the table's columns name the baseline. p: two-sided paired t-test (``scipy.stats.ttest_rel``) of the per-seed mean accuracy of the
-two tasks against the baseline's on the seeds both rows have (p_task1 / p_task2 in table.csv).
+accurate (accuracies: higher is better, so no sign flip); the table's columns name the
+baseline. p: two-sided paired t-test (``scipy.stats.ttest_rel``) of the per-seed mean accuracy
+of the two tasks against the baseline's on the seeds both rows have (p_task1 / p_task2 in
+table.csv).
 
 Nothing is chosen by test accuracy: rows are listed in name order (the baseline first), and the
 line "highest validation accuracy" names the five rows with the best final validation accuracy
