@@ -33,9 +33,9 @@ this sweep and changes when rows are added or removed.
 HV, IGD+ and the non-dominated filter come from moocore; grouping and averages from pandas.
 
 Which runs are averaged: a row is a method together with everything in ``settings`` except the
-trial, i.e. the top-level ``seed`` and any nested ``seed`` equal to it (``${seed}``
-interpolations such as ``module.seed``; a nested seed fixed to another value, such as
-``data.split_seed``, is a real setting).
+trial, i.e. the top-level ``seed`` and any nested ``seed`` that follows it (``${seed}``
+interpolations such as ``module.seed``; a nested seed the run's config fixes, ``module.seed=7``,
+is a real setting, even in the run of seed 7: ``moo_lightning.sweeps.trial_free``).
 Runs of one method whose settings differ otherwise are never averaged: they become separate rows
 ``method [1]``, ``method [2]``, ... and the settings that tell them apart are listed under the
 table. Paired tests use the single PNG row; when there are several PNG rows none is chosen and no

@@ -288,8 +288,10 @@ def baselines(chosen: pd.DataFrame, keys: list[str], baseline: str = "CE") -> pd
         for k in keys:
             if row[k] != "":
                 same = same[same[k].isin([row[k], ""])]
-        if len(same) > 1:  # several agree: the one that has exactly the row's settings, if any
-            exact = same[(same[keys] == row[keys]).all(axis=1)] if keys else same
+        if len(same) > 1:  # several agree: the one that has the row's value of every key in
+            # which they differ (a key only the row's loss has, e.g. EPO's solver, is no help)
+            differ = [k for k in keys if same[k].nunique() > 1]
+            exact = same[(same[differ] == row[differ]).all(axis=1)] if differ else same
             same = exact if len(exact) == 1 else same
         if len(same) == 1:
             out[g] = same.index[0]

@@ -594,3 +594,24 @@ def test_a_fixed_data_seed_is_a_setting_even_in_the_run_of_that_seed(tmp_path):
     # each against its own protocol's CE (seed by seed: +0, +1, +2 points in both)
     assert "| CE+LS | 50 | 1 | 72.0 ± 2.0 (n=3, p=0.225, q=0.225) |" in table, table
     assert "| CE+LS | 50 | — | 62.0 ± 2.0 (n=3, p=0.225, q=0.225) |" in table, table
+
+
+def test_the_baseline_of_a_row_is_the_ce_group_that_agrees_where_the_ce_groups_differ():
+    """Two CE groups (data.seed following the trial, "", and fixed, "7"); EPO rows that also
+    have a key only EPO sets (its solver, a row key because it differs): each EPO row is
+    compared with the CE group of its own data.seed, the solver key being no help."""
+    import pandas as pd
+
+    chosen = pd.DataFrame(
+        {
+            "task": ["sst2"] * 5,
+            "N": [50] * 5,
+            "loss": ["CE", "CE", "CE+EPO", "CE+EPO", "CE+EPO"],
+            "data.seed": ["", "7", "", "7", ""],
+            "combiner.solver": ["", "", "cvxpy", "cvxpy", "qp"],
+        },
+        index=[10, 11, 12, 13, 14],
+    )
+    base = load_script("sweep/report.py").baselines(chosen, ["data.seed", "combiner.solver"])
+    assert base.loc[12] == 10 and base.loc[13] == 11 and base.loc[14] == 10
+    assert pd.isna(base.loc[10]) and pd.isna(base.loc[11])
