@@ -172,8 +172,7 @@ def write_tables(runs, table, base, baseline, settings_of, left_out, out: Path) 
     ref = base or baseline
     label, ref_text = ("LS", "equal-weight LS") if ref == "ls" else (ref, ref)
     cols = ["combiner", "acc task 1 (%)", "acc task 2 (%)", f"Δm% vs {label}", f"p vs {label}"]
-    cols.append("q (BH)")
-    cols += ["wall s", "n"]
+    cols += ["q (BH)", "wall s", "n"]
     lines = ["# Multi-MNIST: combiners compared (one shared Multi-LeNet per run)", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row, r in table.iterrows():
