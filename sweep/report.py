@@ -277,8 +277,8 @@ def baselines(chosen: pd.DataFrame, keys: list[str], baseline: str = "CE") -> pd
     """Each chosen group's baseline (its gid): the chosen group of loss ``baseline`` (CE, or
     CE+LS for a comparison of combiners) of the same task and N that agrees on every row key
     both have set (of several, the one with the row's value of every key in which they differ,
-    e.g. the same fixed ``data.seed`` or none); none (NaN) for the baseline itself, without such a group, or with
-    several."""
+    e.g. the same fixed ``data.seed`` or none); none (NaN) for the baseline itself, without such
+    a group, or with several."""
     ce = chosen[chosen["loss"] == baseline]
     out = {}
     for g, row in chosen[chosen["loss"] != baseline].iterrows():
